@@ -1,0 +1,43 @@
+"""Command line: ``python -m tdcourse capture --model smollm2-135m --n 1000`` and ``python -m tdcourse info``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tdcourse", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    cap = sub.add_parser("capture", help="capture the residual stream of N samples into the cache")
+    cap.add_argument("--model", default="smollm2-135m", help="alias or hub id (default: smollm2-135m)")
+    cap.add_argument("--n", type=int, default=1000, help="number of samples (default: 1000)")
+    cap.add_argument("--quant", default="auto", choices=["auto", "none", "4bit"])
+    cap.add_argument("--init", default="trained", choices=["trained", "random"])
+    cap.add_argument("--seed", type=int, default=0)
+    cap.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    cap.add_argument("--batch-size", type=int, default=32)
+    cap.add_argument("--rebuild", action="store_true", help="capture again even if cached")
+    sub.add_parser("info", help="where we run, the device and the cache directory")
+    args = parser.parse_args(argv)
+
+    if args.cmd == "info":
+        from .env import report
+
+        print(report())
+        return 0
+    from .capture import CacheError, load_activations
+    from .models import ModelLoadError
+
+    try:
+        acts = load_activations(model=args.model, n=args.n, quant=args.quant, init=args.init, seed=args.seed,
+                                dtype=args.dtype, batch_size=args.batch_size, rebuild=args.rebuild)
+    except (ModelLoadError, CacheError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{acts.label}: activations {acts.acts.shape} (samples, sites, d_model) in {acts.path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

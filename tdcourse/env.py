@@ -1,0 +1,130 @@
+"""Where the course runs: Colab, CI or a laptop; the device; the cache directory; the HF token.
+
+The only global state in :mod:`tdcourse` is one cache directory, chosen by the environment
+variable ``TDCOURSE_CACHE`` (default: ``~/.cache/tdcourse``, or ``$XDG_CACHE_HOME/tdcourse``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["cache_dir", "where", "device", "gpu_memory_gb", "ram_gb", "hf_token", "report"]
+
+
+def cache_dir() -> Path:
+    """The course's one cache directory (created on first use).
+
+    ``$TDCOURSE_CACHE`` if set, else ``$XDG_CACHE_HOME/tdcourse``, else ``~/.cache/tdcourse``.
+    Converted models live in ``models/``, captured activations in ``activations/``.
+    """
+    env = os.environ.get("TDCOURSE_CACHE")
+    if env:
+        path = Path(env).expanduser()
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        path = Path(base) / "tdcourse"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def where() -> str:
+    """``"colab"``, ``"ci"`` or ``"laptop"``: where this Python process runs."""
+    if "google.colab" in sys.modules or os.environ.get("COLAB_RELEASE_TAG"):
+        return "colab"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        return "ci"
+    return "laptop"
+
+
+def device() -> str:
+    """``"cuda"`` if a CUDA GPU is visible to torch, else ``"mps"`` on Apple silicon, else ``"cpu"``."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def gpu_memory_gb() -> float | None:
+    """Total memory of CUDA GPU 0 in GiB, or ``None`` without a CUDA GPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_properties(0).total_memory / 2**30
+
+
+def ram_gb() -> float | None:
+    """Physical memory of this machine in GiB, or ``None`` where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def hf_token() -> str | None:
+    """A Hugging Face token from ``$HF_TOKEN`` (or ``$HUGGING_FACE_HUB_TOKEN``), the Colab
+    secret ``HF_TOKEN``, or the ``huggingface-cli login`` store, in that order; ``None`` if none."""
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        if os.environ.get(var):
+            return os.environ[var]
+    if where() == "colab":
+        try:  # pragma: no cover - only on Colab
+            from google.colab import userdata  # type: ignore
+
+            token = userdata.get("HF_TOKEN")
+            if token:
+                return token
+        except Exception:
+            pass
+    try:
+        from huggingface_hub import get_token
+
+        return get_token()
+    except Exception:
+        return None
+
+
+@dataclass(frozen=True)
+class Report:
+    """What :func:`report` found; printed as one line per field."""
+
+    where: str
+    device: str
+    gpu_name: str | None
+    gpu_memory_gb: float | None
+    ram_gb: float | None
+    torch_threads: int
+    cache_dir: str
+
+    def __str__(self) -> str:
+        gpu = f"{self.gpu_name} ({self.gpu_memory_gb:.1f} GiB)" if self.gpu_name else "none"
+        ram = f"{self.ram_gb:.1f} GiB" if self.ram_gb else "unknown"
+        return (
+            f"running on : {self.where}\n"
+            f"device     : {self.device} (torch threads: {self.torch_threads})\n"
+            f"GPU        : {gpu}\n"
+            f"RAM        : {ram}\n"
+            f"cache      : {self.cache_dir}"
+        )
+
+
+def report() -> Report:
+    """Where we run, on which device, with how much memory, and where the cache is."""
+    import torch
+
+    name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return Report(
+        where=where(),
+        device=device(),
+        gpu_name=name,
+        gpu_memory_gb=gpu_memory_gb(),
+        ram_gb=ram_gb(),
+        torch_threads=torch.get_num_threads(),
+        cache_dir=str(cache_dir()),
+    )
