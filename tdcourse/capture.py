@@ -161,9 +161,9 @@ def residual_hooks(model, on_state) -> Iterator[None]:
 
 
 def _batches(input_ids: Sequence[Sequence[int]], batch_size: int) -> list[np.ndarray]:
-    """Sample indices grouped into batches of similar length (longest first): less padding."""
-    order = np.argsort([-len(x) for x in input_ids], kind="stable")
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    """Sample indices in order, in contiguous batches of ``batch_size``."""
+    n = len(input_ids)
+    return [np.arange(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
 
 
 def _pad(input_ids: Sequence[Sequence[int]], idx: np.ndarray, pad_id: int, device):
@@ -230,8 +230,20 @@ def capture(
     state: dict[str, Any] = {}
 
     def on_state(pos, hidden):
-        buf = state["buf"]
-        buf[:, pos] = hidden[state["rows"], state["last"]]
+        state["buf"][:, pos] = hidden[state["rows"], state["last"]]
+
+    # Results stay on the device and are copied to the CPU in blocks of about 256 MiB, straight
+    # into the output array: a copy per batch would make the CPU wait for the GPU instead of
+    # queueing the next batch.
+    out_t = torch.from_numpy(out)
+    pending: list[tuple[np.ndarray, Any]] = []
+    flush_bytes = 256 * 2**20
+    finite = torch.ones((), dtype=torch.bool, device=device)
+
+    def flush():
+        for idx, buf in pending:
+            out_t[idx[0] : idx[-1] + 1].copy_(buf)
+        pending.clear()
 
     with torch.inference_mode(), residual_hooks(model, on_state):
         for idx in tqdm(_batches(input_ids, batch_size), desc="capture", unit="batch", disable=not progress):
@@ -240,8 +252,12 @@ def capture(
             state["last"] = last
             state["buf"] = torch.empty((len(idx), n_sites, d_model), dtype=torch.float32, device=device)
             base(input_ids=ids, attention_mask=mask, use_cache=False)
-            out[idx] = state["buf"].cpu().numpy()
-    if not np.isfinite(out).all():
+            finite &= torch.isfinite(state["buf"]).all()
+            pending.append((idx, state["buf"]))
+            if len(pending) * state["buf"].numel() * 4 >= flush_bytes:
+                flush()
+        flush()
+    if not bool(finite):
         raise FloatingPointError("The captured activations hold NaN or inf: try float32 or bfloat16 instead of float16.")
     return out
 
@@ -350,6 +366,30 @@ def _ids_digest(ids: list[list[int]]) -> str:
     return hashlib.sha256(json.dumps(ids, separators=(",", ":")).encode()).hexdigest()
 
 
+def _tokenizer_and_revision(spec: ModelSpec):
+    """The tokenizer of ``spec``'s model and the spec with its hub revision filled in."""
+    from dataclasses import replace
+
+    from transformers import AutoConfig, AutoTokenizer
+
+    from .models import ModelLoadError, _converted_smollm2_dir, _hub_kwargs
+
+    if spec.source.startswith("embedded:"):
+        return AutoTokenizer.from_pretrained(_converted_smollm2_dir()), spec
+    hub = _hub_kwargs(spec)
+    try:
+        tok = AutoTokenizer.from_pretrained(spec.source, **hub)
+        config = AutoConfig.from_pretrained(spec.source, **hub)
+    except OSError as err:
+        raise ModelLoadError(
+            f"Could not read {spec.source} ({type(err).__name__}: {err}). Check the name, your network "
+            "and your token; offline, use model='smollm2-135m'."
+        ) from err
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok, replace(spec, revision=getattr(config, "_commit_hash", None))
+
+
 def load_activations(
     model: str = DEFAULT_MODEL,
     n: int = 1000,
@@ -390,25 +430,18 @@ def load_activations(
 
     recipe = replace(recipe or SampleRecipe(), n=int(n))
     spec = resolve_spec(model, quant=quant, dtype=dtype, init=init, seed=seed)
-    mdl = tok = None
-    if spec.source.startswith("embedded:"):
-        # Offline and cheap: the tokenizer alone fixes the samples, so a cached entry is found
-        # without loading the model.
-        from transformers import AutoTokenizer
-
-        from .models import _converted_smollm2_dir
-
-        tok = AutoTokenizer.from_pretrained(_converted_smollm2_dir())
-    else:
-        mdl, tok = load_model(model, quant=quant, dtype=dtype, init=init, seed=seed)
-        spec = mdl.tdcourse_spec  # with the hub revision
+    # The tokenizer alone fixes the samples, and the config gives the hub revision, so a cached
+    # entry is found without loading the model's weights.
+    tok, spec = _tokenizer_and_revision(spec)
     samples = build_samples(tok, recipe)
     meta = _meta(spec, recipe, samples.data_sha256, _ids_digest(samples.input_ids))
     path = _entry_dir(meta)
     if path.exists() and not rebuild:
         return read_activations(path, expect_meta=meta)
-    if mdl is None:
-        mdl, tok = load_model(model, quant=quant, dtype=dtype, init=init, seed=seed)
+    mdl, tok = load_model(model, quant=quant, dtype=dtype, init=init, seed=seed)
+    if mdl.tdcourse_spec != spec:  # the hub moved on between the two reads
+        spec = mdl.tdcourse_spec
+        meta = _meta(spec, recipe, samples.data_sha256, _ids_digest(samples.input_ids))
     t0 = time.perf_counter()
     acts = capture(mdl, samples.input_ids, batch_size=batch_size, pad_token_id=tok.pad_token_id, progress=progress)
     elapsed = time.perf_counter() - t0

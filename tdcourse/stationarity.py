@@ -1,0 +1,159 @@
+"""Per-site moments of the residual stream and how far they drift with depth (claim C7).
+
+A stationary process would have the same distribution at every "time" (site). The paper
+(Fig. 1 title) calls the residual stream non-stationary: each unit's mean and variance over
+samples change with depth. We measure that with a per-unit drift ratio, and compare it with
+a null in which each sample's sites are shuffled (stationary by construction).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .verdicts import Verdict, judge
+
+__all__ = ["site_moments", "drift_ratio", "shuffled_sites", "Stationarity", "stationarity", "verdicts",
+           "check_site_means"]
+
+
+def _check_acts(acts: np.ndarray) -> np.ndarray:
+    acts = np.asarray(acts)
+    if acts.ndim != 3:
+        raise ValueError(f"acts must have shape (n_samples, n_sites, d_model), got {acts.shape}")
+    if acts.shape[0] < 2 or acts.shape[1] < 2:
+        raise ValueError(f"need at least 2 samples and 2 sites, got shape {acts.shape}")
+    return acts
+
+
+def site_moments(acts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance of every unit at every site, over samples.
+
+    Parameters
+    ----------
+    acts : ndarray of shape (n_samples, n_sites, d_model)
+
+    Returns
+    -------
+    mean : ndarray of shape (n_sites, d_model)
+    var : ndarray of shape (n_sites, d_model)
+        Unbiased (``ddof=1``).
+    """
+    acts = _check_acts(acts)
+    a = acts.astype(np.float64, copy=False)
+    return a.mean(0), a.var(0, ddof=1)
+
+
+def drift_ratio(acts: np.ndarray) -> np.ndarray:
+    """How much each unit's mean moves across sites, relative to its sampling noise.
+
+    ``F_u = n_samples · Var_sites(mean_{s,u}) / Mean_sites(var_{s,u})``: the one-way ANOVA
+    F statistic of unit ``u`` with sites as groups. A stationary unit gives F ≈ 1; a unit whose
+    mean drifts with depth gives F ≫ 1. (Sites share samples, so F is a descriptive index, not
+    an exact F-test; :func:`shuffled_sites` gives its null.)
+
+    Parameters
+    ----------
+    acts : ndarray of shape (n_samples, n_sites, d_model)
+
+    Returns
+    -------
+    ndarray of shape (d_model,)
+    """
+    mean, var = site_moments(acts)
+    return acts.shape[0] * mean.var(0, ddof=1) / np.maximum(var.mean(0), 1e-30)
+
+
+def shuffled_sites(acts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A stationary null: each sample's sites put in an independent random order.
+
+    Parameters
+    ----------
+    acts : ndarray of shape (n_samples, n_sites, d_model)
+    rng : numpy Generator
+
+    Returns
+    -------
+    ndarray of the same shape; every site then has the same distribution.
+    """
+    acts = _check_acts(acts)
+    order = rng.permuted(np.broadcast_to(np.arange(acts.shape[1]), acts.shape[:2]), axis=1)
+    return np.take_along_axis(acts, order[:, :, None], axis=1)
+
+
+@dataclass(frozen=True)
+class Stationarity:
+    """Drift statistics of one run.
+
+    Attributes
+    ----------
+    drift : ndarray of shape (d_model,)
+        :func:`drift_ratio` per unit.
+    null_drift : ndarray of shape (n_null, d_model)
+        The same on site-shuffled copies.
+    frac_drifting : float
+        Share of units whose drift exceeds the 99th percentile of the null's drift.
+    var_log_ratio : ndarray of shape (d_model,)
+        ``log10(var at the last site / var at the first non-embedding site)`` per unit.
+    """
+
+    drift: np.ndarray
+    null_drift: np.ndarray
+    frac_drifting: float
+    var_log_ratio: np.ndarray
+
+
+def stationarity(acts: np.ndarray, n_null: int = 3, seed: int = 0) -> Stationarity:
+    """Drift of every unit against the site-shuffled null (see :func:`drift_ratio`).
+
+    Parameters
+    ----------
+    acts : ndarray of shape (n_samples, n_sites, d_model)
+    n_null : int
+        Shuffled copies (each gives d_model null values; 3 × 576 is plenty for a 99th percentile).
+    seed : int
+    """
+    acts = _check_acts(acts)
+    rng = np.random.default_rng(seed)
+    drift = drift_ratio(acts)
+    null = np.stack([drift_ratio(shuffled_sites(acts, rng)) for _ in range(n_null)])
+    thresh = np.quantile(null, 0.99)
+    _, var = site_moments(acts)
+    # site 0 is the token embedding; compare the last site with site 1 (after the first attention)
+    vlr = np.log10(np.maximum(var[-1], 1e-30) / np.maximum(var[1], 1e-30))
+    return Stationarity(drift=drift, null_drift=null, frac_drifting=float(np.mean(drift > thresh)),
+                        var_log_ratio=vlr)
+
+
+def verdicts(run, chapter: str = "", n_null: int = 3, seed: int = 0) -> list[Verdict]:
+    """Claim C7 for one run (an :class:`tdcourse.capture.Activations`)."""
+    st = stationarity(run.acts, n_null=n_null, seed=seed)
+    null_hi = float(np.quantile(st.null_drift, 0.99))
+    med_var = float(np.median(st.var_log_ratio))
+    return [judge(
+        "C7", "Activations are non-stationary across layers: each unit's mean and variance drift with depth.",
+        "share of units whose drift ratio F exceeds the 99th percentile of the site-shuffled null > 0.5 "
+        "(agrees); > 0.1 (partly)",
+        run.label, st.frac_drifting, agrees=st.frac_drifting > 0.5, partly=st.frac_drifting > 0.1,
+        uncertainty=f"null F 99th pct {null_hi:.3g}, median F {np.median(st.drift):.3g}",
+        detail=f"median log10 variance ratio (last site / site 1) = {med_var:+.2f}",
+        chapter=chapter)]
+
+
+def check_site_means(fn) -> bool:
+    """Check a learner's ``fn(acts) -> ndarray (n_sites, d_model)`` of per-site means; prints the result."""
+    rng = np.random.default_rng(1)
+    acts = rng.normal(size=(7, 4, 3)) + np.arange(4)[None, :, None]
+    want = acts.mean(0)
+    try:
+        got = np.asarray(fn(acts))
+    except Exception as err:  # a learner's bug is reported, not raised
+        print(f"✗ your function raised {type(err).__name__}: {err}")
+        return False
+    if got.shape != want.shape:
+        print(f"✗ shape {got.shape}, expected {want.shape} (n_sites, d_model): average over axis 0 (samples)")
+        return False
+    ok = bool(np.allclose(got, want))
+    print("✓ correct" if ok else "✗ wrong values: average over samples (axis 0), one mean per site and unit")
+    return ok
