@@ -90,13 +90,21 @@ def judge(
                    uncertainty=uncertainty, outcome=outcome, detail=detail, chapter=chapter)
 
 
-def table(verdicts: Iterable[Verdict]):
-    """A pandas DataFrame of verdicts (one row each), for display in a notebook."""
+def table(verdicts: Iterable[Verdict], full: bool = False):
+    """A pandas DataFrame of verdicts, one row each, for display in a notebook.
+
+    Indexed by (claim, model); columns outcome, value, uncertainty, criterion (and, with
+    ``full=True``, detail, paper and chapter too).
+    """
     import pandas as pd
 
     rows = [v.to_dict() for v in verdicts]
-    cols = ["claim", "model", "outcome", "value", "uncertainty", "criterion", "detail"]
-    return pd.DataFrame(rows, columns=cols + [c for c in (rows[0] if rows else {}) if c not in cols])
+    cols = ["claim", "model", "outcome", "value", "uncertainty", "criterion"]
+    if full:
+        cols += ["detail", "paper", "chapter"]
+    df = pd.DataFrame(rows, columns=cols)
+    df["value"] = [f"{x:.4g}" for x in df["value"]]
+    return df.set_index(["claim", "model"])
 
 
 def verdict_dir() -> Path:
