@@ -45,6 +45,8 @@ def heatmap(
     clip_quantile: float | None = 0.99,
     width: int = 640,
     height: int = 300,
+    x_title: str | None = None,
+    y_title: str = "site (depth ↓)",
 ):
     """Heat map of a sites × units matrix (e.g. the mean activation, the paper's Fig. 1B).
 
@@ -68,7 +70,7 @@ def heatmap(
     rows = pd.DataFrame({
         "site": list(sites),
         "depth": np.arange(len(sites)),
-        "v": [np.round(r, 4).tolist() for r in matrix],
+        "v": [[float(f"{x:.3g}") for x in r] for r in matrix],  # 3 significant digits: small pages
         "unit": [list(range(n_units))] * len(sites),
     })
     lim = float(np.quantile(np.abs(matrix), clip_quantile)) if clip_quantile else float(np.abs(matrix).max())
@@ -80,8 +82,8 @@ def heatmap(
         .transform_flatten(["v", "unit"])
         .mark_rect()
         .encode(
-            x=alt.X("unit:O", title=f"unit (0–{n_units - 1})", axis=alt.Axis(labels=False, ticks=False)),
-            y=alt.Y("depth:O", title="site (depth ↓)", axis=alt.Axis(labelExpr="datum.value % 4 == 0 ? datum.value : ''")),
+            x=alt.X("unit:O", title=x_title or f"unit (0–{n_units - 1})", axis=alt.Axis(labels=False, ticks=False)),
+            y=alt.Y("depth:O", title=y_title, axis=alt.Axis(labelExpr="datum.value % 4 == 0 ? datum.value : ''")),
             color=alt.Color("v:Q", title=color_title, scale=scale),
             tooltip=["site:N", "unit:Q", alt.Tooltip("v:Q", format=".3f", title=color_title)],
         )
@@ -98,6 +100,7 @@ def curves(
     log_y: bool = False,
     width: int = 560,
     height: int = 260,
+    x_title: str = "site (resid_pre 0, resid_mid 0, resid_pre 1, …)",
 ):
     """One line per series against site depth, with optional shaded bands.
 
@@ -113,8 +116,8 @@ def curves(
 
     df = site_frame(values, sites, "y")
     yscale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
-    color = alt.Color("series:N", title=None, legend=alt.Legend(orient="top"))
-    x = alt.X("depth:Q", title="site (resid_pre 0, resid_mid 0, resid_pre 1, …)")
+    color = alt.Color("series:N", title=None, legend=alt.Legend(orient="top", labelLimit=400))
+    x = alt.X("depth:Q", title=x_title)
     line = alt.Chart(df).mark_line(point=alt.OverlayMarkDef(size=12)).encode(
         x=x, y=alt.Y("y:Q", title=y_title, scale=yscale), color=color,
         tooltip=["series:N", "site:N", alt.Tooltip("y:Q", format=".4g", title=y_title)],
@@ -167,8 +170,447 @@ def histograms(
             x=alt.X("x:Q", title=x_title, bin="binned"),
             x2="x2:Q",
             y=alt.Y("count:Q", title="density" if density else "count", stack=None),
-            color=alt.Color("series:N", title=None, legend=alt.Legend(orient="top")),
+            color=alt.Color("series:N", title=None, legend=alt.Legend(orient="top", labelLimit=400)),
             tooltip=["series:N", alt.Tooltip("x:Q", format=".3g"), alt.Tooltip("count:Q", format=".3g")],
         )
         .properties(width=width, height=height)
     )
+
+
+# --------------------------------------------------------------------------- teleport (chapter 07)
+
+
+def flow_field(
+    starts: np.ndarray,
+    ends: np.ndarray,
+    trajectory: np.ndarray,
+    inward: np.ndarray | None = None,
+    title: str = "",
+    x_title: str = "PC1",
+    y_title: str = "PC2",
+    width: int = 210,
+    height: int = 210,
+):
+    """Arrows from injected grid points to where the model carries them, in a PCA plane, with
+    the unperturbed trajectory drawn on top (a line from a star, its injection-site point).
+
+    Parameters
+    ----------
+    starts : ndarray of shape (m, 2)
+        Grid points (PCA coordinates).
+    ends : ndarray of shape (m, 2)
+        Where each point is some layers later, projected onto the same plane. Each arrow is a
+        segment ending in a dot.
+    trajectory : ndarray of shape (K, 2)
+        The unperturbed state from the injection site (row 0, the star) onwards.
+    inward : ndarray of shape (m,), bool, or None
+        Colour each arrow as pointing back toward the unperturbed trajectory or away from it.
+    """
+    alt = _alt()
+    import pandas as pd
+
+    starts = np.asarray(starts, dtype=float)
+    ends = np.asarray(ends, dtype=float)
+    trajectory = np.asarray(trajectory, dtype=float)
+    if starts.ndim != 2 or starts.shape[1] != 2 or ends.shape != starts.shape:
+        raise ValueError(f"starts and ends must both have shape (m, 2), got {starts.shape} and {ends.shape}")
+    if trajectory.ndim != 2 or trajectory.shape[1] != 2:
+        raise ValueError(f"trajectory must have shape (K, 2), got {trajectory.shape}")
+    kind = (np.where(np.asarray(inward, bool), "inward", "outward") if inward is not None
+            else np.full(len(starts), "arrow"))
+    if kind.shape != (len(starts),):
+        raise ValueError(f"inward must have shape ({len(starts)},), got {np.shape(inward)}")
+    arrows = pd.DataFrame({"x": starts[:, 0], "y": starts[:, 1], "x2": ends[:, 0], "y2": ends[:, 1], "arrow": kind})
+    traj = pd.DataFrame({"x": trajectory[:, 0], "y": trajectory[:, 1], "step": np.arange(len(trajectory))})
+    palette = {"inward": "#4c78a8", "outward": "#f58518", "arrow": "#888888"}
+    kinds = [k for k in palette if k in set(kind)]
+    color = alt.Color("arrow:N", title=None, legend=alt.Legend(orient="top", labelLimit=400),
+                      scale=alt.Scale(domain=kinds, range=[palette[k] for k in kinds]))
+    x = alt.X("x:Q", title=x_title, scale=alt.Scale(zero=False))
+    y = alt.Y("y:Q", title=y_title, scale=alt.Scale(zero=False))
+    rules = alt.Chart(arrows).mark_rule(strokeWidth=1.2, opacity=0.8).encode(x=x, y=y, x2="x2:Q", y2="y2:Q", color=color)
+    heads = alt.Chart(arrows).mark_circle(size=14, opacity=0.9).encode(
+        x=alt.X("x2:Q", title=x_title), y=alt.Y("y2:Q", title=y_title), color=color)
+    path = alt.Chart(traj).mark_line(color="black", strokeWidth=2, point=alt.OverlayMarkDef(color="black", size=20)).encode(
+        x=x, y=y, order="step:Q", tooltip=[alt.Tooltip("step:Q", title="layers after injection")])
+    star = alt.Chart(traj.iloc[:1]).mark_point(shape="diamond", size=120, filled=True, color="black").encode(x=x, y=y)
+    return alt.layer(rules, heads, path, star, title=title).properties(width=width, height=height)
+
+
+def panels(charts: Sequence, columns: int = 5, title: str = ""):
+    """Charts side by side, wrapping after ``columns`` (each keeps its own axes)."""
+    alt = _alt()
+
+    charts = list(charts)
+    if not charts:
+        raise ValueError("panels needs at least one chart")
+    return alt.concat(*charts, columns=int(columns), title=title)
+
+
+def estimates(
+    groups: Sequence[str],
+    values: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+    x_title: str,
+    y_title: str,
+    title: str = "",
+    reference: float | None = None,
+    log_y: bool = False,
+    width: int = 420,
+    height: int = 240,
+):
+    """Point estimates with interval bars, one group per x position, series side by side.
+
+    Parameters
+    ----------
+    groups : sequence of str, length G
+        The x categories, in order (e.g. injection layers).
+    values : {series: (estimate, lo, hi)}, each an ndarray of shape (G,)
+    reference : float or None
+        Draw a dashed horizontal rule there (e.g. 1 for a ratio, 0.5 for a fraction).
+    log_y : bool
+    """
+    alt = _alt()
+    import pandas as pd
+
+    frames = []
+    for series, (est, lo, hi) in values.items():
+        arrs = [np.asarray(a, dtype=float) for a in (est, lo, hi)]
+        if any(a.shape != (len(groups),) for a in arrs):
+            raise ValueError(f"series {series!r}: estimate, lo and hi must each have shape ({len(groups)},)")
+        frames.append(pd.DataFrame({"group": list(groups), "series": series, "est": arrs[0], "lo": arrs[1], "hi": arrs[2]}))
+    df = pd.concat(frames, ignore_index=True)
+    x = alt.X("group:N", title=x_title, sort=list(groups), axis=alt.Axis(labelAngle=0))
+    yscale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
+    color = alt.Color("series:N", title=None, legend=alt.Legend(orient="top", labelLimit=400, columns=2))
+    offset = alt.XOffset("series:N")
+    base = alt.Chart(df)
+    bars = base.mark_rule(strokeWidth=2).encode(x=x, xOffset=offset, y=alt.Y("lo:Q", title=y_title, scale=yscale), y2="hi:Q", color=color)
+    pts = base.mark_point(filled=True, size=50).encode(
+        x=x, xOffset=offset, y=alt.Y("est:Q", title=y_title, scale=yscale), color=color,
+        tooltip=["group:N", "series:N", alt.Tooltip("est:Q", format=".3g"), alt.Tooltip("lo:Q", format=".3g"),
+                 alt.Tooltip("hi:Q", format=".3g")])
+    layers = [bars, pts]
+    if reference is not None:
+        layers.append(alt.Chart(pd.DataFrame({"ref": [float(reference)]})).mark_rule(strokeDash=[4, 4], color="gray").encode(y="ref:Q"))
+    return alt.layer(*layers, title=title).properties(width=width, height=height)
+
+
+def step_lines(
+    x: np.ndarray,
+    values: Mapping[str, np.ndarray],
+    x_title: str,
+    y_title: str,
+    title: str = "",
+    reference: float | None = None,
+    log_y: bool = False,
+    dashed: Sequence[str] = (),
+    width: int = 420,
+    height: int = 240,
+):
+    """One line per series against a shared numeric x (e.g. layers after an injection).
+
+    Parameters
+    ----------
+    x : ndarray of shape (K,)
+    values : {series: ndarray of shape (K,)}
+        NaNs are left out (a series may be shorter than ``x``).
+    reference : float or None
+        A dashed horizontal rule there.
+    log_y : bool
+    dashed : sequence of str
+        Series drawn dashed (e.g. controls).
+    """
+    alt = _alt()
+    import pandas as pd
+
+    x = np.asarray(x, dtype=float)
+    frames = []
+    for series, arr in values.items():
+        arr = np.asarray(arr, dtype=float)
+        if arr.shape != x.shape:
+            raise ValueError(f"series {series!r} has shape {arr.shape}, expected {x.shape} (one value per x)")
+        keep = np.isfinite(arr)
+        frames.append(pd.DataFrame({"x": x[keep], "y": arr[keep], "series": series,
+                                    "style": "dashed" if series in set(dashed) else "solid"}))
+    df = pd.concat(frames, ignore_index=True)
+    yscale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
+    line = alt.Chart(df).mark_line(point=alt.OverlayMarkDef(size=14)).encode(
+        x=alt.X("x:Q", title=x_title), y=alt.Y("y:Q", title=y_title, scale=yscale),
+        color=alt.Color("series:N", title=None, sort=list(values), legend=alt.Legend(orient="top", labelLimit=400, columns=2)),
+        strokeDash=alt.StrokeDash("style:N", legend=None,
+                                  scale=alt.Scale(domain=["solid", "dashed"], range=[[1, 0], [5, 3]])),
+        tooltip=["series:N", alt.Tooltip("x:Q"), alt.Tooltip("y:Q", format=".4g")])
+    layers = [line]
+    if reference is not None:
+        layers.append(alt.Chart(pd.DataFrame({"ref": [float(reference)]})).mark_rule(strokeDash=[4, 4], color="gray").encode(y="ref:Q"))
+    return alt.layer(*layers, title=title).properties(width=width, height=height)
+
+
+# --------------------------------------------------------------------------- rotations (chapter 05)
+
+
+def phase_portraits(
+    portraits: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    x_title: str = "x = a − a₀",
+    y_title: str = "y = ∇a − ∇a₀",
+    title: str = "",
+    columns: int = 4,
+    size: int = 170,
+):
+    """Small multiples of phase portraits, each curve coloured by depth.
+
+    Each panel draws the segments from point ``l`` to ``l + 1`` (colour: site ``l``) and the
+    points, with the start marked (black diamond). Panels keep their own scales.
+
+    Parameters
+    ----------
+    portraits : {panel title: (x, y)} with x, y ndarrays of shape (n_sites,)
+        E.g. from :func:`tdcourse.rotations.phase_portrait`. Panels appear in this order.
+    columns : int
+        Panels per row.
+    size : int
+        Width and height of a panel in pixels.
+    """
+    alt = _alt()
+    import pandas as pd
+
+    frames = []
+    for k, (name, (x, y)) in enumerate(portraits.items()):
+        x = np.asarray(x, dtype=float)
+        y = np.asarray(y, dtype=float)
+        if x.ndim != 1 or x.shape != y.shape or x.size < 2:
+            raise ValueError(f"panel {name!r}: x and y must be 1-D of the same length ≥ 2, got {x.shape} and {y.shape}")
+        frames.append(pd.DataFrame({"panel": name, "order": k, "depth": np.arange(x.size - 1),
+                                    "x": x[:-1], "y": y[:-1], "x2": x[1:], "y2": y[1:]}))
+    if not frames:
+        raise ValueError("portraits is empty")
+    df = pd.concat(frames, ignore_index=True).round(5)
+    color = alt.Color("depth:Q", title="site", scale=alt.Scale(scheme="viridis"))
+    seg = alt.Chart().mark_rule(strokeWidth=1.6).encode(
+        x=alt.X("x:Q", title=x_title, scale=alt.Scale(zero=False)),
+        y=alt.Y("y:Q", title=y_title, scale=alt.Scale(zero=False)),
+        x2="x2:Q", y2="y2:Q", color=color,
+        tooltip=["panel:N", "depth:Q", alt.Tooltip("x:Q", format=".3g"), alt.Tooltip("y:Q", format=".3g")],
+    )
+    pts = alt.Chart().mark_circle(size=14).encode(x="x:Q", y="y:Q", color=color)
+    start = alt.Chart().mark_point(shape="diamond", size=60, color="black", filled=True).encode(
+        x="x:Q", y="y:Q").transform_filter("datum.depth == 0")
+    return (
+        alt.layer(seg, pts, start, data=df)
+        .properties(width=size, height=size)
+        .facet(facet=alt.Facet("panel:N", title=None, sort=alt.SortField("order")), columns=columns, title=title)
+        .resolve_scale(x="independent", y="independent")
+    )
+
+
+def paired_scatter(
+    pairs: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    x_title: str,
+    y_title: str,
+    title: str = "",
+    diagonal: bool = True,
+    width: int = 320,
+    height: int = 320,
+):
+    """Scatter of paired values (e.g. a unit's real statistic against its null), one colour per series.
+
+    Parameters
+    ----------
+    pairs : {series: (x, y)} with x, y ndarrays of shape (n_points,)
+        Keep n_points × series ≲ 5,000.
+    diagonal : bool
+        Draw the line y = x over the data range.
+    """
+    alt = _alt()
+    import pandas as pd
+
+    frames = []
+    for name, (x, y) in pairs.items():
+        x = np.asarray(x, dtype=float).ravel()
+        y = np.asarray(y, dtype=float).ravel()
+        if x.shape != y.shape:
+            raise ValueError(f"series {name!r}: x and y must have the same length, got {x.size} and {y.size}")
+        frames.append(pd.DataFrame({"series": name, "x": x, "y": y, "i": np.arange(x.size)}))
+    df = pd.concat(frames, ignore_index=True).round(5)
+    pts = alt.Chart(df).mark_circle(size=16, opacity=0.6).encode(
+        x=alt.X("x:Q", title=x_title, scale=alt.Scale(zero=False)),
+        y=alt.Y("y:Q", title=y_title, scale=alt.Scale(zero=False)),
+        color=alt.Color("series:N", title=None, legend=alt.Legend(orient="top", labelLimit=400)),
+        tooltip=["series:N", alt.Tooltip("i:Q", title="index"), alt.Tooltip("x:Q", format=".3g"),
+                 alt.Tooltip("y:Q", format=".3g")],
+    )
+    layers = [pts]
+    if diagonal:
+        lo = float(np.nanmin([df.x.min(), df.y.min()]))
+        hi = float(np.nanmax([df.x.max(), df.y.max()]))
+        line = pd.DataFrame({"x": [lo, hi], "y": [lo, hi]})
+        layers.insert(0, alt.Chart(line).mark_line(color="gray", strokeDash=[4, 4]).encode(x="x:Q", y="y:Q"))
+    return alt.layer(*layers, title=title).properties(width=width, height=height)
+
+
+def xy_lines(
+    values: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    x_title: str,
+    y_title: str,
+    title: str = "",
+    width: int = 420,
+    height: int = 260,
+):
+    """One line with points per series, against any numeric x (:func:`curves` is for site depth).
+
+    Parameters
+    ----------
+    values : {series: (x, y)} with x, y ndarrays of shape (n_points,)
+    """
+    alt = _alt()
+    import pandas as pd
+
+    frames = []
+    for name, (x, y) in values.items():
+        x = np.asarray(x, dtype=float).ravel()
+        y = np.asarray(y, dtype=float).ravel()
+        if x.shape != y.shape:
+            raise ValueError(f"series {name!r}: x and y must have the same length, got {x.size} and {y.size}")
+        frames.append(pd.DataFrame({"series": name, "x": x, "y": y}))
+    df = pd.concat(frames, ignore_index=True)
+    return (
+        alt.Chart(df, title=title)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("x:Q", title=x_title),
+            y=alt.Y("y:Q", title=y_title),
+            color=alt.Color("series:N", title=None, legend=alt.Legend(orient="top", labelLimit=400)),
+            tooltip=["series:N", alt.Tooltip("x:Q", format=".4g"), alt.Tooltip("y:Q", format=".4g")],
+        )
+        .properties(width=width, height=height)
+    )
+
+
+# --------------------------------------------------------------------------- low-dimensional paths (chapter 06)
+
+
+def depth_paths(
+    panels: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    x_title: str = "PC1",
+    y_title: str = "PC2",
+    title: str = "",
+    size: int = 260,
+    columns: int = 2,
+):
+    """Trajectories over depth in a 2-D plane: a few samples (thin grey lines) and their mean
+    (a line with points coloured by site, the first site marked with a black diamond).
+
+    Parameters
+    ----------
+    panels : {panel title: (paths, mean)}
+        ``paths`` : ndarray of shape (n_show, n_sites, 2), the samples drawn (keep
+        ``n_show * n_sites`` ≲ 2,000 per panel); ``mean`` : ndarray of shape (n_sites, 2).
+        Panels appear in this order, each with its own axes.
+    size : int
+        Width and height of a panel in pixels.
+    columns : int
+        Panels per row.
+    """
+    alt = _alt()
+    import pandas as pd
+
+    frames = []
+    for k, (name, (paths, mean)) in enumerate(panels.items()):
+        paths = np.asarray(paths, dtype=float)
+        mean = np.asarray(mean, dtype=float)
+        if mean.ndim != 2 or mean.shape[1] != 2:
+            raise ValueError(f"panel {name!r}: mean must have shape (n_sites, 2), got {mean.shape}")
+        if paths.ndim != 3 or paths.shape[1:] != mean.shape:
+            raise ValueError(f"panel {name!r}: paths must have shape (n_show, {mean.shape[0]}, 2), got {paths.shape}")
+        m, s, _ = paths.shape
+        frames.append(pd.DataFrame({"panel": name, "order": k, "kind": "sample",
+                                    "sample": np.repeat(np.arange(m), s), "depth": np.tile(np.arange(s), m),
+                                    "x": paths[..., 0].ravel(), "y": paths[..., 1].ravel()}))
+        frames.append(pd.DataFrame({"panel": name, "order": k, "kind": "mean", "sample": -1,
+                                    "depth": np.arange(s), "x": mean[:, 0], "y": mean[:, 1]}))
+    if not frames:
+        raise ValueError("panels is empty")
+    df = pd.concat(frames, ignore_index=True).round(4)
+    x = alt.X("x:Q", title=x_title, scale=alt.Scale(zero=False))
+    y = alt.Y("y:Q", title=y_title, scale=alt.Scale(zero=False))
+    samples = alt.Chart().mark_line(color="#bbbbbb", strokeWidth=0.7, opacity=0.6).encode(
+        x=x, y=y, detail="sample:N", order="depth:Q").transform_filter("datum.kind == 'sample'")
+    mean_line = alt.Chart().mark_line(color="black", strokeWidth=1.5).encode(
+        x=x, y=y, order="depth:Q").transform_filter("datum.kind == 'mean'")
+    mean_pts = alt.Chart().mark_circle(size=36, opacity=1).encode(
+        x=x, y=y, color=alt.Color("depth:Q", title="site", scale=alt.Scale(scheme="viridis")),
+        tooltip=[alt.Tooltip("depth:Q", title="site"), alt.Tooltip("x:Q", format=".3g"), alt.Tooltip("y:Q", format=".3g")],
+    ).transform_filter("datum.kind == 'mean'")
+    start = alt.Chart().mark_point(shape="diamond", size=90, color="black", filled=True).encode(
+        x=x, y=y).transform_filter("datum.kind == 'mean' && datum.depth == 0")
+    return (
+        alt.layer(samples, mean_line, mean_pts, start, data=df)
+        .properties(width=size, height=size)
+        .facet(facet=alt.Facet("panel:N", title=None, sort=alt.SortField("order")), columns=columns, title=title)
+        .resolve_scale(x="independent", y="independent")
+    )
+
+
+# --------------------------------------------------------------------------- steps along depth (chapters 03, 04)
+
+
+def band_lines(
+    x: np.ndarray,
+    values: Mapping[str, np.ndarray],
+    x_title: str,
+    y_title: str,
+    title: str = "",
+    bands: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    reference: float | None = None,
+    log_y: bool = False,
+    width: int = 560,
+    height: int = 240,
+):
+    """Lines against a numeric x with optional shaded bands (:func:`curves` draws against site
+    depth; this draws against anything else, e.g. the steps between consecutive sites).
+
+    Parameters
+    ----------
+    x : ndarray of shape (K,)
+    values : {series: ndarray of shape (K,)}
+        NaNs are left out (e.g. a series defined on every other step only).
+    bands : {series: (lo, hi)} with lo, hi of shape (K,), optional
+        Drawn under the line of the same series, same colour.
+    reference : float or None
+        A dashed horizontal rule there (e.g. a null level).
+    log_y : bool
+    """
+    alt = _alt()
+    import pandas as pd
+
+    x = np.asarray(x, dtype=float)
+    if x.ndim != 1:
+        raise ValueError(f"x must be 1-D, got shape {x.shape}")
+
+    def frame(vals: Mapping[str, np.ndarray], col: str):
+        out = []
+        for series, arr in vals.items():
+            arr = np.asarray(arr, dtype=float)
+            if arr.shape != x.shape:
+                raise ValueError(f"series {series!r} has shape {arr.shape}, expected {x.shape} (one value per x)")
+            out.append(pd.DataFrame({"x": x, "series": series, col: arr}))
+        return pd.concat(out, ignore_index=True)
+
+    df = frame(values, "y").dropna().round(6)
+    yscale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
+    color = alt.Color("series:N", title=None, legend=alt.Legend(orient="top", labelLimit=400))
+    xenc = alt.X("x:Q", title=x_title)
+    layers = []
+    if bands:
+        lo = frame({k: v[0] for k, v in bands.items()}, "lo")
+        lo["hi"] = frame({k: v[1] for k, v in bands.items()}, "hi")["hi"].to_numpy()
+        lo = lo.dropna().round(6)
+        layers.append(alt.Chart(lo).mark_area(opacity=0.2).encode(x=xenc, y=alt.Y("lo:Q", scale=yscale), y2="hi:Q",
+                                                                  color=color))
+    layers.append(alt.Chart(df).mark_line(point=alt.OverlayMarkDef(size=12)).encode(
+        x=xenc, y=alt.Y("y:Q", title=y_title, scale=yscale), color=color,
+        tooltip=["series:N", alt.Tooltip("x:Q"), alt.Tooltip("y:Q", format=".4g", title=y_title)]))
+    if reference is not None:
+        layers.append(alt.Chart(pd.DataFrame({"ref": [float(reference)]})).mark_rule(strokeDash=[4, 4], color="gray")
+                      .encode(y="ref:Q"))
+    return alt.layer(*layers, title=title).properties(width=width, height=height)

@@ -115,3 +115,93 @@ def zscore(observed: np.ndarray, null: np.ndarray, axis: int = 0) -> np.ndarray:
     """``(observed - mean(null)) / std(null)`` with the null's draws along ``axis``."""
     null = np.asarray(null, dtype=float)
     return (np.asarray(observed) - null.mean(axis)) / null.std(axis)
+
+
+# --------------------------------------------------------------------------- curves over depth
+# (appended for the growth and information chapters; generic: any per-observation curve)
+
+
+@dataclass(frozen=True)
+class Trend:
+    """How the mean of a curve over depth changes, with bootstrap intervals.
+
+    Attributes
+    ----------
+    rho : Interval
+        Spearman rank correlation of the mean curve with depth (+1: rises at every step).
+    change : Interval
+        Mean of the last ``frac`` of the points minus the mean of the first ``frac``.
+    ratio : Interval
+        The same two means as a ratio, late / early (NaN where the early mean is 0).
+    early, late : Interval
+        The two means themselves.
+    n_obs : int
+        Observations the bootstrap resampled (samples, or units).
+    """
+
+    rho: Interval
+    change: Interval
+    ratio: Interval
+    early: Interval
+    late: Interval
+    n_obs: int
+
+
+def curve_trend(
+    y: np.ndarray,
+    x: np.ndarray | None = None,
+    frac: float = 1 / 3,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> Trend:
+    """Does the mean curve rise with depth? Spearman ρ and late-minus-early, bootstrapped.
+
+    The curve is the mean over observations (rows) of ``y``; the bootstrap resamples rows with
+    replacement (multinomial weights, so ``n_boot`` resamples cost one matrix product) and
+    recomputes ρ, the change and the ratio on each resampled mean curve.
+
+    Parameters
+    ----------
+    y : ndarray of shape (n_obs, n_points)
+        One curve per observation (e.g. per sample: a statistic at each site; or per unit).
+    x : ndarray of shape (n_points,) or None
+        Depth of each point (default 0, 1, 2, …).
+    frac : float in (0, 0.5]
+        Share of the points in the "early" and in the "late" window (at least one each).
+    n_boot : int
+    level : float
+    seed : int
+
+    Returns
+    -------
+    Trend
+    """
+    y = np.asarray(y, dtype=float)
+    if y.ndim != 2 or y.shape[0] < 2 or y.shape[1] < 3:
+        raise ValueError(f"y must have shape (n_obs >= 2, n_points >= 3), got {y.shape}")
+    if not np.isfinite(y).all():
+        raise ValueError("y holds NaN or inf: drop those observations first")
+    if not 0 < frac <= 0.5:
+        raise ValueError(f"frac must be in (0, 0.5], got {frac}")
+    n_obs, n_pts = y.shape
+    k = max(1, int(round(frac * n_pts)))
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n_obs, size=(n_boot, n_obs)) + n_obs * np.arange(n_boot)[:, None]
+    w = np.bincount(draws.ravel(), minlength=n_boot * n_obs).reshape(n_boot, n_obs) / n_obs
+    curves = np.vstack([y.mean(0), w @ y])  # row 0: the observed mean curve
+    rho = spearman_rows(curves, x)
+    early, late = curves[:, :k].mean(1), curves[:, -k:].mean(1)
+    change = late - early
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = late / early
+    a = (1 - level) / 2
+
+    def interval(v: np.ndarray) -> Interval:
+        boot = v[1:][np.isfinite(v[1:])]
+        if boot.size == 0:
+            return Interval(float(v[0]), float("nan"), float("nan"), level)
+        return Interval(float(v[0]), float(np.quantile(boot, a)), float(np.quantile(boot, 1 - a)), level)
+
+    return Trend(rho=interval(rho), change=interval(change), ratio=interval(ratio),
+                 early=interval(early), late=interval(late), n_obs=n_obs)

@@ -1,0 +1,646 @@
+"""Units stay themselves: per-unit correlation between adjacent sites (claims C1, C2, C3).
+
+For each unit ``u`` and each pair of adjacent sites ``(s, s + 1)`` on the paper's depth axis
+(``resid_pre.0, resid_mid.0, resid_pre.1, …``), the Pearson correlation **across the N
+samples** (last token):
+
+``r[s, u] = cov(h_s^u, h_{s+1}^u) / (σ(h_s^u) σ(h_{s+1}^u))``.
+
+With ``2L`` sites there are ``2L − 1`` adjacent pairs. Pair ``2l`` is *within* layer ``l``
+(pre-Attn ``l`` → pre-MLP ``l``: the attention block's write); pair ``2l + 1`` is *across*
+layers (pre-MLP ``l`` → pre-Attn ``l + 1``: the MLP block's write).
+
+What this module adds to numpy / scipy:
+
+* :func:`adjacent_corr`: ``r`` for all pairs and units at once, optionally in a rotated basis;
+* :func:`permutation_null`: the same with the samples of the later site shuffled;
+* :func:`bootstrap_corr`: ``r`` on bootstrap resamples of the samples, computed from weighted
+  moments (one matrix product per chunk of sites, no Python loop over resamples or units);
+* :func:`stream_corr`, :func:`write_ratio`: basis-free counterparts that explain continuity by
+  the residual connection (each block adds a write that is small next to the stream);
+* :func:`analyse` and :func:`verdicts` for the chapter; ``check_…`` helpers for its exercises.
+
+Random rotations come from :func:`scipy.stats.ortho_group`, Spearman trends from
+:func:`tdcourse.stats.spearman_rows`, the paired test from :func:`scipy.stats.wilcoxon`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from . import stats
+from .verdicts import Verdict, judge
+
+__all__ = [
+    "HIGH_R",
+    "pair_names",
+    "adjacent_corr",
+    "permutation_null",
+    "bootstrap_weights",
+    "bootstrap_corr",
+    "random_rotation",
+    "stream_corr",
+    "write_ratio",
+    "split_within_across",
+    "within_minus_across",
+    "depth_trend",
+    "Continuity",
+    "analyse",
+    "verdicts",
+    "check_adjacent_corr",
+    "check_uncorrelated_write_r",
+]
+
+#: The threshold this course calls "highly correlated" (the paper gives none; see C15).
+HIGH_R = 0.8
+
+# Elements (samples × sites × units) handled per chunk of sites: ~64 MB in float64.
+_CHUNK = 1 << 23
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _as_acts(acts: np.ndarray, min_sites: int = 2) -> np.ndarray:
+    arr = np.asarray(acts)
+    if arr.ndim != 3:
+        raise ValueError(f"acts must have shape (n_samples, n_sites, d_model), got {arr.shape}")
+    if arr.shape[0] < 3:
+        raise ValueError(f"acts needs at least 3 samples on axis 0 for a correlation, got {arr.shape[0]}")
+    if arr.shape[1] < min_sites:
+        raise ValueError(f"acts needs at least {min_sites} sites on axis 1, got {arr.shape[1]}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        arr = arr.astype(np.float64)
+    return arr
+
+
+def _as_basis(basis: np.ndarray | None, d_model: int) -> np.ndarray | None:
+    if basis is None:
+        return None
+    q = np.asarray(basis, dtype=np.float64)
+    if q.ndim != 2 or q.shape[0] != d_model:
+        raise ValueError(f"basis must have shape (d_model, n_dirs) = ({d_model}, n_dirs), got {q.shape}")
+    return q
+
+
+def _as_r(r: np.ndarray, name: str = "r") -> np.ndarray:
+    arr = np.asarray(r, dtype=np.float64)
+    if arr.ndim < 2:
+        raise ValueError(f"{name} must have shape (..., n_pairs, d_model), got {arr.shape}")
+    return arr
+
+
+def _chunks(n_samples: int, n_pairs: int, d_model: int) -> list[tuple[int, int]]:
+    step = max(2, _CHUNK // max(1, n_samples * d_model))
+    return [(s, min(s + step, n_pairs)) for s in range(0, n_pairs, step)]
+
+
+def pair_names(sites: Sequence[str]) -> list[str]:
+    """Names of the adjacent pairs, ``"resid_pre.0→resid_mid.0"``, … (length ``n_sites − 1``)."""
+    sites = list(sites)
+    if len(sites) < 2:
+        raise ValueError(f"need at least 2 sites, got {len(sites)}")
+    return [f"{a}→{b}" for a, b in zip(sites[:-1], sites[1:])]
+
+
+# --------------------------------------------------------------------------- correlations
+
+
+def _pair_corr(a: np.ndarray, b: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
+    """Pearson r of each column of ``a`` with the same column of ``b`` (no checks).
+
+    ``a, b`` of shape ``(n, k, d)``; ``w`` of shape ``(n_w, n)`` (rows summing to 1) gives
+    weighted moments, one result per row: ``(n_w, k, d)``; ``None`` gives ``(k, d)``.
+    """
+    a = a - a.mean(0)  # shift invariance: weighted moments stay accurate after centring
+    b = b - b.mean(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if w is None:
+            sab = np.einsum("nkd,nkd->kd", a, b)
+            return sab / np.sqrt(np.einsum("nkd,nkd->kd", a, a) * np.einsum("nkd,nkd->kd", b, b))
+        n, k, d = a.shape
+        a2, b2 = a.reshape(n, k * d), b.reshape(n, k * d)
+        ma, mb = w @ a2, w @ b2
+        cab = w @ (a2 * b2) - ma * mb
+        vaa = w @ (a2 * a2) - ma * ma
+        vbb = w @ (b2 * b2) - mb * mb
+        return (cab / np.sqrt(vaa * vbb)).reshape(len(w), k, d)
+
+
+def _sites(acts: np.ndarray, lo: int, hi: int, q: np.ndarray | None, rows: np.ndarray | None = None) -> np.ndarray:
+    """Sites ``lo … hi − 1`` in float64, optionally with each site's samples re-ordered by
+    ``rows[:, site]`` and rotated into the basis ``q``: shape ``(n, hi − lo, d)``."""
+    if rows is None:
+        x = acts[:, lo:hi].astype(np.float64)
+    else:
+        x = acts[rows[:, lo:hi], np.arange(lo, hi)[None, :]].astype(np.float64)
+    if q is None:
+        return x
+    # one 2-D product (BLAS); a batched 3-D matmul on a slice is several times slower
+    return (x.reshape(-1, x.shape[-1]) @ q).reshape(*x.shape[:-1], q.shape[1])
+
+
+def adjacent_corr(acts: np.ndarray, basis: np.ndarray | None = None) -> np.ndarray:
+    """Per-unit Pearson r between every pair of adjacent sites, across samples.
+
+    Parameters
+    ----------
+    acts : ndarray of shape (n_samples, n_sites, d_model)
+        Sites in depth order (``resid_pre.0, resid_mid.0, resid_pre.1, …``).
+    basis : ndarray of shape (d_model, n_dirs), optional
+        Read the stream along other directions: ``acts @ basis`` (the columns of ``basis``,
+        e.g. from :func:`random_rotation`, are the new "units"), the same at every site.
+        ``None``: the model's own units. The unit axis of the result then has length n_dirs.
+
+    Returns
+    -------
+    ndarray of shape (n_sites - 1, d_model)
+        ``r[s, u]`` correlates unit ``u`` at site ``s`` with unit ``u`` at site ``s + 1``.
+        NaN where a unit is constant over samples at one of the two sites.
+    """
+    acts = _as_acts(acts)
+    n, n_sites, d = acts.shape
+    q = _as_basis(basis, d)
+    out = np.empty((n_sites - 1, d if q is None else q.shape[1]))
+    for lo, hi in _chunks(n, n_sites - 1, d):
+        x = _sites(acts, lo, hi + 1, q)
+        out[lo:hi] = _pair_corr(x[:, :-1], x[:, 1:])
+    return out
+
+
+def permutation_null(acts: np.ndarray, n_perm: int = 1, seed: int = 0, basis: np.ndarray | None = None) -> np.ndarray:
+    """:func:`adjacent_corr` with the samples at the later site of each pair shuffled.
+
+    Shuffling breaks the pairing of a sample with itself across depth and keeps each site's
+    distribution, so ``r`` then scatters around 0 with a spread of about ``1 / sqrt(n_samples)``.
+    Each site gets its own permutation in each draw.
+
+    Parameters
+    ----------
+    acts : ndarray of shape (n_samples, n_sites, d_model)
+    n_perm : int
+        Number of independent shuffles (each gives ``(n_sites − 1) × d_model`` null values).
+    seed : int
+    basis : ndarray of shape (d_model, n_dirs), optional
+        As in :func:`adjacent_corr` (the last axis of the result then has length n_dirs).
+
+    Returns
+    -------
+    ndarray of shape (n_perm, n_sites - 1, d_model)
+    """
+    acts = _as_acts(acts)
+    if n_perm < 1:
+        raise ValueError(f"n_perm must be at least 1, got {n_perm}")
+    n, n_sites, d = acts.shape
+    q = _as_basis(basis, d)
+    rng = np.random.default_rng(seed)
+    out = np.empty((n_perm, n_sites - 1, d if q is None else q.shape[1]))
+    for p in range(n_perm):  # a few draws; everything inside is vectorised
+        rows = rng.permuted(np.broadcast_to(np.arange(n)[:, None], (n, n_sites)), axis=0)
+        for lo, hi in _chunks(n, n_sites - 1, d):
+            x = _sites(acts, lo, hi, q)
+            y = _sites(acts, lo + 1, hi + 1, q, rows)
+            out[p, lo:hi] = _pair_corr(x, y)
+    return out
+
+
+def bootstrap_weights(n_samples: int, n_boot: int = 200, seed: int = 0) -> np.ndarray:
+    """Bootstrap resamples of ``n_samples`` samples as weights (counts / n_samples).
+
+    Returns
+    -------
+    ndarray of shape (n_boot, n_samples)
+        Row ``b`` holds how often each sample is drawn in resample ``b``, divided by
+        ``n_samples`` (rows sum to 1). A weighted moment with row ``b`` equals the plain moment
+        of resample ``b``.
+    """
+    if n_samples < 3:
+        raise ValueError(f"need at least 3 samples to bootstrap a correlation, got {n_samples}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n_samples, np.full(n_samples, 1.0 / n_samples), size=n_boot)
+    return counts / n_samples
+
+
+def bootstrap_corr(acts: np.ndarray, n_boot: int = 200, seed: int = 0, basis: np.ndarray | None = None,
+                   weights: np.ndarray | None = None) -> np.ndarray:
+    """:func:`adjacent_corr` on ``n_boot`` bootstrap resamples of the samples.
+
+    Computed from weighted moments (:func:`bootstrap_weights`), one matrix product per chunk
+    of sites for all resamples at once. Resampling the samples (not the units) keeps the
+    dependence between units, so intervals on any statistic of ``r`` over units are honest.
+
+    Parameters
+    ----------
+    acts : ndarray of shape (n_samples, n_sites, d_model)
+    n_boot : int
+    seed : int
+    basis : ndarray of shape (d_model, n_dirs), optional
+        As in :func:`adjacent_corr` (the last axis of the result then has length n_dirs).
+    weights : ndarray of shape (n_boot, n_samples), optional
+        Reuse resamples (e.g. the same ones for two bases, for a paired comparison);
+        overrides ``n_boot`` and ``seed``.
+
+    Returns
+    -------
+    ndarray of shape (n_boot, n_sites - 1, d_model)
+    """
+    acts = _as_acts(acts)
+    n, n_sites, d = acts.shape
+    q = _as_basis(basis, d)
+    w = bootstrap_weights(n, n_boot, seed) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.ndim != 2 or w.shape[1] != n:
+        raise ValueError(f"weights must have shape (n_boot, n_samples={n}), got {w.shape}")
+    out = np.empty((len(w), n_sites - 1, d if q is None else q.shape[1]))
+    for lo, hi in _chunks(n, n_sites - 1, d):
+        x = _sites(acts, lo, hi + 1, q)
+        out[:, lo:hi] = _pair_corr(x[:, :-1], x[:, 1:], w)
+    return out
+
+
+def random_rotation(d_model: int, n_dirs: int | None = None, seed: int = 0) -> np.ndarray:
+    """Haar-random orthonormal directions of the residual stream, seeded.
+
+    The Q factor of a Gaussian matrix with the signs of R's diagonal moved into Q, which makes
+    it uniformly (Haar) distributed (Mezzadri 2007); with ``n_dirs = d_model`` it is the same
+    distribution as :func:`scipy.stats.ortho_group`, in one LAPACK call.
+
+    Parameters
+    ----------
+    d_model : int
+    n_dirs : int or None
+        Number of directions (columns); ``None``: ``d_model``, a full random rotation. Fewer
+        directions sample the same distribution of per-direction statistics at a fraction of
+        the cost (useful for d_model = 4096).
+    seed : int
+
+    Returns
+    -------
+    ndarray of shape (d_model, n_dirs)
+        Orthonormal columns: ``acts @ q`` reads the stream along them.
+    """
+    n_dirs = d_model if n_dirs is None else int(n_dirs)
+    if d_model < 2:
+        raise ValueError(f"d_model must be at least 2, got {d_model}")
+    if not 1 <= n_dirs <= d_model:
+        raise ValueError(f"n_dirs must be between 1 and d_model = {d_model}, got {n_dirs}")
+    g = np.random.default_rng(seed).standard_normal((d_model, n_dirs))
+    q, r = np.linalg.qr(g)
+    return q * np.where(np.diag(r) < 0, -1.0, 1.0)
+
+
+# --------------------------------------------------------------------------- basis-free view
+
+
+def _trace_moments(acts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Summed over units: variance at each site, covariance and write variance of each pair."""
+    acts = _as_acts(acts)
+    n, n_sites, d = acts.shape
+    var = np.empty(n_sites)
+    cov = np.empty(n_sites - 1)
+    wvar = np.empty(n_sites - 1)
+    for lo, hi in _chunks(n, n_sites - 1, d):
+        x = _sites(acts, lo, hi + 1, None)
+        x -= x.mean(0)
+        v = np.einsum("nkd,nkd->k", x, x) / (n - 1)
+        var[lo : hi + 1] = v
+        cov[lo:hi] = np.einsum("nkd,nkd->k", x[:, :-1], x[:, 1:]) / (n - 1)
+        dx = x[:, 1:] - x[:, :-1]
+        wvar[lo:hi] = np.einsum("nkd,nkd->k", dx, dx) / (n - 1)
+    return var, cov, wvar
+
+
+def stream_corr(acts: np.ndarray) -> np.ndarray:
+    """Correlation of the whole stream between adjacent sites, in no particular basis.
+
+    ``ρ_s = tr Cov(h_s, h_{s+1}) / sqrt(tr Cov(h_s) · tr Cov(h_{s+1}))``: the Pearson r of the
+    two centred ``(n_samples × d_model)`` matrices, flattened. It is the same in every
+    orthonormal basis. A direction drawn at random sees about this value when the variance
+    (of the stream and of the write) is spread over many directions; where a few directions
+    hold most of it (massive activations), random directions scatter around it.
+
+    Parameters
+    ----------
+    acts : ndarray of shape (n_samples, n_sites, d_model)
+
+    Returns
+    -------
+    ndarray of shape (n_sites - 1,)
+    """
+    var, cov, _ = _trace_moments(acts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return cov / np.sqrt(var[:-1] * var[1:])
+
+
+def write_ratio(acts: np.ndarray) -> np.ndarray:
+    """Size of each block's write relative to the stream it is added to, basis-free.
+
+    ``g_s = sqrt(tr Cov(h_{s+1} − h_s) / tr Cov(h_s))``. With a write uncorrelated with the
+    stream, the correlation across the pair would be ``1 / sqrt(1 + g_s²)``: close to 1
+    whenever the write is small next to the stream (the residual connection).
+
+    Parameters
+    ----------
+    acts : ndarray of shape (n_samples, n_sites, d_model)
+
+    Returns
+    -------
+    ndarray of shape (n_sites - 1,)
+    """
+    var, _, wvar = _trace_moments(acts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sqrt(wvar / var[:-1])
+
+
+# --------------------------------------------------------------------------- summaries of r
+
+
+def split_within_across(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split the pair axis into within-layer and across-layer pairs.
+
+    Parameters
+    ----------
+    r : ndarray of shape (..., 2L - 1, d_model)
+        From :func:`adjacent_corr` (or its bootstrap / null versions) on ``2L`` sites.
+
+    Returns
+    -------
+    within : ndarray of shape (..., L, d_model)
+        Pairs pre-Attn ``l`` → pre-MLP ``l`` (the attention write of layer ``l``).
+    across : ndarray of shape (..., L - 1, d_model)
+        Pairs pre-MLP ``l`` → pre-Attn ``l + 1`` (the MLP write of layer ``l``).
+    """
+    r = _as_r(r)
+    if r.shape[-2] % 2 != 1:
+        raise ValueError(f"the pair axis (second to last) must have odd length 2L - 1 for 2L sites, "
+                         f"got {r.shape[-2]}")
+    return r[..., 0::2, :], r[..., 1::2, :]
+
+
+def within_minus_across(r: np.ndarray) -> np.ndarray:
+    """Per unit, the median over layers of ``r_within(l) − r_across(l)`` (layers ``0 … L − 2``).
+
+    Positive: the unit changes less across the attention block than across the MLP block of
+    the same layer. The median over layers keeps one odd layer from deciding.
+
+    Parameters
+    ----------
+    r : ndarray of shape (..., 2L - 1, d_model), L ≥ 2
+
+    Returns
+    -------
+    ndarray of shape (..., d_model)
+    """
+    within, across = split_within_across(r)
+    if across.shape[-2] < 1:
+        raise ValueError("need at least 2 layers (3 adjacent pairs) to pair within- and across-layer r")
+    return np.median(within[..., :-1, :] - across, axis=-2)
+
+
+def depth_trend(r: np.ndarray) -> np.ndarray:
+    """Spearman correlation of each unit's ``r`` with depth (pair index).
+
+    Parameters
+    ----------
+    r : ndarray of shape (..., n_pairs, d_model)
+
+    Returns
+    -------
+    ndarray of shape (..., d_model)
+        +1: the unit's adjacent correlation rises monotonically with depth; NaN for a unit
+        whose r is constant or holds NaN.
+    """
+    r = _as_r(r)
+    if r.shape[-2] < 3:
+        raise ValueError(f"need at least 3 pairs for a trend, got {r.shape[-2]}")
+    lead = r.shape[:-2]
+    rows = np.moveaxis(r, -2, -1).reshape(-1, r.shape[-2])
+    rho = stats.spearman_rows(rows)
+    rho[~np.isfinite(rows).all(1)] = np.nan
+    return rho.reshape(*lead, r.shape[-1])
+
+
+# --------------------------------------------------------------------------- the chapter's analysis
+
+
+@dataclass(frozen=True)
+class Continuity:
+    """Everything the chapter reports for one run.
+
+    Attributes
+    ----------
+    r : ndarray of shape (n_pairs, d_model)
+        :func:`adjacent_corr` in the unit basis (``n_pairs = n_sites − 1``).
+    null : ndarray of shape (n_perm, n_pairs, d_model)
+        :func:`permutation_null`.
+    r_rot : ndarray of shape (n_pairs, n_dirs)
+        :func:`adjacent_corr` along random orthonormal directions (:func:`random_rotation`,
+        the same at every site).
+    stream : ndarray of shape (n_pairs,)
+        :func:`stream_corr`.
+    trend : ndarray of shape (d_model,)
+        :func:`depth_trend` of ``r``.
+    diff : ndarray of shape (d_model,)
+        :func:`within_minus_across` of ``r``.
+    median_r, median_r_rot : stats.Interval
+        Median of ``r`` over all units and pairs, with a bootstrap (over samples) interval;
+        the same in the rotated basis (same resamples).
+    frac_rising : stats.Interval
+        Share of units whose trend is positive, with its bootstrap interval.
+    median_diff : stats.Interval
+        Median over units of ``diff``, with its bootstrap interval.
+    frac_within_higher : float
+        Share of units with ``diff > 0``.
+    wilcoxon_p : float
+        Two-sided Wilcoxon signed-rank p-value of ``diff`` over units (treats units as
+        independent, so it is optimistic; the bootstrap interval is the honest one).
+    null_q999 : float
+        99.9th percentile of the permutation null.
+    frac_above_null : float
+        Share of (pair, unit) values of ``r`` above ``null_q999``.
+    n_boot : int
+    """
+
+    r: np.ndarray
+    null: np.ndarray
+    r_rot: np.ndarray
+    stream: np.ndarray
+    trend: np.ndarray
+    diff: np.ndarray
+    median_r: stats.Interval
+    median_r_rot: stats.Interval
+    frac_rising: stats.Interval
+    median_diff: stats.Interval
+    frac_within_higher: float
+    wilcoxon_p: float
+    null_q999: float
+    frac_above_null: float
+    n_boot: int
+
+
+def _interval(estimate: float, boots: np.ndarray, level: float = 0.95) -> stats.Interval:
+    a = (1 - level) / 2
+    boots = boots[np.isfinite(boots)]
+    return stats.Interval(float(estimate), float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a)), level)
+
+
+def analyse(acts: np.ndarray, n_boot: int = 100, n_perm: int = 1, n_dirs: int = 1024, seed: int = 0) -> Continuity:
+    """Compute every number of the chapter for one activation array.
+
+    Parameters
+    ----------
+    acts : ndarray of shape (n_samples, n_sites, d_model), n_sites = 2L
+    n_boot : int
+        Bootstrap resamples of the samples (shared by the unit and rotated bases).
+    n_perm : int
+        Shuffles for the permutation null.
+    n_dirs : int
+        Random orthonormal directions for the rotated basis, at most d_model (all of them for
+        SmolLM2-135M, a full rotation; 1024 of Llama 3.1 8B's 4096, to keep it quick).
+    seed : int
+        Seeds the resamples, the shuffles and the rotation.
+
+    Returns
+    -------
+    Continuity
+    """
+    from scipy.stats import wilcoxon
+
+    acts = _as_acts(acts, min_sites=4)
+    if acts.shape[1] % 2:
+        raise ValueError(f"acts must hold 2 sites per layer (an even n_sites), got {acts.shape[1]}")
+    d = acts.shape[2]
+    q = random_rotation(d, min(int(n_dirs), d), seed=seed)
+    w = bootstrap_weights(acts.shape[0], n_boot, seed)
+    # row 0: uniform weights, i.e. the full sample; one pass per basis gives r and its resamples
+    w_all = np.vstack([np.full((1, acts.shape[0]), 1.0 / acts.shape[0]), w])
+    r, boot = np.split(bootstrap_corr(acts, weights=w_all), [1])
+    r_rot, boot_rot = np.split(bootstrap_corr(acts, weights=w_all, basis=q), [1])
+    r, r_rot = r[0], r_rot[0]
+    null = permutation_null(acts, n_perm=n_perm, seed=seed + 1)
+
+    flat = boot.reshape(len(w), -1)
+    trend, trend_b = depth_trend(r), depth_trend(boot)
+    diff, diff_b = within_minus_across(r), within_minus_across(boot)
+    q999 = float(np.quantile(null, 0.999))
+    ok = np.isfinite(diff)
+    return Continuity(
+        r=r, null=null, r_rot=r_rot, stream=stream_corr(acts), trend=trend, diff=diff,
+        median_r=_interval(np.nanmedian(r), np.nanmedian(flat, axis=1)),
+        median_r_rot=_interval(np.nanmedian(r_rot), np.nanmedian(boot_rot.reshape(len(w), -1), axis=1)),
+        frac_rising=_interval(np.mean(trend > 0), np.mean(trend_b > 0, axis=1)),
+        median_diff=_interval(np.nanmedian(diff), np.nanmedian(diff_b, axis=1)),
+        frac_within_higher=float(np.mean(diff[ok] > 0)),
+        wilcoxon_p=float(wilcoxon(diff[ok]).pvalue),
+        null_q999=q999,
+        frac_above_null=float(np.mean(r[np.isfinite(r)] > q999)),
+        n_boot=len(w),
+    )
+
+
+def verdicts(run, chapter: str = "", analysis: Continuity | None = None, **kwargs) -> list[Verdict]:
+    """The chapter's verdicts on C1, C2, C3, and C1 in a random basis, for one run.
+
+    Parameters
+    ----------
+    run : tdcourse.Activations
+        ``run.acts`` of shape (n_samples, 2L, d_model).
+    chapter : str
+        Notebook file stem.
+    analysis : Continuity, optional
+        Reuse an :func:`analyse` of this run (else computed with ``kwargs``).
+
+    Returns
+    -------
+    list of Verdict
+        C1, C2, C3, "C1 (random basis)".
+    """
+    a = analyse(run.acts, **kwargs) if analysis is None else analysis
+    m = run.label
+    boot = f"95 % bootstrap CI over samples ({a.n_boot} resamples)"
+    c1_crit = (f"median r over all units and adjacent site pairs: agrees if its 95 % CI lies above {HIGH_R} "
+               f"and above the permutation null's 99.9th percentile; partly if the median is above 0.5")
+    mr, rr = a.median_r, a.median_r_rot
+    fr, md = a.frac_rising, a.median_diff
+    return [
+        judge("C1", "Most units are highly correlated from one site to the next (Fig. 1D), although the "
+              "residual stream has no privileged basis.", c1_crit, m, mr.estimate,
+              agrees=mr.lo > max(HIGH_R, a.null_q999), partly=mr.estimate > 0.5,
+              uncertainty=f"{boot} [{mr.lo:.3f}, {mr.hi:.3f}]; shuffled-samples null 99.9th pct {a.null_q999:.3f}",
+              detail=f"{a.frac_above_null:.1%} of (pair, unit) values exceed the null's 99.9th percentile",
+              chapter=chapter),
+        judge("C2", "Adjacent-site correlation rises with depth for most units (Fig. 1C).",
+              "share of units whose r has a positive Spearman correlation with depth: agrees if its 95 % CI "
+              "lies above 0.5; partly if the share is above 0.5 but the CI reaches 0.5",
+              m, fr.estimate, agrees=fr.lo > 0.5, partly=fr.estimate > 0.5,
+              uncertainty=f"{boot} [{fr.lo:.3f}, {fr.hi:.3f}]; no-trend null 0.5",
+              detail=f"median Spearman over units {np.nanmedian(a.trend):+.2f}", chapter=chapter),
+        judge("C3", "Correlation is higher within a layer (pre-Attn l → pre-MLP l) than across layers "
+              "(pre-MLP l → pre-Attn l+1): the MLP writes bigger changes than attention.",
+              "per unit, median over layers of r_within − r_across; median over units: agrees if its 95 % CI "
+              "lies above 0; disagrees if it lies below 0; partly otherwise",
+              m, md.estimate, agrees=md.lo > 0, partly=md.hi >= 0,
+              uncertainty=f"{boot} [{md.lo:+.4f}, {md.hi:+.4f}]; Wilcoxon over units p = {a.wilcoxon_p:.2g}",
+              detail=f"{a.frac_within_higher:.1%} of units have r_within > r_across", chapter=chapter),
+        judge("C1 (random basis)", "Beyond the paper: C1 repeated on the directions of one random orthonormal "
+              "basis (the same rotation at every site) instead of the model's units.", c1_crit, m, rr.estimate,
+              agrees=rr.lo > max(HIGH_R, a.null_q999), partly=rr.estimate > 0.5,
+              uncertainty=f"{boot} [{rr.lo:.3f}, {rr.hi:.3f}]; unit basis {mr.estimate:.3f}",
+              detail="agrees = continuity does not need the unit basis", chapter=chapter),
+    ]
+
+
+# --------------------------------------------------------------------------- exercise checks
+
+
+def _report(ok: bool, msg: str) -> bool:
+    print(("✓ " if ok else "✗ ") + msg)
+    return ok
+
+
+def check_adjacent_corr(fn: Callable[[np.ndarray], np.ndarray]) -> bool:
+    """Check a learner's ``fn(acts) -> ndarray (n_sites - 1, d_model)`` against :func:`adjacent_corr`.
+
+    Runs it on a small synthetic array whose units have known, different correlations; prints
+    one line per case and returns True if all match (within 1e-6).
+    """
+    rng = np.random.default_rng(3)
+    n, s, d = 400, 5, 6
+    base = rng.standard_normal((n, 1, d)) * np.arange(1, d + 1)
+    acts = base + rng.standard_normal((n, s, d)).cumsum(1) * np.linspace(0.1, 2.0, d)
+    acts[:, :, 0] += 50.0  # an offset must not matter
+    want = adjacent_corr(acts)
+    try:
+        got = np.asarray(fn(acts), dtype=float)
+    except Exception as err:  # a learner's bug is reported, not raised
+        return _report(False, f"your function raised {type(err).__name__}: {err}")
+    if got.shape != want.shape:
+        return _report(False, f"shape {got.shape}, expected {want.shape} = (n_sites - 1, d_model): one r per "
+                              "adjacent pair of sites and unit, correlating over samples (axis 0)")
+    ok = _report(bool(np.allclose(got, want, atol=1e-6)),
+                 "values match adjacent_corr" if np.allclose(got, want, atol=1e-6) else
+                 f"values differ by up to {np.nanmax(np.abs(got - want)):.3g}: centre each unit over samples "
+                 "and divide by both standard deviations")
+    print("All checks passed." if ok else "Compare with the definition of r above.")
+    return ok
+
+
+def check_uncorrelated_write_r(fn: Callable[[np.ndarray], np.ndarray]) -> bool:
+    """Check a learner's ``fn(g) -> r``: the correlation of ``h`` with ``h + f`` when the write
+    ``f`` is independent of ``h`` and ``std(f) = g · std(h)``, for an array of ``g``."""
+    g = np.array([0.0, 0.1, 0.5, 1.0, 3.0])
+    want = 1.0 / np.sqrt(1.0 + g**2)
+    try:
+        got = np.asarray(fn(g), dtype=float)
+    except Exception as err:  # a learner's bug is reported, not raised
+        return _report(False, f"your function raised {type(err).__name__}: {err}")
+    if got.shape != want.shape:
+        return _report(False, f"shape {got.shape}, expected {want.shape}: one r per value of g")
+    ok = bool(np.allclose(got, want, atol=1e-6))
+    return _report(ok, "correct: r = 1 / sqrt(1 + g²)" if ok else
+                   f"expected {np.round(want, 3).tolist()}, got {np.round(got, 3).tolist()}: "
+                   "cov(h, h + f) = var h, and var(h + f) = var h + var f")
