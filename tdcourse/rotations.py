@@ -1,0 +1,867 @@
+"""Units circle: phase portraits along depth and rotation counts (paper section 2.6, claims C9, C10).
+
+Each unit ``u`` of the residual stream, read at the last token, traces a curve over the
+``n_sites`` sites (``resid_pre.0, resid_mid.0, resid_pre.1, …``): its activation ``a_l``.
+Treat depth as time and draw the unit in a phase plane:
+
+* ``x_l = a_l − a_0`` (the activation, centred on its first site), and
+* ``y_l = ∇a_l − ∇a_0`` with ``∇a`` the derivative along depth (:func:`numpy.gradient`:
+  central differences inside, one-sided at both ends).
+
+The **rotation count** ``R`` is the total turning of the curve's tangent, in full turns:
+``θ_l = atan2(y_{l+1} − y_l, x_{l+1} − x_l)``, ``Δθ_l = θ_{l+1} − θ_l`` wrapped into
+``(−π, π]``, ``R = Σ_l Δθ_l / 2π`` (``n_sites − 2`` turning steps). The centring does not
+change ``R`` (only differences enter); it only places the portrait's start at the origin.
+
+The null shuffles the **order of the sites** (one random permutation of the depth axis,
+applied to every unit, then ``∇`` is recomputed), as the third-party reimplementation quoted in
+``shared/paper.md`` does with 1000 shuffles. Whether the paper takes ``R`` of the mean
+trajectory over samples or the mean over samples of per-sample ``R`` is ambiguous: both
+readings are here (:func:`unit_trajectories`, :func:`rotation_test`).
+
+Orbit or outward spiral (C10) is decided by the **amplitude growth** of the portrait along
+depth (:func:`amplitude_growth`): the spread of the standardised portrait over the last third
+of the sites divided by its spread over the first third.
+
+Everything is vectorised over units, shuffles and samples (no Python loop per unit): 1000
+shuffles of all 576 SmolLM2-135M units take well under a second (``benchmarks/bench_rotations.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from . import stats
+from .verdicts import Verdict, judge
+
+__all__ = [
+    "PAPER_MEAN_R",
+    "PAPER_N_SITES",
+    "CLASSES",
+    "depth_gradient",
+    "phase_portrait",
+    "turning_angles",
+    "rotation_count",
+    "unit_trajectories",
+    "layer_permutations",
+    "shuffled",
+    "shuffled_rotation_counts",
+    "rescale_count",
+    "prefix_rotation_counts",
+    "reference_rotation_counts",
+    "amplitude_growth",
+    "classify_units",
+    "example_units",
+    "RotationTest",
+    "rotation_test",
+    "RotationAnalysis",
+    "analyse",
+    "verdicts",
+    "check_rotation_count",
+    "check_amplitude_growth",
+]
+
+#: The mean rotation count quoted for Llama 3.1 8B (second-hand, see ``shared/paper.md`` 2.6).
+PAPER_MEAN_R = 10.74
+#: Sites in the paper's model (2 × 32 layers).
+PAPER_N_SITES = 64
+#: The unit classes of :func:`classify_units`, in display order.
+CLASSES = ("orbit", "outward spiral", "inward spiral", "no full turn")
+
+# Elements (curves × sites) processed at once: a few MB, so the temporaries stay in cache.
+_CHUNK = 1 << 17
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _as_traj(traj: np.ndarray, name: str = "traj", min_sites: int = 3) -> np.ndarray:
+    arr = np.asarray(traj)
+    if arr.ndim < 1:
+        raise ValueError(f"{name} must have the depth (site) axis last, shape (..., n_sites); got a scalar")
+    if arr.shape[-1] < min_sites:
+        raise ValueError(f"{name} needs at least {min_sites} sites on its last axis (the depth axis), "
+                         f"got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} holds NaN or inf")
+    return arr
+
+
+def _as_acts(acts: np.ndarray) -> np.ndarray:
+    arr = np.asarray(acts)
+    if arr.ndim != 3:
+        raise ValueError(f"acts must have shape (n_samples, n_sites, d_model), got {arr.shape}")
+    if arr.shape[1] < 3:
+        raise ValueError(f"acts needs at least 3 sites on axis 1, got {arr.shape[1]}")
+    return arr
+
+
+# --------------------------------------------------------------------------- portraits and R
+
+
+def depth_gradient(traj: np.ndarray) -> np.ndarray:
+    """Derivative of each curve along depth, ``∇a`` (:func:`numpy.gradient` on the last axis).
+
+    Parameters
+    ----------
+    traj : ndarray of shape (..., n_sites)
+        Curves with the site (depth) axis last, e.g. ``(d_model, n_sites)``.
+
+    Returns
+    -------
+    ndarray of shape (..., n_sites)
+        Central differences inside, one-sided differences at the first and last site.
+    """
+    traj = _as_traj(traj, min_sites=2)
+    return np.gradient(traj, axis=-1)
+
+
+def phase_portrait(traj: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The centred phase portrait ``(x, y) = (a − a_0, ∇a − ∇a_0)`` of each curve.
+
+    Parameters
+    ----------
+    traj : ndarray of shape (..., n_sites)
+
+    Returns
+    -------
+    x, y : ndarrays of shape (..., n_sites)
+        Both start at 0 at the first site.
+    """
+    traj = _as_traj(traj, min_sites=2)
+    g = np.gradient(traj, axis=-1)
+    return traj - traj[..., :1], g - g[..., :1]
+
+
+def turning_angles(traj: np.ndarray) -> np.ndarray:
+    """Signed turning angle of the portrait's tangent at each inner step, in radians.
+
+    ``Δθ_l = wrap(θ_{l+1} − θ_l)`` with ``θ_l`` the direction of the step from point ``l``
+    to ``l + 1`` of the phase portrait. It is computed as
+    ``atan2(t_l × t_{l+1}, t_l · t_{l+1})`` for consecutive tangent vectors ``t``, which is the
+    same angle in ``(−π, π]`` without wrapping (and 0 where a step has zero length).
+    Positive = counter-clockwise.
+
+    Parameters
+    ----------
+    traj : ndarray of shape (..., n_sites), n_sites ≥ 3
+
+    Returns
+    -------
+    ndarray of shape (..., n_sites - 2)
+    """
+    traj = _as_traj(traj)
+    g = np.gradient(traj, axis=-1)
+    dx = np.diff(traj, axis=-1)
+    dy = np.diff(g, axis=-1)
+    cross = dx[..., :-1] * dy[..., 1:] - dy[..., :-1] * dx[..., 1:]
+    dot = dx[..., :-1] * dx[..., 1:] + dy[..., :-1] * dy[..., 1:]
+    return np.arctan2(cross, dot)
+
+
+def _turning_sum(a: np.ndarray) -> np.ndarray:
+    """Σ of the turning angles along axis 1 of ``a`` (batch, n_sites, curves), radians; no checks.
+
+    The hot path. Depth sits on axis 1 so every operation runs over long contiguous rows of
+    curves. Same numbers as ``turning_angles(...).sum(-1)`` with fewer temporaries: the tangent
+    is ``(dx, dy)`` with ``dx = diff(a)`` and ``dy = diff(gradient(a))``, which for
+    :func:`numpy.gradient` is ``(dx[l+1] − dx[l−1]) / 2`` inside and ``(dx[1] − dx[0]) / 2``,
+    ``(dx[-1] − dx[-2]) / 2`` at the two ends.
+
+    Returns
+    -------
+    ndarray of shape (batch, curves)
+    """
+    dx = a[:, 1:] - a[:, :-1]
+    dy = np.empty_like(dx)
+    np.subtract(dx[:, 2:], dx[:, :-2], out=dy[:, 1:-1])
+    np.subtract(dx[:, 1], dx[:, 0], out=dy[:, 0])
+    np.subtract(dx[:, -1], dx[:, -2], out=dy[:, -1])
+    dy *= 0.5
+    cross = dx[:, :-1] * dy[:, 1:]
+    cross -= dy[:, :-1] * dx[:, 1:]
+    dot = dx[:, :-1] * dx[:, 1:]
+    dot += dy[:, :-1] * dy[:, 1:]
+    np.arctan2(cross, dot, out=cross)
+    return cross.sum(1, dtype=np.float64)
+
+
+def _rotation_rows(a: np.ndarray) -> np.ndarray:
+    """R of each row of a 2-D array ``(n_curves, n_sites)``, in chunks of curves (no checks)."""
+    n, t = a.shape
+    out = np.empty(n, dtype=np.float64)
+    step = max(1, _CHUNK // t)
+    for s in range(0, n, step):
+        out[s : s + step] = _turning_sum(np.ascontiguousarray(a[s : s + step].T)[None])[0]
+    return out / (2 * np.pi)
+
+
+def _shuffled_rotation_rows(flat: np.ndarray, perms: np.ndarray) -> np.ndarray:
+    """R of every row of ``flat`` (m, n) under every order in ``perms`` (S, n): shape (S, m)."""
+    m, n = flat.shape
+    out = np.empty((perms.shape[0], m), dtype=np.float64)
+    cols = max(1, _CHUNK // n)  # curves per chunk
+    per = max(1, _CHUNK // (min(m, cols) * n))  # shuffles per chunk
+    for c in range(0, m, cols):
+        sites_first = np.ascontiguousarray(flat[c : c + cols].T)  # (n, m_chunk)
+        for s in range(0, perms.shape[0], per):
+            out[s : s + per, c : c + cols] = _turning_sum(sites_first[perms[s : s + per]])
+    return out / (2 * np.pi)
+
+
+def rotation_count(traj: np.ndarray) -> np.ndarray:
+    """Rotation count ``R``: the total turning of each portrait's tangent, in full turns.
+
+    Parameters
+    ----------
+    traj : ndarray of shape (..., n_sites), n_sites ≥ 3
+        Curves with the depth axis last, e.g. ``(d_model, n_sites)`` for the mean trajectory
+        or ``(n_samples, d_model, n_sites)`` for every sample.
+
+    Returns
+    -------
+    ndarray of shape (...), float64
+        ``Σ Δθ / 2π`` over the ``n_sites − 2`` turning steps. Negative = clockwise (the usual
+        sense of an ``(x, ẋ)`` portrait).
+
+    Examples
+    --------
+    >>> l = np.arange(41)
+    >>> round(float(rotation_count(np.sin(2 * np.pi * l / 20))), 2)   # two periods, clockwise
+    -1.98
+    """
+    traj = _as_traj(traj)
+    return _rotation_rows(traj.reshape(-1, traj.shape[-1])).reshape(traj.shape[:-1])
+
+
+def unit_trajectories(acts: np.ndarray, reading: str = "mean") -> np.ndarray:
+    """Per-unit curves along depth from the central array, depth axis last.
+
+    Parameters
+    ----------
+    acts : ndarray of shape (n_samples, n_sites, d_model)
+    reading : {"mean", "per-sample"}
+        ``"mean"``: the mean over samples at each site (one curve per unit).
+        ``"per-sample"``: every sample's own curve.
+
+    Returns
+    -------
+    ndarray of shape (d_model, n_sites) for ``"mean"``, or
+    (n_samples, d_model, n_sites) for ``"per-sample"``; float64 for the mean.
+    """
+    acts = _as_acts(acts)
+    if reading == "mean":
+        return np.ascontiguousarray(acts.mean(axis=0, dtype=np.float64).T)
+    if reading == "per-sample":
+        return np.ascontiguousarray(np.swapaxes(acts, 1, 2))
+    raise ValueError(f"reading must be 'mean' or 'per-sample', got {reading!r}")
+
+
+# --------------------------------------------------------------------------- the shuffle null
+
+
+def layer_permutations(n_sites: int, n_shuffles: int, seed: int = 0) -> np.ndarray:
+    """Random orders of the depth axis.
+
+    Parameters
+    ----------
+    n_sites : int
+    n_shuffles : int
+    seed : int
+
+    Returns
+    -------
+    ndarray of shape (n_shuffles, n_sites), int
+        Row ``s`` is a permutation of ``0 … n_sites − 1`` (seeded, reproducible).
+    """
+    if n_sites < 2:
+        raise ValueError(f"n_sites must be at least 2, got {n_sites}")
+    if n_shuffles < 1:
+        raise ValueError(f"n_shuffles must be positive, got {n_shuffles}")
+    rng = np.random.default_rng(seed)
+    return rng.permuted(np.broadcast_to(np.arange(n_sites), (n_shuffles, n_sites)), axis=1)
+
+
+def shuffled(
+    traj: np.ndarray,
+    statistic: Callable[[np.ndarray], np.ndarray],
+    n_shuffles: int = 1000,
+    seed: int = 0,
+    perms: np.ndarray | None = None,
+) -> np.ndarray:
+    """A per-curve statistic recomputed with the site order shuffled.
+
+    Each shuffle draws one permutation of the sites and applies it to every curve (every unit
+    and sample), so draws keep what units share at a site; the statistic (e.g. ``∇`` inside
+    :func:`rotation_count`) is recomputed on the shuffled order. Vectorised: curves × shuffles
+    go through ``statistic`` in chunks of a few million elements.
+
+    Parameters
+    ----------
+    traj : ndarray of shape (..., n_sites)
+    statistic : callable
+        Maps an array of shape ``(m, n_sites)`` to shape ``(m,)``, one value per curve
+        (:func:`rotation_count`, :func:`amplitude_growth`).
+    n_shuffles : int
+    seed : int
+    perms : ndarray of shape (n_shuffles, n_sites), optional
+        Use these orders instead of drawing them (``n_shuffles`` and ``seed`` are ignored).
+
+    Returns
+    -------
+    ndarray of shape (n_shuffles, ...)
+        ``out[s]`` is the statistic of every curve under permutation ``s``.
+    """
+    traj = _as_traj(traj)
+    n = traj.shape[-1]
+    if perms is None:
+        perms = layer_permutations(n, n_shuffles, seed)
+    perms = np.asarray(perms)
+    if perms.ndim != 2 or perms.shape[1] != n:
+        raise ValueError(f"perms must have shape (n_shuffles, n_sites={n}), got {perms.shape}")
+    if not (np.sort(perms, axis=1) == np.arange(n)).all():
+        raise ValueError("every row of perms must be a permutation of 0 … n_sites − 1")
+    flat = traj.reshape(-1, n)
+    m = flat.shape[0]
+    if statistic is rotation_count:  # the fast path, sites-first layout
+        out = _shuffled_rotation_rows(flat, perms)
+        return out.reshape((perms.shape[0],) + traj.shape[:-1])
+    out = np.empty((perms.shape[0], m), dtype=np.float64)
+    per = max(1, _CHUNK // (m * n))  # shuffles per chunk
+    rows = max(1, _CHUNK // n)       # curves per chunk when one shuffle is already too big
+    for s in range(0, perms.shape[0], per):
+        block = perms[s : s + per]
+        if m * n <= _CHUNK:
+            g = flat[:, block]                              # (m, k, n)
+            out[s : s + len(block)] = statistic(g.reshape(-1, n)).reshape(m, len(block)).T
+        else:
+            for r in range(0, m, rows):
+                out[s, r : r + rows] = statistic(flat[r : r + rows][:, block[0]])
+    return out.reshape((perms.shape[0],) + traj.shape[:-1])
+
+
+def shuffled_rotation_counts(traj: np.ndarray, n_shuffles: int = 1000, seed: int = 0) -> np.ndarray:
+    """``R`` of every curve under ``n_shuffles`` random site orders (the layer-shuffle null).
+
+    Parameters
+    ----------
+    traj : ndarray of shape (..., n_sites)
+    n_shuffles : int
+    seed : int
+
+    Returns
+    -------
+    ndarray of shape (n_shuffles, ...)
+    """
+    return shuffled(traj, rotation_count, n_shuffles=n_shuffles, seed=seed)
+
+
+# --------------------------------------------------------------------------- scaling with depth
+
+
+def rescale_count(r: np.ndarray | float, n_sites: int, to_sites: int = PAPER_N_SITES) -> np.ndarray:
+    """Rotation count rescaled to another number of sites at the same turning per step.
+
+    ``R`` sums ``n_sites − 2`` turning angles, so at a fixed mean turning per step it grows as
+    ``n_sites − 2``: ``R · (to_sites − 2) / (n_sites − 2)``. (60 → 64 sites: × 62/58.)
+
+    Parameters
+    ----------
+    r : float or ndarray of any shape
+    n_sites, to_sites : int, each ≥ 3
+    """
+    if n_sites < 3 or to_sites < 3:
+        raise ValueError(f"both site counts must be at least 3, got {n_sites} and {to_sites}")
+    return np.asarray(r, dtype=float) * (to_sites - 2) / (n_sites - 2)
+
+
+def prefix_rotation_counts(traj: np.ndarray, lengths: Sequence[int]) -> np.ndarray:
+    """``R`` of the first ``k`` sites only, for each ``k`` in ``lengths`` (``∇`` recomputed on the prefix).
+
+    Shows how the count grows with the number of sites: linearly if the turning per step is
+    steady along depth.
+
+    Parameters
+    ----------
+    traj : ndarray of shape (..., n_sites)
+    lengths : sequence of int, each in 3 … n_sites
+
+    Returns
+    -------
+    ndarray of shape (len(lengths), ...)
+    """
+    traj = _as_traj(traj)
+    n = traj.shape[-1]
+    lengths = [int(k) for k in lengths]
+    bad = [k for k in lengths if not 3 <= k <= n]
+    if bad:
+        raise ValueError(f"prefix lengths must lie in 3 … {n} (the number of sites), got {bad}")
+    return np.stack([rotation_count(traj[..., :k]) for k in lengths])
+
+
+def reference_rotation_counts(n_sites: int, kind: str = "walk", n_curves: int = 10000, seed: int = 0) -> np.ndarray:
+    """``R`` of curves that have no dynamics at all: a yardstick for the measure itself.
+
+    Parameters
+    ----------
+    n_sites : int ≥ 3
+    kind : {"walk", "white"}
+        ``"walk"``: Gaussian random walks (cumulative sums of i.i.d. steps): continuous from
+        site to site but with no rotation built in. ``"white"``: i.i.d. Gaussian values at
+        each site, what a layer shuffle turns any curve into.
+    n_curves : int
+    seed : int
+
+    Returns
+    -------
+    ndarray of shape (n_curves,)
+    """
+    if n_sites < 3 or n_curves < 1:
+        raise ValueError(f"need n_sites ≥ 3 and n_curves ≥ 1, got {n_sites} and {n_curves}")
+    z = np.random.default_rng(seed).standard_normal((n_curves, n_sites))
+    if kind == "walk":
+        z = z.cumsum(-1)
+    elif kind != "white":
+        raise ValueError(f"kind must be 'walk' or 'white', got {kind!r}")
+    return rotation_count(z)
+
+
+# --------------------------------------------------------------------------- orbit or spiral (C10)
+
+
+def amplitude_growth(traj: np.ndarray, frac: float = 1 / 3) -> np.ndarray:
+    """How much a portrait's spread grows from the first to the last stretch of depth.
+
+    The portrait ``(x, y)`` is standardised per curve (each coordinate divided by its standard
+    deviation over all sites, so both axes count alike). The amplitude of a stretch of sites is
+    the RMS distance of its points from their own centroid. The growth is
+    ``amplitude(last k sites) / amplitude(first k sites)`` with ``k = round(frac · n_sites)``:
+    about 1 for a steady orbit, > 1 for an outward spiral, < 1 for an inward one.
+
+    Parameters
+    ----------
+    traj : ndarray of shape (..., n_sites)
+    frac : float in (0, 0.5]
+        Share of the sites in each stretch (default: thirds).
+
+    Returns
+    -------
+    ndarray of shape (...)
+        ``inf`` where the first stretch does not move; ``nan`` for a constant curve.
+    """
+    traj = _as_traj(traj)
+    if not 0 < frac <= 0.5:
+        raise ValueError(f"frac must lie in (0, 0.5], got {frac}")
+    n = traj.shape[-1]
+    k = int(round(frac * n))
+    if k < 2:
+        raise ValueError(f"frac * n_sites = {frac * n:.2f} gives fewer than 2 sites per stretch")
+    x, y = phase_portrait(traj)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        x = x / x.std(-1, keepdims=True)
+        y = y / y.std(-1, keepdims=True)
+        x = np.nan_to_num(x, nan=0.0)
+        y = np.nan_to_num(y, nan=0.0)
+
+        def amp(sl):
+            xs, ys = x[..., sl], y[..., sl]
+            return np.sqrt(((xs - xs.mean(-1, keepdims=True)) ** 2 + (ys - ys.mean(-1, keepdims=True)) ** 2).mean(-1))
+
+        return amp(slice(n - k, n)) / amp(slice(0, k))
+
+
+def classify_units(r: np.ndarray, growth: np.ndarray, min_turns: float = 1.0, factor: float = 2.0) -> np.ndarray:
+    """Orbit, outward spiral, inward spiral, or no full turn, per unit.
+
+    * ``"no full turn"``: ``|R| < min_turns``, the curve does not circle at all;
+    * otherwise by amplitude growth ``g``: ``"outward spiral"`` if ``g ≥ factor``,
+      ``"inward spiral"`` if ``g ≤ 1 / factor``, else ``"orbit"`` (the amplitude stays within
+      a factor ``factor`` along depth).
+
+    Parameters
+    ----------
+    r : ndarray of shape (n_units,)
+        Rotation counts (:func:`rotation_count`).
+    growth : ndarray of shape (n_units,)
+        Amplitude growth (:func:`amplitude_growth`).
+    min_turns : float ≥ 0
+    factor : float > 1
+
+    Returns
+    -------
+    ndarray of shape (n_units,), dtype object
+        One of :data:`CLASSES` per unit.
+    """
+    r = np.asarray(r, dtype=float)
+    growth = np.asarray(growth, dtype=float)
+    if r.shape != growth.shape:
+        raise ValueError(f"r and growth must have the same shape, got {r.shape} and {growth.shape}")
+    if factor <= 1 or min_turns < 0:
+        raise ValueError(f"need factor > 1 and min_turns ≥ 0, got factor={factor}, min_turns={min_turns}")
+    out = np.full(r.shape, "orbit", dtype=object)
+    out[growth >= factor] = "outward spiral"
+    out[growth <= 1 / factor] = "inward spiral"
+    out[np.isnan(growth) | (np.abs(r) < min_turns)] = "no full turn"
+    return out
+
+
+def example_units(classes: np.ndarray, r: np.ndarray, per_class: int = 2,
+                  which: Sequence[str] = ("orbit", "outward spiral")) -> list[int]:
+    """Units to draw: for each class in ``which``, the ``per_class`` units that turn most (largest ``|R|``).
+
+    Parameters
+    ----------
+    classes : ndarray of shape (n_units,)
+    r : ndarray of shape (n_units,)
+
+    Returns
+    -------
+    list of int
+        Unit indices, grouped by class in the order of ``which`` (a class with fewer units
+        gives fewer).
+    """
+    classes = np.asarray(classes)
+    r = np.asarray(r, dtype=float)
+    if classes.shape != r.shape:
+        raise ValueError(f"classes and r must have the same shape, got {classes.shape} and {r.shape}")
+    out: list[int] = []
+    for c in which:
+        idx = np.flatnonzero(classes == c)
+        out.extend(int(i) for i in idx[np.argsort(-np.abs(r[idx]), kind="stable")][:per_class])
+    return out
+
+
+# --------------------------------------------------------------------------- real against the null
+
+
+@dataclass(frozen=True)
+class RotationTest:
+    """Rotation counts of every unit against the layer-shuffle null, for one reading.
+
+    Attributes
+    ----------
+    reading : {"mean", "per-sample"}
+        ``"mean"``: R of the mean trajectory. ``"per-sample"``: mean over samples of R.
+    real : ndarray of shape (d_model,)
+    null : ndarray of shape (n_shuffles, d_model)
+        The same statistic with the site order shuffled (one order per draw, shared by all
+        units and samples).
+    n_sites : int
+    n_samples : int
+        Samples the statistic averaged (over all of them for ``"mean"``; the subset for
+        ``"per-sample"``).
+    """
+
+    reading: str
+    real: np.ndarray
+    null: np.ndarray
+    n_sites: int
+    n_samples: int
+
+    @property
+    def mean_real(self) -> float:
+        """Mean of ``real`` over units."""
+        return float(self.real.mean())
+
+    @property
+    def null_means(self) -> np.ndarray:
+        """Mean over units of each null draw, shape ``(n_shuffles,)``."""
+        return self.null.mean(axis=1)
+
+    @property
+    def z(self) -> float:
+        """z-score of the unit-mean ``R`` against the null draws of the unit mean."""
+        return float(stats.zscore(self.mean_real, self.null_means))
+
+    @property
+    def p(self) -> float:
+        """Two-sided permutation p-value of the unit-mean ``R`` (with the +1 correction)."""
+        return stats.permutation_pvalue(self.mean_real, self.null_means, "two-sided")
+
+    @property
+    def unit_z(self) -> np.ndarray:
+        """Per-unit z-score against that unit's null draws, shape ``(d_model,)``."""
+        return np.asarray(stats.zscore(self.real, self.null, axis=0))
+
+    def share_beyond(self, level: float = 0.95) -> tuple[float, float]:
+        """Shares of units whose real ``R`` lies below / above the central ``level`` range of its own null."""
+        a = (1 - level) / 2
+        lo, hi = np.quantile(self.null, [a, 1 - a], axis=0)
+        return float((self.real < lo).mean()), float((self.real > hi).mean())
+
+    @property
+    def abs_rescaled(self) -> float:
+        """``|mean R|`` rescaled to the paper's 64 sites (:func:`rescale_count`)."""
+        return float(rescale_count(abs(self.mean_real), self.n_sites))
+
+
+def rotation_test(
+    acts: np.ndarray,
+    reading: str = "mean",
+    n_shuffles: int = 1000,
+    seed: int = 0,
+    n_samples: int | None = None,
+) -> RotationTest:
+    """Rotation counts of every unit, real and under the layer shuffle.
+
+    Parameters
+    ----------
+    acts : ndarray of shape (n_samples, n_sites, d_model)
+    reading : {"mean", "per-sample"}
+        ``"mean"``: R of each unit's mean trajectory over samples. ``"per-sample"``: each
+        sample's R, averaged over samples.
+    n_shuffles : int
+        Null draws (the paper's protocol: 1000).
+    seed : int
+        Seeds the site orders and the sample subset.
+    n_samples : int or None
+        ``"per-sample"`` only: a seeded random subset of this many samples for both the real
+        statistic and its null (the null costs ``n_samples × n_shuffles`` curves per unit).
+        None: all samples.
+
+    Returns
+    -------
+    RotationTest
+    """
+    acts = _as_acts(acts)
+    n_total, n_sites, _ = acts.shape
+    if reading == "mean":
+        traj = unit_trajectories(acts, "mean")
+        used = n_total
+    elif reading == "per-sample":
+        if n_samples is not None:
+            if not 1 <= n_samples <= n_total:
+                raise ValueError(f"n_samples must lie in 1 … {n_total}, got {n_samples}")
+            idx = np.sort(np.random.default_rng(seed).choice(n_total, size=n_samples, replace=False))
+            acts = acts[idx]
+        traj = unit_trajectories(acts, "per-sample")
+        used = acts.shape[0]
+    else:
+        raise ValueError(f"reading must be 'mean' or 'per-sample', got {reading!r}")
+    real = rotation_count(traj)
+    null = shuffled_rotation_counts(traj, n_shuffles=n_shuffles, seed=seed)
+    if reading == "per-sample":
+        real, null = real.mean(0), null.mean(1)
+    return RotationTest(reading=reading, real=real, null=null, n_sites=n_sites, n_samples=used)
+
+
+@dataclass(frozen=True)
+class RotationAnalysis:
+    """Everything the chapter computes for one run (see :func:`analyse`).
+
+    Attributes
+    ----------
+    label : str
+    mean : RotationTest
+        R of the mean trajectory against the shuffle null.
+    per_sample : RotationTest
+        Mean of per-sample R against the shuffle null.
+    growth : ndarray of shape (d_model,)
+        Amplitude growth of each unit's mean-trajectory portrait.
+    growth_null : ndarray of shape (n_shuffles_growth, d_model)
+        The same under the layer shuffle.
+    classes : ndarray of shape (d_model,)
+        :func:`classify_units` of ``mean.real`` and ``growth``.
+    null_classes : ndarray of shape (n_shuffles_growth, d_model)
+        The classes of shuffled curves (R and growth under the same site order).
+    """
+
+    label: str
+    mean: RotationTest
+    per_sample: RotationTest
+    growth: np.ndarray
+    growth_null: np.ndarray
+    classes: np.ndarray
+    null_classes: np.ndarray
+
+    def shares(self) -> dict[str, float]:
+        """Share of units in each class, ``{class: share}``."""
+        return {c: float(np.mean(self.classes == c)) for c in CLASSES}
+
+    def null_shares(self) -> dict[str, np.ndarray]:
+        """Share of units in each class under each shuffle, ``{class: ndarray (n_shuffles_growth,)}``."""
+        return {c: (self.null_classes == c).mean(axis=1) for c in CLASSES}
+
+
+def analyse(
+    acts: np.ndarray,
+    label: str = "",
+    n_shuffles: int = 1000,
+    n_samples: int = 100,
+    n_shuffles_per_sample: int = 40,
+    n_shuffles_growth: int = 200,
+    seed: int = 0,
+) -> RotationAnalysis:
+    """Both readings of R against their nulls, and the orbit / spiral classes of the units.
+
+    Parameters
+    ----------
+    acts : ndarray of shape (n_samples, n_sites, d_model)
+    label : str
+        The run's label (``Activations.label``).
+    n_shuffles : int
+        Null draws for the mean-trajectory reading.
+    n_samples, n_shuffles_per_sample : int
+        Sample subset and null draws for the per-sample reading (its null costs
+        ``n_samples × n_shuffles_per_sample`` curves per unit).
+    n_shuffles_growth : int
+        Null draws for the orbit / spiral shares.
+    seed : int
+
+    Returns
+    -------
+    RotationAnalysis
+    """
+    acts = _as_acts(acts)
+    mean = rotation_test(acts, "mean", n_shuffles=n_shuffles, seed=seed)
+    per = rotation_test(acts, "per-sample", n_shuffles=n_shuffles_per_sample, seed=seed,
+                        n_samples=min(n_samples, acts.shape[0]))
+    traj = unit_trajectories(acts, "mean")
+    growth = amplitude_growth(traj)
+    perms = layer_permutations(traj.shape[-1], n_shuffles_growth, seed + 1)
+    growth_null = shuffled(traj, amplitude_growth, perms=perms)
+    r_null = shuffled(traj, rotation_count, perms=perms)
+    classes = classify_units(mean.real, growth)
+    null_classes = classify_units(r_null.ravel(), growth_null.ravel()).reshape(r_null.shape)
+    return RotationAnalysis(label=label, mean=mean, per_sample=per, growth=growth,
+                            growth_null=growth_null, classes=classes, null_classes=null_classes)
+
+
+# --------------------------------------------------------------------------- verdicts
+
+_C9_PAPER = ("Units circle about 10 times (≈10.74 reported) over the 64 sites of Llama 3.1 8B, "
+             "and the rotation counts differ from a layer-shuffled null (1000 shuffles).")
+_C10_PAPER = "Some units orbit a fixed point, others spiral outward (amplitude grows with depth)."
+_BAND = 1.5   # "about 10": within a factor 1.5 of 10.74
+_MIN_SHARE = 0.05
+
+
+def _c9(test: RotationTest, model: str, chapter: str) -> Verdict:
+    reading = "R of the mean trajectory" if test.reading == "mean" else "mean of per-sample R"
+    lo, hi = PAPER_MEAN_R / _BAND, PAPER_MEAN_R * _BAND
+    value = test.abs_rescaled
+    in_band = lo <= value <= hi
+    differs = test.p < 0.05
+    nm = test.null_means
+    direction = "turn less than" if abs(test.mean_real) < abs(nm.mean()) else "turn more than"
+    return judge(
+        "C9", _C9_PAPER,
+        f"{reading}: |mean over units of R|, rescaled from {test.n_sites} to 64 sites, lies in "
+        f"[{lo:.2f}, {hi:.2f}] (10.74 within a factor {_BAND}), and the unit mean differs from the "
+        f"layer-shuffle null (two-sided permutation p < 0.05). Both: agrees; one: partly.",
+        model, value, agrees=in_band and differs, partly=in_band or differs,
+        uncertainty=(f"mean R = {test.mean_real:.2f} on {test.n_sites} sites; shuffled: "
+                     f"{nm.mean():.2f} ± {nm.std():.2f} ({len(nm)} shuffles, "
+                     f"{test.n_samples} samples); z = {test.z:.1f}, p = {test.p:.3g}"),
+        detail=f"{reading}: the real curves {direction} the layer-shuffled ones.",
+        chapter=chapter,
+    )
+
+
+def _c10(an: RotationAnalysis, model: str, chapter: str) -> Verdict:
+    sh = an.shares()
+    nsh = an.null_shares()
+    n_units = an.classes.size
+    orbit, spiral = sh["orbit"], sh["outward spiral"]
+    spiral_null_hi = float(np.quantile(nsh["outward spiral"], 0.975))
+    both = orbit >= _MIN_SHARE and spiral >= _MIN_SHARE
+    beyond = spiral > spiral_null_hi
+    ci_o = stats.proportion_ci(int(round(orbit * n_units)), n_units)
+    ci_s = stats.proportion_ci(int(round(spiral * n_units)), n_units)
+    return judge(
+        "C10", _C10_PAPER,
+        f"Mean-trajectory portraits of units that turn at least once (|R| ≥ 1): outward spiral if "
+        f"the amplitude over the last third of the sites is ≥ 2× that over the first third, orbit "
+        f"if it stays within a factor 2. Agrees if both classes hold ≥ {_MIN_SHARE:.0%} of units "
+        f"and the outward-spiral share exceeds the 97.5th percentile of the layer-shuffle null; "
+        f"partly if only one of these holds.",
+        model, spiral, agrees=both and beyond, partly=both or beyond,
+        uncertainty=(f"outward spirals {spiral:.1%} (95 % CI {ci_s.lo:.1%}–{ci_s.hi:.1%}), orbits "
+                     f"{orbit:.1%} (95 % CI {ci_o.lo:.1%}–{ci_o.hi:.1%}); shuffled: spirals "
+                     f"{nsh['outward spiral'].mean():.1%} (97.5th pct {spiral_null_hi:.1%}), orbits "
+                     f"{nsh['orbit'].mean():.1%} ({len(nsh['orbit'])} shuffles)"),
+        detail=(f"value = share of outward spirals; inward spirals {sh['inward spiral']:.1%}, "
+                f"no full turn {sh['no full turn']:.1%}."),
+        chapter=chapter,
+    )
+
+
+def verdicts(run, chapter: str, analysis: RotationAnalysis | None = None, **kwargs) -> list[Verdict]:
+    """The chapter's verdicts on C9 (both readings) and C10 for one run.
+
+    Parameters
+    ----------
+    run : tdcourse.Activations
+        ``run.acts`` of shape (n_samples, n_sites, d_model).
+    chapter : str
+        Notebook file stem.
+    analysis : RotationAnalysis, optional
+        Reuse a computed :func:`analyse` of this run (else it is computed, with ``kwargs``).
+
+    Returns
+    -------
+    list of Verdict
+        C9 (mean trajectory), C9 (per-sample R), C10.
+    """
+    if analysis is None:
+        analysis = analyse(run.acts, label=run.label, **kwargs)
+    model = run.label
+    return [_c9(analysis.mean, model, chapter), _c9(analysis.per_sample, model, chapter),
+            _c10(analysis, model, chapter)]
+
+
+# --------------------------------------------------------------------------- exercise checks
+
+
+def _check(name: str, cases: list[tuple[str, np.ndarray, np.ndarray]], fn, atol: float) -> bool:
+    ok = True
+    for desc, arg, want in cases:
+        try:
+            got = np.asarray(fn(arg), dtype=float)
+        except Exception as err:  # the learner's code may fail in any way
+            print(f"✗ {desc}: {name} raised {type(err).__name__}: {err}")
+            ok = False
+            continue
+        if got.shape != want.shape or not np.allclose(got, want, atol=atol, equal_nan=True):
+            print(f"✗ {desc}: expected {np.round(want, 3).tolist()}, got {np.round(got, 3).tolist()}")
+            ok = False
+        else:
+            print(f"✓ {desc}")
+    print("All checks passed." if ok else "Some checks failed: compare with the definition above.")
+    return ok
+
+
+def _check_cases() -> list[tuple[str, np.ndarray]]:
+    l = np.arange(61)
+    rng = np.random.default_rng(0)
+    return [
+        ("a cosine of 3 periods over 61 sites", np.cos(2 * np.pi * 3 * l / 60)),
+        ("a straight ramp (no turning)", 0.5 * l.astype(float)),
+        ("a growing oscillation", np.exp(l / 30) * np.sin(2 * np.pi * l / 12)),
+        ("random walk, 5 units at once (shape (5, 61))", rng.standard_normal((5, 61)).cumsum(-1)),
+    ]
+
+
+def check_rotation_count(fn: Callable[[np.ndarray], np.ndarray]) -> bool:
+    """Compare a learner's rotation count with :func:`rotation_count` on fixed curves.
+
+    ``fn`` takes curves of shape ``(..., n_sites)`` and returns ``(...)``. Prints one line per
+    case and returns True if all match (within 1e-6 turns).
+    """
+    cases = [(d, a, rotation_count(a)) for d, a in _check_cases()]
+    return _check("fn", cases, fn, atol=1e-6)
+
+
+def check_amplitude_growth(fn: Callable[[np.ndarray], np.ndarray]) -> bool:
+    """Compare a learner's amplitude growth with :func:`amplitude_growth` (thirds) on fixed curves.
+
+    ``fn`` takes curves of shape ``(..., n_sites)`` and returns ``(...)``. Prints one line per
+    case and returns True if all match (relative 1e-6).
+    """
+    cases = [(d, a, amplitude_growth(a)) for d, a in _check_cases()[2:]]
+    return _check("fn", cases, fn, atol=1e-6)
