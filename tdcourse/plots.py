@@ -523,30 +523,36 @@ def depth_paths(
         if paths.ndim != 3 or paths.shape[1:] != mean.shape:
             raise ValueError(f"panel {name!r}: paths must have shape (n_show, {mean.shape[0]}, 2), got {paths.shape}")
         m, s, _ = paths.shape
-        frames.append(pd.DataFrame({"panel": name, "order": k, "kind": "sample",
-                                    "sample": np.repeat(np.arange(m), s), "depth": np.tile(np.arange(s), m),
-                                    "x": paths[..., 0].ravel(), "y": paths[..., 1].ravel()}))
-        frames.append(pd.DataFrame({"panel": name, "order": k, "kind": "mean", "sample": -1,
-                                    "depth": np.arange(s), "x": mean[:, 0], "y": mean[:, 1]}))
+        # short column names and 4 significant digits: the page carries every row
+        frames.append(pd.DataFrame({"panel": k, "kind": "s", "sample": np.repeat(np.arange(m), s),
+                                    "depth": np.tile(np.arange(s), m), "x": paths[..., 0].ravel(),
+                                    "y": paths[..., 1].ravel()}))
+        frames.append(pd.DataFrame({"panel": k, "kind": "m", "sample": -1, "depth": np.arange(s),
+                                    "x": mean[:, 0], "y": mean[:, 1]}))
     if not frames:
         raise ValueError("panels is empty")
-    df = pd.concat(frames, ignore_index=True).round(4)
+    df = pd.concat(frames, ignore_index=True)
+    for col in ("x", "y"):
+        df[col] = [float(f"{v:.4g}") for v in df[col]]
+    names = list(panels)
+    label = "[" + ", ".join(repr(str(n)) for n in names) + "][datum.value]"
     x = alt.X("x:Q", title=x_title, scale=alt.Scale(zero=False))
     y = alt.Y("y:Q", title=y_title, scale=alt.Scale(zero=False))
     samples = alt.Chart().mark_line(color="#bbbbbb", strokeWidth=0.7, opacity=0.6).encode(
-        x=x, y=y, detail="sample:N", order="depth:Q").transform_filter("datum.kind == 'sample'")
+        x=x, y=y, detail="sample:N", order="depth:Q").transform_filter("datum.kind == 's'")
     mean_line = alt.Chart().mark_line(color="black", strokeWidth=1.5).encode(
-        x=x, y=y, order="depth:Q").transform_filter("datum.kind == 'mean'")
+        x=x, y=y, order="depth:Q").transform_filter("datum.kind == 'm'")
     mean_pts = alt.Chart().mark_circle(size=36, opacity=1).encode(
         x=x, y=y, color=alt.Color("depth:Q", title="site", scale=alt.Scale(scheme="viridis")),
         tooltip=[alt.Tooltip("depth:Q", title="site"), alt.Tooltip("x:Q", format=".3g"), alt.Tooltip("y:Q", format=".3g")],
-    ).transform_filter("datum.kind == 'mean'")
+    ).transform_filter("datum.kind == 'm'")
     start = alt.Chart().mark_point(shape="diamond", size=90, color="black", filled=True).encode(
-        x=x, y=y).transform_filter("datum.kind == 'mean' && datum.depth == 0")
+        x=x, y=y).transform_filter("datum.kind == 'm' && datum.depth == 0")
     return (
         alt.layer(samples, mean_line, mean_pts, start, data=df)
         .properties(width=size, height=size)
-        .facet(facet=alt.Facet("panel:N", title=None, sort=alt.SortField("order")), columns=columns, title=title)
+        .facet(facet=alt.Facet("panel:O", title=None, header=alt.Header(labelExpr=label, labelFontSize=12)),
+               columns=columns, title=title)
         .resolve_scale(x="independent", y="independent")
     )
 

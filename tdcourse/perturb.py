@@ -1,0 +1,1020 @@
+"""Teleporting the residual stream: a PCA-2 grid injected as a layer's input (claim C13).
+
+The protocol (``shared/paper.md`` section 2.8; the paper states the result only in words, the
+protocol comes from a third-party reimplementation):
+
+1. fit PCA-2 on the residual states of the N samples at ``resid_pre.l`` (the input of decoder
+   layer ``l``): a :class:`Plane`;
+2. lay an ``n × n`` grid over the plane, ``± extent`` standard deviations along each PC
+   (:func:`grid`);
+3. inverse-transform each grid point to a full ``d_model`` vector (``Plane.inverse``);
+4. inject it as the input of decoder layer ``l`` at the last token of a seed prompt, replacing
+   the state there (:func:`inject`, a forward pre-hook), and run the rest of the model
+   (:func:`teleport`): all grid points of one layer in one batched forward pass;
+5. read the later states at the last token, project them onto the same plane (the flow
+   field), and measure how far they stay from the unperturbed trajectory
+   (:func:`distances`, :func:`recovery_ratio`).
+
+The control for "is the pull specific to the plane?" displaces the unperturbed state by
+random directions of the same norms (:func:`random_directions`). The effect on the model's
+prediction is the KL divergence of the next-token distribution (:func:`kl_divergence`).
+
+Layer boundaries: ``b = 0 … L``; boundary ``b < L`` is ``resid_pre.b`` (input of layer ``b``)
+and boundary ``L`` is ``resid_post.{L-1}``, the output of the last block (the input of the
+final norm, not one of the 2L captured sites). "``k`` layers after injecting at ``l``" is
+boundary ``l + k``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from .capture import Activations, _layer_input, residual_hooks, site_names
+from .models import decoder_layers
+from .stats import Interval
+from .verdicts import Verdict, judge
+
+__all__ = [
+    "SEED_PROMPT",
+    "PAPER_LAYERS",
+    "PAPER_N_LAYERS",
+    "Plane",
+    "Teleport",
+    "Flows",
+    "map_layers",
+    "fit_plane",
+    "grid",
+    "shift_in_plane",
+    "random_directions",
+    "inject",
+    "teleport",
+    "distances",
+    "kept_fraction",
+    "recovery_ratio",
+    "ratio_difference",
+    "kl_divergence",
+    "flow_fields",
+    "model_for",
+    "boundary_names",
+    "C13_RATIO_CRITERION",
+    "C13_ARROWS_CRITERION",
+    "verdicts",
+    "check_recovery_ratio",
+    "check_shift_in_plane",
+]
+
+SEED_PROMPT = "I'm sorry, Dave. I'm afraid I can't do that."
+"""The seed prompt of the reimplementation the protocol comes from (Llama 3.1 8B there)."""
+
+PAPER_LAYERS = (0, 7, 15, 23, 31)
+"""The injection layers of the protocol, on Llama 3.1 8B's 32 layers."""
+
+PAPER_N_LAYERS = 32
+
+
+# --------------------------------------------------------------------------- the plane
+
+
+def map_layers(n_layers: int, paper_layers: Sequence[int] = PAPER_LAYERS, paper_n_layers: int = PAPER_N_LAYERS) -> tuple[int, ...]:
+    """The paper's layer indices mapped to a model of another depth, by relative depth.
+
+    ``round(l * (n_layers - 1) / (paper_n_layers - 1))``: the first layer maps to the first and
+    the last to the last. For SmolLM2-135M (30 layers) 0, 7, 15, 23, 31 → 0, 7, 14, 22, 29;
+    for Llama 3.1 8B (32 layers) they are unchanged.
+
+    Raises
+    ------
+    ValueError
+        ``n_layers`` < 1 or a paper layer outside ``0 … paper_n_layers - 1``.
+    """
+    if n_layers < 1 or paper_n_layers < 1:
+        raise ValueError(f"n_layers and paper_n_layers must be positive, got {n_layers}, {paper_n_layers}")
+    pl = np.asarray(paper_layers, dtype=int)
+    if pl.ndim != 1 or pl.size == 0 or pl.min() < 0 or pl.max() >= paper_n_layers:
+        raise ValueError(f"paper_layers must be a non-empty list of layers in 0 … {paper_n_layers - 1}, got {list(paper_layers)}")
+    scale = (n_layers - 1) / (paper_n_layers - 1) if paper_n_layers > 1 else 0.0
+    return tuple(int(x) for x in np.floor(pl * scale + 0.5))
+
+
+@dataclass(frozen=True)
+class Plane:
+    """A PCA-2 plane of residual states.
+
+    Attributes
+    ----------
+    mean : ndarray of shape (d_model,)
+        The states' mean (the plane's origin).
+    components : ndarray of shape (2, d_model)
+        Orthonormal rows: PC1, PC2.
+    std : ndarray of shape (2,)
+        Standard deviation of the states along each PC (square root of the explained variance).
+    explained : ndarray of shape (2,)
+        Fraction of the total variance along each PC.
+    """
+
+    mean: np.ndarray
+    components: np.ndarray
+    std: np.ndarray
+    explained: np.ndarray
+
+    @property
+    def d_model(self) -> int:
+        return self.mean.shape[0]
+
+    def _check(self, x: np.ndarray, last: int, name: str) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim < 1 or x.shape[-1] != last:
+            raise ValueError(f"{name} must have shape (..., {last}), got {x.shape}")
+        return x
+
+    def project(self, states: np.ndarray) -> np.ndarray:
+        """PCA coordinates of states: ``(states - mean) @ components.T``.
+
+        Parameters
+        ----------
+        states : ndarray of shape (..., d_model)
+
+        Returns
+        -------
+        ndarray of shape (..., 2)
+        """
+        x = self._check(states, self.d_model, "states")
+        return (x - self.mean) @ self.components.T
+
+    def inverse(self, coords: np.ndarray) -> np.ndarray:
+        """The points of the plane at PCA coordinates ``coords``: ``mean + coords @ components``.
+
+        Parameters
+        ----------
+        coords : ndarray of shape (..., 2)
+
+        Returns
+        -------
+        ndarray of shape (..., d_model)
+            Every direction off the plane is set to the mean's (the PCA inverse transform).
+        """
+        c = self._check(coords, 2, "coords")
+        return self.mean + c @ self.components
+
+
+def fit_plane(states: np.ndarray) -> Plane:
+    """Fit PCA-2 (scikit-learn, exact: eigendecomposition of the covariance) on residual states.
+
+    Parameters
+    ----------
+    states : ndarray of shape (n_samples, d_model)
+        E.g. ``run.site("resid_pre", l)``: the N samples' states at one site.
+
+    Returns
+    -------
+    Plane
+    """
+    from sklearn.decomposition import PCA
+
+    x = np.asarray(states, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] < 3 or x.shape[1] < 2:
+        raise ValueError(f"states must have shape (n_samples >= 3, d_model >= 2), got {x.shape}")
+    from threadpoolctl import threadpool_limits
+
+    # One BLAS thread: the problem is small, and a multi-threaded BLAS on a busy machine spends
+    # seconds spinning on it.
+    with threadpool_limits(1, user_api="blas"):
+        try:  # scikit-learn >= 1.5: the d × d covariance, much faster than an SVD when n_samples >> d
+            pca = PCA(n_components=2, svd_solver="covariance_eigh").fit(x)
+        except ValueError:  # older scikit-learn: no such solver
+            pca = PCA(n_components=2, svd_solver="full").fit(x)
+    return Plane(mean=pca.mean_, components=pca.components_, std=np.sqrt(pca.explained_variance_),
+                 explained=pca.explained_variance_ratio_)
+
+
+def grid(plane: Plane, n: int = 10, extent: float = 3.0) -> np.ndarray:
+    """An ``n × n`` grid of PCA coordinates spanning ``± extent`` standard deviations per PC.
+
+    Parameters
+    ----------
+    plane : Plane
+    n : int
+        Points per axis (>= 2).
+    extent : float
+        Half-width of the grid in standard deviations of the states along each PC (> 0).
+
+    Returns
+    -------
+    ndarray of shape (n * n, 2)
+        Row ``i * n + j`` is (PC1 value ``i``, PC2 value ``j``), in the plane's units (not in σ).
+    """
+    if int(n) != n or n < 2:
+        raise ValueError(f"n must be an integer >= 2, got {n}")
+    if not np.isfinite(extent) or extent <= 0:
+        raise ValueError(f"extent must be a positive number of standard deviations, got {extent}")
+    ticks = np.linspace(-extent, extent, int(n))
+    g1, g2 = np.meshgrid(ticks * plane.std[0], ticks * plane.std[1], indexing="ij")
+    return np.column_stack([g1.ravel(), g2.ravel()])
+
+
+def shift_in_plane(plane: Plane, state: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """Move one state within the plane to each of ``coords``, keeping its off-plane part.
+
+    ``state + (coords - plane.project(state)) @ plane.components``: the projection of the result
+    is ``coords``, and everything orthogonal to the plane stays the state's own (unlike
+    ``plane.inverse(coords)``, which puts the mean's there).
+
+    Parameters
+    ----------
+    plane : Plane
+    state : ndarray of shape (d_model,)
+    coords : ndarray of shape (m, 2)
+
+    Returns
+    -------
+    ndarray of shape (m, d_model)
+    """
+    state = np.asarray(state, dtype=np.float64)
+    coords = np.asarray(coords, dtype=np.float64)
+    if state.shape != (plane.d_model,):
+        raise ValueError(f"state must have shape ({plane.d_model},), got {state.shape}")
+    if coords.ndim != 2 or coords.shape[1] != 2:
+        raise ValueError(f"coords must have shape (m, 2), got {coords.shape}")
+    return state + (coords - plane.project(state)) @ plane.components
+
+
+def random_directions(norms: np.ndarray, d_model: int, seed: int = 0) -> np.ndarray:
+    """Isotropic random displacement vectors with given norms (the same-norm control).
+
+    Parameters
+    ----------
+    norms : ndarray of shape (m,)
+        The length of each displacement (>= 0).
+    d_model : int
+    seed : int
+
+    Returns
+    -------
+    ndarray of shape (m, d_model)
+        Row ``i`` has norm ``norms[i]`` and a direction uniform on the sphere.
+    """
+    norms = np.asarray(norms, dtype=np.float64)
+    if norms.ndim != 1 or (norms < 0).any() or not np.isfinite(norms).all():
+        raise ValueError(f"norms must be a 1-D array of finite non-negative lengths, got shape {norms.shape}")
+    if d_model < 1:
+        raise ValueError(f"d_model must be positive, got {d_model}")
+    u = np.random.default_rng(seed).standard_normal((norms.size, int(d_model)))
+    return u / np.linalg.norm(u, axis=1, keepdims=True) * norms[:, None]
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@contextlib.contextmanager
+def inject(model, layer: int, states, position: int = -1) -> Iterator[None]:
+    """Replace the residual input of decoder layer ``layer`` at token ``position``.
+
+    A forward pre-hook on ``decoder_layers(model)[layer]`` swaps ``hidden[:, position]`` for
+    ``states`` before the layer runs; every later layer sees the replaced state. Enter it
+    before :func:`tdcourse.capture.residual_hooks` so that ``resid_pre.layer`` reads the
+    injected state. The hook is removed on exit, also on error.
+
+    Parameters
+    ----------
+    model : transformers Llama-style causal LM
+    layer : int
+        ``0 … n_layers - 1``.
+    states : torch.Tensor or ndarray of shape (batch, d_model) or (d_model,)
+        One state per batch row (a single vector is used for every row).
+    position : int
+        Token position to replace (default: the last).
+    """
+    import torch
+
+    layers = decoder_layers(model)
+    if not 0 <= int(layer) < len(layers):
+        raise ValueError(f"layer {layer} is out of range: this model has layers 0 to {len(layers) - 1}")
+    d_model = model.config.hidden_size
+    new = torch.as_tensor(np.asarray(states) if not isinstance(states, torch.Tensor) else states)
+    if new.ndim not in (1, 2) or new.shape[-1] != d_model:
+        raise ValueError(f"states must have shape (batch, {d_model}) or ({d_model},), got {tuple(new.shape)}")
+
+    def hook(module, args, kwargs):
+        hidden = _layer_input(args, kwargs)
+        rows = new if new.ndim == 2 else new.expand(hidden.shape[0], -1)
+        if rows.shape[0] != hidden.shape[0]:
+            raise ValueError(f"inject: {rows.shape[0]} states for a batch of {hidden.shape[0]}")
+        out = hidden.clone()
+        out[:, position] = rows.to(device=hidden.device, dtype=hidden.dtype)
+        if args:
+            return (out, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": out}
+
+    handle = layers[int(layer)].register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@dataclass(frozen=True)
+class Teleport:
+    """Last-token states after an injection.
+
+    Attributes
+    ----------
+    states : ndarray of shape (m, n_read, d_model), float32
+        Row ``i``: the run with the ``i``-th injected state; sites ``sites``.
+    sites : list of str, length n_read
+        From ``resid_pre.{first layer}`` to ``resid_mid.{L-1}``, then ``resid_post.{L-1}``
+        (the last block's output).
+    logprobs : ndarray of shape (m, vocab_size), float32
+        Next-token log-probabilities at the last token.
+    """
+
+    states: np.ndarray
+    sites: list[str]
+    logprobs: np.ndarray
+
+    def boundaries(self) -> np.ndarray:
+        """States at the layer boundaries read: ``resid_pre.l, …, resid_pre.{L-1}, resid_post.{L-1}``,
+        shape ``(m, n_boundaries, d_model)``."""
+        return self.states[:, 0::2]
+
+
+def _cache_kwarg(model) -> str:
+    """transformers >= 5 names the KV cache argument ``cache``; 4.x ``past_key_values``."""
+    params = inspect.signature(type(model).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def teleport(model, input_ids: Sequence[int], layer: int = 0, states: Any = None) -> Teleport:
+    """Run a prompt with the last token's input of decoder layer ``layer`` replaced by each of ``states``.
+
+    The prompt's prefix (all tokens but the last) runs once and its key/value cache is shared
+    by every row: injecting at the last token cannot change earlier tokens (causal attention),
+    so the batch only runs the last token, ``m`` rows in one forward pass.
+
+    Parameters
+    ----------
+    model : transformers Llama-style causal LM
+    input_ids : sequence of int, length >= 1
+        One prompt, unpadded.
+    layer : int
+        Injection layer ``0 … n_layers - 1``; states are read from ``resid_pre.layer`` on.
+    states : ndarray of shape (m, d_model), or None
+        The states to inject. None: no injection, one row, the unperturbed run.
+
+    Returns
+    -------
+    Teleport
+    """
+    import torch
+
+    ids = [int(t) for t in input_ids]
+    if len(ids) == 0:
+        raise ValueError("input_ids is empty: teleport needs a prompt of at least one token")
+    layers = decoder_layers(model)
+    n_layers = len(layers)
+    if not 0 <= int(layer) < n_layers:
+        raise ValueError(f"layer {layer} is out of range: this model has layers 0 to {n_layers - 1}")
+    d_model = model.config.hidden_size
+    if states is not None:
+        states = np.asarray(states, dtype=np.float32)
+        if states.ndim != 2 or states.shape[1] != d_model or states.shape[0] == 0:
+            raise ValueError(f"states must have shape (m >= 1, {d_model}), got {states.shape}")
+    m = 1 if states is None else states.shape[0]
+    first = 2 * int(layer)
+    n_sites = 2 * n_layers
+    device = next(model.parameters()).device
+    base = getattr(model, "model", model)
+    kw = _cache_kwarg(model)
+    buf = torch.empty((m, n_sites + 1 - first, d_model), dtype=torch.float32, device=device)
+
+    def on_state(pos, hidden):
+        if pos >= first:
+            buf[:, pos - first] = hidden[:, -1]
+
+    def on_final(module, args):
+        buf[:, -1] = args[0][:, -1]
+
+    with torch.inference_mode():
+        cache = None
+        if len(ids) > 1:
+            out = base(input_ids=torch.tensor([ids[:-1]], device=device), use_cache=True)  # no LM head
+            cache = getattr(out, "cache", None)
+            if cache is None:
+                cache = out.past_key_values
+            cache.batch_repeat_interleave(m)
+        last = torch.full((m, 1), ids[-1], dtype=torch.long, device=device)
+        ctx = inject(model, layer, torch.from_numpy(states)) if states is not None else contextlib.nullcontext()
+        handle = base.norm.register_forward_pre_hook(on_final)
+        try:
+            with ctx, residual_hooks(model, on_state):
+                logits = model(input_ids=last, use_cache=True, **{kw: cache}).logits[:, -1].float()
+        finally:
+            handle.remove()
+        logprobs = torch.log_softmax(logits, dim=-1)
+    names = site_names(n_layers)[first:] + [f"resid_post.{n_layers - 1}"]
+    return Teleport(states=buf.cpu().numpy(), sites=names, logprobs=logprobs.cpu().numpy())
+
+
+# --------------------------------------------------------------------------- measures
+
+
+def distances(perturbed: np.ndarray, natural: np.ndarray) -> np.ndarray:
+    """Euclidean distance of each perturbed trajectory to the unperturbed one, point by point.
+
+    Parameters
+    ----------
+    perturbed : ndarray of shape (m, K, dim)
+        ``m`` trajectories over ``K`` steps (full states, or PCA coordinates with dim = 2).
+    natural : ndarray of shape (K, dim)
+
+    Returns
+    -------
+    ndarray of shape (m, K)
+    """
+    p = np.asarray(perturbed, dtype=np.float64)
+    q = np.asarray(natural, dtype=np.float64)
+    if p.ndim != 3 or q.shape != p.shape[1:]:
+        raise ValueError(f"perturbed must have shape (m, K, dim) and natural (K, dim); got {p.shape} and {q.shape}")
+    return np.linalg.norm(p - q, axis=-1)
+
+
+def kept_fraction(perturbed: np.ndarray, natural: np.ndarray) -> np.ndarray:
+    """How much of the initial displacement is left *along its own direction* at each step.
+
+    With displacements ``δ_k = perturbed[:, k] - natural[k]``, returns
+    ``⟨δ_k, δ_0⟩ / ‖δ_0‖²``: 1 if the displacement is carried along unchanged, < 1 if the
+    dynamics push the state back toward the unperturbed one (an inward arrow), > 1 if they push
+    it further out. What the layers write orthogonally to ``δ_0`` does not count, unlike in
+    :func:`distances`.
+
+    Parameters
+    ----------
+    perturbed : ndarray of shape (m, K, dim)
+    natural : ndarray of shape (K, dim)
+
+    Returns
+    -------
+    ndarray of shape (m, K)
+        Column 0 is 1 (NaN where ``δ_0 = 0``).
+    """
+    p = np.asarray(perturbed, dtype=np.float64)
+    q = np.asarray(natural, dtype=np.float64)
+    if p.ndim != 3 or q.shape != p.shape[1:]:
+        raise ValueError(f"perturbed must have shape (m, K, dim) and natural (K, dim); got {p.shape} and {q.shape}")
+    delta = p - q
+    d0 = delta[:, :1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (delta * d0).sum(-1) / (d0 * d0).sum(-1)
+
+
+def _ratio_of_means(dist: np.ndarray, k: int) -> np.ndarray:
+    """Ratio of means along the last-but-one axis: (..., m, K) -> (...)."""
+    return dist[..., k].mean(-1) / dist[..., 0].mean(-1)
+
+
+def _check_dist(dist: np.ndarray, k: int) -> np.ndarray:
+    d = np.asarray(dist, dtype=np.float64)
+    if d.ndim != 2 or d.shape[0] < 2:
+        raise ValueError(f"dist must have shape (m >= 2, K), got {d.shape}")
+    if not 1 <= int(k) < d.shape[1]:
+        raise ValueError(f"k must be in 1 … {d.shape[1] - 1} (steps after the injection), got {k}")
+    if not np.isfinite(d[:, [0, int(k)]]).all() or (d[:, 0] <= 0).all():
+        raise ValueError("dist must be finite at steps 0 and k, with some positive initial displacement")
+    return d
+
+
+def recovery_ratio(dist: np.ndarray, k: int = 1, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> Interval:
+    """How much of the initial displacement is left ``k`` steps later: < 1 contracts.
+
+    ``mean_i dist[i, k] / mean_i dist[i, 0]`` (a ratio of means, so points injected close to
+    the unperturbed state do not blow it up), with a percentile bootstrap over the ``m``
+    perturbed points.
+
+    Parameters
+    ----------
+    dist : ndarray of shape (m, K)
+        From :func:`distances`; step 0 is the injection site.
+    k : int
+        Steps after the injection (1 … K-1).
+    n_boot, level, seed : bootstrap settings
+
+    Returns
+    -------
+    Interval
+    """
+    d = _check_dist(dist, k)
+    idx = np.random.default_rng(seed).integers(0, d.shape[0], size=(n_boot, d.shape[0]))
+    boots = _ratio_of_means(d[idx], int(k))  # (n_boot, m, K) -> (n_boot,)
+    a = (1 - level) / 2
+    return Interval(float(_ratio_of_means(d, int(k))), float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a)), level)
+
+
+def ratio_difference(dist_a: np.ndarray, dist_b: np.ndarray, k: int = 1, n_boot: int = 2000,
+                     level: float = 0.95, seed: int = 0) -> Interval:
+    """Recovery ratio of ``a`` minus that of ``b``, bootstrapped independently.
+
+    Parameters
+    ----------
+    dist_a, dist_b : ndarray of shape (m_a, K_a), (m_b, K_b)
+        Two sets of distances (e.g. a late and an early injection layer).
+    k : int
+
+    Returns
+    -------
+    Interval
+        ``ratio(a) - ratio(b)``; an interval above 0 means ``a`` keeps more of its displacement.
+    """
+    a = _check_dist(dist_a, k)
+    b = _check_dist(dist_b, k)
+    rng = np.random.default_rng(seed)
+    ia = rng.integers(0, a.shape[0], size=(n_boot, a.shape[0]))
+    ib = rng.integers(0, b.shape[0], size=(n_boot, b.shape[0]))
+    boots = _ratio_of_means(a[ia], int(k)) - _ratio_of_means(b[ib], int(k))
+    est = float(_ratio_of_means(a, int(k)) - _ratio_of_means(b, int(k)))
+    q = (1 - level) / 2
+    return Interval(est, float(np.quantile(boots, q)), float(np.quantile(boots, 1 - q)), level)
+
+
+def kl_divergence(ref_logprobs: np.ndarray, logprobs: np.ndarray) -> np.ndarray:
+    """KL(p_ref ‖ p) in nats, from log-probabilities (how much a teleport moves the prediction).
+
+    Parameters
+    ----------
+    ref_logprobs : ndarray of shape (vocab_size,)
+        The unperturbed next-token log-probabilities.
+    logprobs : ndarray of shape (m, vocab_size)
+
+    Returns
+    -------
+    ndarray of shape (m,)
+    """
+    r = np.asarray(ref_logprobs, dtype=np.float64)
+    q = np.asarray(logprobs, dtype=np.float64)
+    if r.ndim != 1 or q.ndim != 2 or q.shape[1] != r.shape[0]:
+        raise ValueError(f"ref_logprobs must have shape (V,) and logprobs (m, V); got {r.shape} and {q.shape}")
+    return np.exp(r) @ (r[:, None] - q.T)
+
+
+# --------------------------------------------------------------------------- the chapter's run
+
+
+def boundary_names(n_layers: int) -> list[str]:
+    """``["resid_pre.0", …, "resid_pre.{L-1}", "resid_post.{L-1}"]``: the ``L + 1`` layer boundaries."""
+    return [f"resid_pre.{l}" for l in range(n_layers)] + [f"resid_post.{n_layers - 1}"]
+
+
+@dataclass(frozen=True)
+class Flows:
+    """The teleport experiment on one model: one PCA grid per injection layer.
+
+    ``J`` injection layers, ``m = n_grid²`` grid points, ``B = n_layers + 1`` layer boundaries
+    (:func:`boundary_names`). Arrays indexed by boundary hold NaN before the injection layer.
+
+    Attributes
+    ----------
+    label : str
+        The model's label (``Activations.label``).
+    prompt : str
+    layers : tuple of int, length J
+        Injection layers of this model; ``paper_layers`` are the paper's.
+    paper_layers : tuple of int, length J
+    n_grid : int
+    extent : float
+        Grid half-width in standard deviations.
+    planes : tuple of Plane, length J
+        Fitted on the N samples' ``resid_pre.l``.
+    coords : ndarray of shape (J, m, 2)
+        Grid points (PCA units of each layer's plane).
+    natural : ndarray of shape (B, d_model)
+        The unperturbed seed prompt at every boundary.
+    natural_pc : ndarray of shape (J, B, 2)
+        The unperturbed trajectory projected onto each plane.
+    moved_pc : ndarray of shape (J, m, B, 2)
+        The teleported states, projected onto the plane of their injection layer.
+    dist : ndarray of shape (J, m, B)
+        Full-space distance of the teleported states to the unperturbed ones.
+    dist_pc : ndarray of shape (J, m, B)
+        The same in the plane's coordinates.
+    dist_random : ndarray of shape (J, m, B)
+        Full-space distance for the control: the unperturbed state moved by a random
+        direction of the same norm as each grid point's displacement.
+    kept, kept_pc, kept_random : ndarray of shape (J, m, B)
+        :func:`kept_fraction` in the full space, in the plane, and for the control: the part of
+        the initial displacement left along its own direction (< 1: an inward arrow).
+    kl, kl_random : ndarray of shape (J, m)
+        KL(unperturbed ‖ teleported) of the next-token distribution, grid and control.
+    top1_kept, top1_kept_random : ndarray of shape (J, m), bool
+        Whether the most likely next token is unchanged.
+    top1 : int
+        The unperturbed most likely next token id.
+    mode : str
+        ``"replace"`` or ``"shift"`` (see :func:`flow_fields`).
+    """
+
+    label: str
+    prompt: str
+    layers: tuple[int, ...]
+    paper_layers: tuple[int, ...]
+    n_grid: int
+    extent: float
+    planes: tuple[Plane, ...]
+    coords: np.ndarray
+    natural: np.ndarray
+    natural_pc: np.ndarray
+    moved_pc: np.ndarray
+    dist: np.ndarray
+    dist_pc: np.ndarray
+    dist_random: np.ndarray
+    kept: np.ndarray
+    kept_pc: np.ndarray
+    kept_random: np.ndarray
+    kl: np.ndarray
+    kl_random: np.ndarray
+    top1_kept: np.ndarray
+    top1_kept_random: np.ndarray
+    top1: int
+    mode: str = "replace"
+
+    @property
+    def n_layers(self) -> int:
+        return self.natural.shape[0] - 1
+
+    def after(self, array: np.ndarray, j: int) -> np.ndarray:
+        """``array[j]`` (shape ``(m, B, …)``) from injection layer ``layers[j]`` on: ``(m, B - l, …)``,
+        step 0 being the injection."""
+        return array[j][:, self.layers[j]:]
+
+    def ratio(self, j: int, k: int = 1, space: str = "full", **kw) -> Interval:
+        """:func:`recovery_ratio` of injection layer ``layers[j]`` after ``k`` layers.
+        ``space``: ``"full"``, ``"pca"`` or ``"random"`` (the same-norm control, full space)."""
+        arr = {"full": self.dist, "pca": self.dist_pc, "random": self.dist_random}.get(space)
+        if arr is None:
+            raise ValueError(f"space must be 'full', 'pca' or 'random', got {space!r}")
+        return recovery_ratio(self.after(arr, j), k, **kw)
+
+    def inward(self, j: int, k: int = 1, space: str = "pca") -> Interval:
+        """Fraction of grid points whose displacement shrinks along its own direction ``k`` layers
+        after injection layer ``layers[j]`` (inward arrows), with a Wilson interval.
+        ``space``: ``"pca"`` (the flow field's arrows), ``"full"`` or ``"random"``."""
+        from .stats import proportion_ci
+
+        arr = {"full": self.kept, "pca": self.kept_pc, "random": self.kept_random}.get(space)
+        if arr is None:
+            raise ValueError(f"space must be 'full', 'pca' or 'random', got {space!r}")
+        after = self.after(arr, j)
+        if not 1 <= k < after.shape[1]:
+            raise ValueError(f"k must be in 1 … {after.shape[1] - 1} for injection layer {self.layers[j]}, got {k}")
+        x = after[:, k]
+        x = x[np.isfinite(x)]
+        return proportion_ci(int((x < 1).sum()), x.size)
+
+    def arrows(self, j: int, k: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """What :func:`tdcourse.plots.flow_field` draws for injection layer ``layers[j]``.
+
+        ``k`` layers after the injection (fewer if the model ends sooner). Returns
+        ``starts (m, 2)``, ``ends (m, 2)``, the unperturbed ``trajectory (k + 1, 2)`` from the
+        injection site, and ``inward (m,)`` (the displacement in the plane shrank along its own
+        direction).
+        """
+        l = self.layers[j]
+        k = int(min(k, self.n_layers - l))
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        return (self.coords[j], self.moved_pc[j, :, l + k], self.natural_pc[j, l:l + k + 1],
+                self.kept_pc[j, :, l + k] < 1)
+
+    def summary(self, k: int = 1):
+        """One row per injection layer, ``k`` layers after it: recovery ratios (full space, plane,
+        random control), inward-arrow fractions, the mean pull along the displacement
+        (1 − kept fraction) and the next-token effect (median KL in nats, share of top-1 kept),
+        grid vs random control. A pandas DataFrame."""
+        import pandas as pd
+
+        rows = []
+        for j, l in enumerate(self.layers):
+            kk = min(k, self.n_layers - l)
+            rf, rp, rr = (self.ratio(j, kk, s, n_boot=500) for s in ("full", "pca", "random"))
+            rows.append({
+                "paper layer": self.paper_layers[j], "layer": l, "k": kk,
+                "ratio full": rf.estimate, "ratio full lo": rf.lo, "ratio full hi": rf.hi,
+                "ratio plane": rp.estimate, "ratio random": rr.estimate,
+                "inward plane": self.inward(j, kk, "pca").estimate, "inward full": self.inward(j, kk, "full").estimate,
+                "inward random": self.inward(j, kk, "random").estimate,
+                "pull": 1 - float(np.nanmean(self.kept[j, :, l + kk])),
+                "pull random": 1 - float(np.nanmean(self.kept_random[j, :, l + kk])),
+                "KL grid": float(np.median(self.kl[j])), "KL random": float(np.median(self.kl_random[j])),
+                "top-1 kept grid": float(self.top1_kept[j].mean()), "top-1 kept random": float(self.top1_kept_random[j].mean()),
+            })
+        return pd.DataFrame(rows)
+
+    def curve(self, j: int, measure: str = "kept", space: str = "full") -> np.ndarray:
+        """A mean over grid points against the number of layers after injection layer ``layers[j]``.
+
+        Parameters
+        ----------
+        j : int
+        measure : {"kept", "ratio"}
+            ``"kept"``: mean :func:`kept_fraction` (1 − the pull along the displacement);
+            ``"ratio"``: the recovery ratio of means (:func:`recovery_ratio`'s estimate).
+        space : {"full", "pca", "random"}
+
+        Returns
+        -------
+        ndarray of shape (n_layers + 1,)
+            Entry ``k`` is ``k`` layers after the injection (1 at ``k = 0``); NaN past the last layer.
+        """
+        src = {("kept", "full"): self.kept, ("kept", "pca"): self.kept_pc, ("kept", "random"): self.kept_random,
+               ("ratio", "full"): self.dist, ("ratio", "pca"): self.dist_pc, ("ratio", "random"): self.dist_random}
+        if (measure, space) not in src:
+            raise ValueError(f"measure must be 'kept' or 'ratio' and space 'full', 'pca' or 'random'; got {measure!r}, {space!r}")
+        after = self.after(src[(measure, space)], j)
+        out = np.full(self.n_layers + 1, np.nan)
+        with np.errstate(invalid="ignore"):
+            out[: after.shape[1]] = np.nanmean(after, 0) if measure == "kept" else after.mean(0) / after[:, 0].mean()
+        return out
+
+
+def model_for(run: Activations):
+    """Load the model that produced ``run`` (the spec in ``run.meta``): ``(model, tokenizer)``."""
+    from .models import load_model
+
+    spec = run.meta.get("model")
+    if not spec:
+        raise ValueError("run.meta has no model spec: pass model= and tokenizer= to flow_fields")
+    return load_model(spec["name"], quant=spec["quant"], dtype=spec["dtype"], init=spec["init"], seed=spec["seed"])
+
+
+def flow_fields(
+    run: Activations,
+    model=None,
+    tokenizer=None,
+    prompt: str = SEED_PROMPT,
+    paper_layers: Sequence[int] = PAPER_LAYERS,
+    n_grid: int = 10,
+    extent: float = 3.0,
+    mode: str = "replace",
+    seed: int = 0,
+) -> Flows:
+    """The teleport experiment on the model that produced ``run``.
+
+    For each injection layer (the paper's layers mapped by :func:`map_layers`): fit PCA-2 on
+    ``run``'s states at ``resid_pre.l``, inject the ``n_grid²`` inverse-transformed grid
+    points and as many same-norm random displacements of the unperturbed state, all in one
+    forward pass (:func:`teleport`), and reduce to distances and projections.
+
+    Parameters
+    ----------
+    run : Activations
+        The N-sample capture (the planes are fitted on it; its ``meta`` names the model).
+    model, tokenizer : optional
+        The model that produced ``run``; loaded from ``run.meta`` when None.
+    prompt : str
+        The seed prompt (tokenized with the model's default special tokens).
+    paper_layers : sequence of int
+        Layers on the paper's 32-layer scale.
+    n_grid, extent : grid size and half-width in standard deviations
+    mode : {"replace", "shift"}
+        ``"replace"`` (the protocol): inject ``plane.inverse(grid point)``, whose off-plane part
+        is the N samples' mean. ``"shift"``: move the prompt's own state within the plane
+        (:func:`shift_in_plane`), keeping its off-plane part.
+    seed : int
+        Seed of the random directions.
+
+    Returns
+    -------
+    Flows
+    """
+    if mode not in ("replace", "shift"):
+        raise ValueError(f"mode must be 'replace' (the protocol) or 'shift', got {mode!r}")
+    if model is None or tokenizer is None:
+        model, tokenizer = model_for(run)
+    n_layers = len(decoder_layers(model))
+    if n_layers != run.n_layers or model.config.hidden_size != run.d_model:
+        raise ValueError(f"the model ({n_layers} layers, d_model {model.config.hidden_size}) did not produce this run "
+                         f"({run.n_layers} layers, d_model {run.d_model})")
+    layers = map_layers(n_layers, paper_layers)
+    ids = tokenizer(prompt)["input_ids"]
+    nat = teleport(model, ids, 0, None)
+    natural = nat.boundaries()[0].astype(np.float64)  # (B, d)
+    ref = nat.logprobs[0]
+    top1 = int(np.argmax(ref))
+    m = int(n_grid) ** 2
+    J, B = len(layers), n_layers + 1
+    shape = (J, m, B)
+    dist, dist_pc, dist_random = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
+    kept, kept_pc, kept_random = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
+    moved_pc = np.full(shape + (2,), np.nan)
+    natural_pc = np.empty((J, B, 2))
+    coords = np.empty((J, m, 2))
+    kl, kl_random = np.empty((J, m)), np.empty((J, m))
+    top_kept, top_kept_random = np.empty((J, m), bool), np.empty((J, m), bool)
+    planes = []
+    for j, l in enumerate(layers):
+        plane = fit_plane(run.site("resid_pre", l))
+        planes.append(plane)
+        coords[j] = grid(plane, n_grid, extent)
+        grid_states = (plane.inverse(coords[j]) if mode == "replace"
+                       else shift_in_plane(plane, natural[l], coords[j]))  # (m, d)
+        norms = np.linalg.norm(grid_states - natural[l], axis=1)
+        rand_states = natural[l] + random_directions(norms, run.d_model, seed=seed + j)
+        out = teleport(model, ids, l, np.concatenate([grid_states, rand_states]))
+        traj = out.boundaries().astype(np.float64)                    # (2m, B - l, d)
+        dist[j, :, l:] = distances(traj[:m], natural[l:])
+        dist_random[j, :, l:] = distances(traj[m:], natural[l:])
+        natural_pc[j] = plane.project(natural)
+        moved_pc[j, :, l:] = plane.project(traj[:m])
+        dist_pc[j, :, l:] = distances(moved_pc[j, :, l:], natural_pc[j, l:])
+        kept[j, :, l:] = kept_fraction(traj[:m], natural[l:])
+        kept_random[j, :, l:] = kept_fraction(traj[m:], natural[l:])
+        kept_pc[j, :, l:] = kept_fraction(moved_pc[j, :, l:], natural_pc[j, l:])
+        kls = kl_divergence(ref, out.logprobs)
+        kl[j], kl_random[j] = kls[:m], kls[m:]
+        top = out.logprobs.argmax(1) == top1
+        top_kept[j], top_kept_random[j] = top[:m], top[m:]
+    return Flows(label=run.label, prompt=prompt, layers=layers, paper_layers=tuple(int(x) for x in paper_layers),
+                 n_grid=int(n_grid), extent=float(extent), planes=tuple(planes), coords=coords, natural=natural,
+                 natural_pc=natural_pc, moved_pc=moved_pc, dist=dist, dist_pc=dist_pc, dist_random=dist_random,
+                 kept=kept, kept_pc=kept_pc, kept_random=kept_random, kl=kl, kl_random=kl_random,
+                 top1_kept=top_kept, top1_kept_random=top_kept_random, top1=top1, mode=mode)
+
+
+# --------------------------------------------------------------------------- verdict
+
+_PAPER_C13 = ("After a PCA-grid teleport into the lower layers, states flow back toward the unperturbed "
+              "trajectory (attractor-like); the pull is weaker in later layers.")
+
+C13_RATIO_CRITERION = (
+    "Contraction: r_l = mean full-space distance to the unperturbed state k layers after injecting at layer l / "
+    "mean initial displacement, over the grid points (95 % bootstrap CI over points). Agrees if r_l's CI lies "
+    "below 1 at both early layers (paper's 0 and 7) AND the late layers (paper's 23 and 31) keep more: "
+    "mean late r − mean early r > 0 with its CI above 0. Partly if only one of the two holds."
+)
+
+C13_ARROWS_CRITERION = (
+    "Inward arrows: the fraction of grid points whose displacement in the PCA plane shrinks along its own "
+    "direction k layers after injection (kept fraction < 1), 95 % Wilson CI. Agrees if it lies above 1/2 at "
+    "both early layers (paper's 0 and 7) AND it is lower at the late layers (paper's 23 and 31): mean early "
+    "fraction − mean late fraction > 0 with its bootstrap CI above 0. Partly if only one of the two holds."
+)
+
+
+def _boot_stat(values: np.ndarray, stat, n_boot: int, rng) -> np.ndarray:
+    """``stat`` over bootstrap resamples of the rows of ``values`` (m, ...) -> (n_boot,)."""
+    idx = rng.integers(0, values.shape[0], size=(n_boot, values.shape[0]))
+    return stat(values[idx])
+
+
+def _early_late(flows: Flows) -> tuple[list[int], list[int]]:
+    pl = list(flows.paper_layers)
+    missing = [p for p in (0, 7, 23, 31) if p not in pl]
+    if missing:
+        raise ValueError(f"C13 compares the paper's layers 0, 7 with 23, 31; these flows lack paper layers {missing}")
+    return [pl.index(0), pl.index(7)], [pl.index(23), pl.index(31)]
+
+
+def verdicts(run: Activations, chapter: str = "", flows: Flows | None = None, k: int = 1,
+             n_boot: int = 2000, seed: int = 0, **kwargs) -> list[Verdict]:
+    """C13 on one model: the two readings of "states flow back toward the unperturbed trajectory".
+
+    Parameters
+    ----------
+    run : Activations
+    chapter : str
+    flows : Flows or None
+        The result of :func:`flow_fields` for ``run`` (computed, loading the model, when None).
+    k : int
+        Layers after the injection at which both are read (1: one layer, available at every
+        injection layer including the last).
+    n_boot, seed : bootstrap settings (resampling grid points)
+    **kwargs
+        Passed to :func:`flow_fields` when ``flows`` is None.
+
+    Returns
+    -------
+    list of Verdict
+        Two verdicts on claim C13: the contraction ratio in the full space (``value``: mean of
+        the two early layers' ratios) and the inward-arrow fraction in the PCA plane
+        (``value``: mean of the two early layers' fractions). Criteria:
+        :data:`C13_RATIO_CRITERION`, :data:`C13_ARROWS_CRITERION`.
+    """
+    if flows is None:
+        flows = flow_fields(run, **kwargs)
+    if flows.label != run.label:
+        raise ValueError(f"flows were computed on {flows.label!r}, not on this run ({run.label!r})")
+    early, late = _early_late(flows)
+    lay = flows.layers
+    rng = np.random.default_rng(seed)
+    setting = (f"k = {k}, grid {flows.n_grid}×{flows.n_grid} over ±{flows.extent:g} SD ({flows.mode}), "
+               f"seed prompt {flows.prompt!r}, layers {'/'.join(map(str, lay))} for the paper's "
+               f"{'/'.join(map(str, flows.paper_layers))}.")
+
+    # contraction ratio, full space
+    r = {j: flows.ratio(j, k, n_boot=n_boot, seed=seed) for j in early + late}
+    boots = {j: _boot_stat(flows.after(flows.dist, j), lambda d: _ratio_of_means(d, k), n_boot, rng) for j in early + late}
+    diff = np.mean([boots[j] for j in late], 0) - np.mean([boots[j] for j in early], 0)
+    e_r = float(np.mean([r[j].estimate for j in early]))
+    l_r = float(np.mean([r[j].estimate for j in late]))
+    lo, hi = np.quantile(diff, [0.025, 0.975])
+    contracts = all(r[j].hi < 1 for j in early)
+    weaker = lo > 0
+    rand = {j: flows.ratio(j, k, space="random", n_boot=n_boot, seed=seed).estimate for j in early + late}
+    v_ratio = judge(
+        "C13", _PAPER_C13, C13_RATIO_CRITERION, run.label, e_r, agrees=contracts and weaker, partly=contracts or weaker,
+        uncertainty=(f"r at layer {lay[early[0]]}: {r[early[0]]}; layer {lay[early[1]]}: {r[early[1]]}; layer "
+                     f"{lay[late[0]]}: {r[late[0]]}; layer {lay[late[1]]}: {r[late[1]]}; late − early "
+                     f"{l_r - e_r:.3g} [95 % CI {lo:.3g}, {hi:.3g}]"),
+        detail=("Contraction ratio (full space). Same-norm random directions: r = "
+                + ", ".join(f"{rand[j]:.3g} (layer {lay[j]})" for j in early + late) + ". " + setting),
+        chapter=chapter)
+
+    # inward arrows, PCA plane
+    f = {j: flows.inward(j, k, space="pca") for j in early + late}
+
+    def frac(x):
+        return np.mean(x < 1, axis=-1)
+
+    boots = {j: _boot_stat(flows.after(flows.kept_pc, j)[:, k], frac, n_boot, rng) for j in early + late}
+    diff = np.mean([boots[j] for j in early], 0) - np.mean([boots[j] for j in late], 0)
+    e_f = float(np.mean([f[j].estimate for j in early]))
+    l_f = float(np.mean([f[j].estimate for j in late]))
+    lo, hi = np.quantile(diff, [0.025, 0.975])
+    inward = all(f[j].lo > 0.5 for j in early)
+    weaker = lo > 0
+    pull = {j: 1 - float(np.nanmean(flows.after(flows.kept, j)[:, k])) for j in early + late}
+    v_arrows = judge(
+        "C13", _PAPER_C13, C13_ARROWS_CRITERION, run.label, e_f, agrees=inward and weaker, partly=inward or weaker,
+        uncertainty=(f"inward fraction at layer {lay[early[0]]}: {f[early[0]]}; layer {lay[early[1]]}: {f[early[1]]}; "
+                     f"layer {lay[late[0]]}: {f[late[0]]}; layer {lay[late[1]]}: {f[late[1]]}; early − late "
+                     f"{e_f - l_f:.3g} [95 % CI {lo:.3g}, {hi:.3g}]"),
+        detail=("Inward arrows (PCA plane). Mean pull along the displacement in the full space (1 − kept fraction): "
+                + ", ".join(f"{pull[j]:.3g} (layer {lay[j]})" for j in early + late) + ". " + setting),
+        chapter=chapter)
+    return [v_ratio, v_arrows]
+
+
+# --------------------------------------------------------------------------- exercises
+
+
+def check_recovery_ratio(fn) -> bool:
+    """Check a learner's recovery ratio against :func:`recovery_ratio` on fixed inputs.
+
+    ``fn(dist, k)`` takes ``dist`` of shape ``(m, K)`` and ``k`` and returns the ratio of the
+    mean distance at step ``k`` to the mean distance at step 0 (a float). Prints what passed
+    and returns True when every case does.
+    """
+    rng = np.random.default_rng(123)
+    cases = [
+        ("halves every step", np.outer(np.full(8, 2.0), 0.5 ** np.arange(4)), 2, 0.25),
+        ("constant distance", np.ones((5, 3)), 1, 1.0),
+        ("ratio of means, not mean of ratios", np.array([[1.0, 3.0], [3.0, 1.0]]), 1, 1.0),
+        ("random", rng.uniform(0.5, 2.0, (20, 6)), 4, None),
+    ]
+    ok = True
+    for name, dist, k, want in cases:
+        want = recovery_ratio(dist, k, n_boot=10).estimate if want is None else want
+        try:
+            got = float(fn(dist.copy(), k))
+        except Exception as err:  # noqa: BLE001 - show the learner what went wrong
+            print(f"✗ {name}: raised {type(err).__name__}: {err}")
+            ok = False
+            continue
+        good = np.isclose(got, want, rtol=1e-6)
+        ok &= bool(good)
+        print(f"{'✓' if good else '✗'} {name}: got {got:.6g}, expected {want:.6g}")
+    print("All checks passed." if ok else "Some checks failed.")
+    return ok
+
+
+def check_shift_in_plane(fn) -> bool:
+    """Check a learner's ``fn(plane, state, coords) -> ndarray (m, d_model)`` against
+    :func:`shift_in_plane` on a fixed random plane: the result must project onto ``coords``
+    and keep the state's off-plane part. Prints what passed; returns True when all did."""
+    rng = np.random.default_rng(7)
+    d = 12
+    q, _ = np.linalg.qr(rng.standard_normal((d, 2)))
+    plane = Plane(mean=rng.standard_normal(d), components=q.T, std=np.array([2.0, 1.0]), explained=np.array([0.5, 0.2]))
+    state = rng.standard_normal(d) * 3
+    coords = rng.standard_normal((5, 2))
+    want = shift_in_plane(plane, state, coords)
+    ok = True
+    try:
+        got = np.asarray(fn(plane, state.copy(), coords.copy()), dtype=float)
+    except Exception as err:  # noqa: BLE001 - show the learner what went wrong
+        print(f"✗ raised {type(err).__name__}: {err}")
+        print("Some checks failed.")
+        return False
+    checks = [
+        ("shape (m, d_model)", got.shape == want.shape),
+        ("projects onto coords", got.shape == want.shape and np.allclose(plane.project(got), coords, atol=1e-8)),
+        ("keeps the state's off-plane part", got.shape == want.shape and np.allclose(
+            (got - state) - ((got - state) @ plane.components.T) @ plane.components, 0, atol=1e-8)),
+    ]
+    for name, good in checks:
+        ok &= bool(good)
+        print(f"{'✓' if good else '✗'} {name}")
+    print("All checks passed." if ok else "Some checks failed.")
+    return ok
