@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["Interval", "bootstrap_ci", "proportion_ci", "permutation_pvalue", "spearman_rows", "zscore"]
+__all__ = ["Interval", "Trend", "bootstrap_ci", "curve_trend", "proportion_ci", "permutation_pvalue", "spearman_rows", "zscore"]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,485 @@
+"""The residual stream as a moving vector: norm, density, direction and speed (claims C4, C5, C6).
+
+The paper states that the residual-stream (RS) activations "grow denser over layers" and
+"accelerate", and its first author adds that the cosine similarity between consecutive RS
+vectors rises with depth. It gives no formula for density, velocity or acceleration; the
+ones used here are our choices, each with a second reasonable choice beside it:
+
+Norm
+    ``‖h_l‖₂`` of every sample at every site (its distribution over samples, not only a mean).
+
+Density (C4), two families, each on the raw vector and on an outlier-trimmed one
+    * **fraction above τ**: the share of units with ``|h^u| > τ · s(h)``, ``s`` the RMS of the
+      vector over units, for several τ (:func:`fraction_above`);
+    * **Hoyer density** ``(‖h‖₁/‖h‖₂ − 1) / (√D − 1)``: 1 when every unit has the same
+      magnitude, 0 when one unit holds everything; it is one minus Hoyer's (2004) sparsity
+      (:func:`hoyer_density`).
+    A few *massive activations* (Sun et al. 2024) can hold most of ``‖h‖²`` at late sites: they
+    inflate the RMS and the L2 norm, so both raw indices read "sparse" whatever the other
+    units do. The **trimmed** variants drop, per vector, the ``trim`` share of units with the
+    largest ``|h|`` before computing the scale (fraction above τ) or the index (Hoyer).
+
+Direction (C5)
+    cosine similarity between ``h_l`` and ``h_{l+1}`` (:func:`consecutive_cosine`).
+
+Speed (C6)
+    velocity ``V_l = ‖h_{l+1} − h_l‖₂``, its change ``A_l = V_{l+1} − V_l`` (acceleration), and
+    the relative velocity ``V_l / ‖h_l‖₂`` that removes norm growth (:func:`velocity`).
+
+"Consecutive" is either the next **site** (``step="site"``: resid_pre l → resid_mid l is the
+attention update, resid_mid l → resid_pre l+1 the MLP update) or the next **layer**
+(``step="layer"``: resid_pre l → resid_pre l+1, a whole block). All functions are vectorised
+numpy over samples, sites and units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from . import stats
+from .verdicts import Verdict, judge
+
+__all__ = [
+    "DEFAULT_TAUS",
+    "DEFAULT_TRIM",
+    "norms",
+    "fraction_above",
+    "hoyer_density",
+    "density_indices",
+    "steps",
+    "consecutive_cosine",
+    "velocity",
+    "acceleration",
+    "step_sites",
+    "verdicts",
+    "check_hoyer_density",
+    "check_cosine_from_norms",
+]
+
+#: Thresholds of :func:`fraction_above`, in units of the vector's RMS.
+DEFAULT_TAUS = (0.1, 0.5, 1.0)
+#: Share of units (largest |h| per vector) left out by the trimmed variants: 1 % (6 of 576
+#: SmolLM2-135M units, 41 of 4096 Llama 3.1 8B units).
+DEFAULT_TRIM = 0.01
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _as_vectors(h: np.ndarray, name: str = "h") -> np.ndarray:
+    h = np.asarray(h)
+    if h.ndim < 1 or h.shape[-1] < 2:
+        raise ValueError(f"{name} must have shape (..., d_model) with d_model >= 2, got {h.shape}")
+    if not np.issubdtype(h.dtype, np.floating):
+        h = h.astype(np.float64)
+    return h
+
+
+def _as_acts(acts: np.ndarray) -> np.ndarray:
+    acts = np.asarray(acts)
+    if acts.ndim != 3:
+        raise ValueError(f"acts must have shape (n_samples, n_sites, d_model), got {acts.shape}")
+    if acts.shape[1] < 2:
+        raise ValueError(f"need at least 2 sites to compare consecutive ones, got {acts.shape[1]}")
+    return acts
+
+
+def _n_trim(d: int, trim: float) -> int:
+    if not 0 <= trim < 0.5:
+        raise ValueError(f"trim must be a share of units in [0, 0.5), got {trim}")
+    return int(np.ceil(trim * d)) if trim > 0 else 0
+
+
+def _trimmed_abs(h: np.ndarray, trim: float) -> np.ndarray:
+    """|h| without the ``trim`` share of largest entries along the last axis (order lost)."""
+    a = np.abs(h)
+    k = _n_trim(h.shape[-1], trim)
+    if k == 0:
+        return a
+    d = h.shape[-1]
+    return np.partition(a, d - k - 1, axis=-1)[..., : d - k]
+
+
+# --------------------------------------------------------------------------- norm and density
+
+
+def norms(acts: np.ndarray) -> np.ndarray:
+    """Euclidean norm of every residual vector.
+
+    Parameters
+    ----------
+    acts : ndarray of shape (n_samples, n_sites, d_model)
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_sites), float64
+    """
+    acts = _as_acts(acts)
+    return np.sqrt(np.einsum("nsd,nsd->ns", acts, acts, dtype=np.float64))
+
+
+def fraction_above(
+    h: np.ndarray,
+    taus: float | Sequence[float] = DEFAULT_TAUS,
+    trim: float = 0.0,
+    relative: bool = True,
+) -> np.ndarray:
+    """Share of units whose magnitude exceeds τ times the vector's scale.
+
+    Parameters
+    ----------
+    h : ndarray of shape (..., d_model)
+        Vectors (e.g. ``acts`` of shape ``(n_samples, n_sites, d_model)``, or the mean over
+        samples of shape ``(n_sites, d_model)``).
+    taus : float or sequence of n_taus floats, each > 0
+    trim : float in [0, 0.5)
+        The scale is the RMS over units *without* the ``ceil(trim · d_model)`` units of largest
+        ``|h|`` in that vector (0: the plain RMS). Every unit is still counted.
+    relative : bool
+        True: thresholds τ·scale (a scale-free density). False: τ in activation units (then the
+        share rises with the norm alone; this is what a heat map on a fixed colour scale shows).
+
+    Returns
+    -------
+    ndarray of shape (n_taus, ...) or (...) for a scalar ``taus``
+        Values in [0, 1].
+    """
+    h = _as_vectors(h)
+    scalar = np.ndim(taus) == 0
+    t = np.atleast_1d(np.asarray(taus, dtype=float))
+    if t.ndim != 1 or np.any(t <= 0):
+        raise ValueError(f"taus must be positive numbers, got {taus!r}")
+    a = np.abs(h)
+    if relative:
+        kept = _trimmed_abs(h, trim)
+        scale = np.sqrt(np.mean(np.square(kept, dtype=np.float64), axis=-1))
+    else:
+        scale = np.ones(h.shape[:-1])
+    out = np.stack([np.mean(a > tau * scale[..., None], axis=-1) for tau in t])  # loop over τ only
+    return out[0] if scalar else out
+
+
+def hoyer_density(h: np.ndarray, trim: float = 0.0) -> np.ndarray:
+    """One minus Hoyer's sparsity: ``(‖h‖₁/‖h‖₂ − 1) / (√D − 1)``, in [0, 1].
+
+    1 when all ``D`` units have the same magnitude; 0 for a one-hot vector; about 0.80 for a
+    Gaussian vector (``√(2/π)·√D``-ish ratio); NaN for an all-zero vector.
+
+    Parameters
+    ----------
+    h : ndarray of shape (..., d_model)
+    trim : float in [0, 0.5)
+        Drop the ``ceil(trim · d_model)`` units of largest ``|h|`` of each vector first
+        (``D`` is then the number of units kept).
+
+    Returns
+    -------
+    ndarray of shape (...)
+    """
+    h = _as_vectors(h)
+    a = _trimmed_abs(h, trim).astype(np.float64, copy=False)
+    d = a.shape[-1]
+    l1 = a.sum(-1)
+    l2 = np.sqrt(np.square(a).sum(-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (l1 / l2 - 1.0) / (np.sqrt(d) - 1.0)
+
+
+def density_indices(
+    acts: np.ndarray, taus: Sequence[float] = DEFAULT_TAUS, trim: float = DEFAULT_TRIM
+) -> dict[str, np.ndarray]:
+    """Every density index of this module, raw and trimmed, for every vector.
+
+    Parameters
+    ----------
+    acts : ndarray of shape (..., d_model)
+    taus : sequence of float
+    trim : float
+        Share of largest-|h| units left out by the trimmed variants.
+
+    Returns
+    -------
+    dict of str -> ndarray of shape (...)
+        Keys ``"Hoyer"``, ``"Hoyer, trimmed"``, ``"|h| > τ·RMS"`` and
+        ``"|h| > τ·RMS, trimmed"`` for each τ (τ written out), in that order.
+    """
+    acts = _as_vectors(acts, "acts")
+    out = {"Hoyer": hoyer_density(acts), "Hoyer, trimmed": hoyer_density(acts, trim)}
+    raw = fraction_above(acts, taus)
+    trm = fraction_above(acts, taus, trim=trim)
+    for i, tau in enumerate(taus):
+        out[f"|h| > {tau:g}·RMS"] = raw[i]
+        out[f"|h| > {tau:g}·RMS, trimmed"] = trm[i]
+    return out
+
+
+# --------------------------------------------------------------------------- direction and speed
+
+
+def step_sites(sites: Sequence[str], step: str = "site") -> list[str]:
+    """Names of the steps of :func:`steps`: ``"resid_pre.0→resid_mid.0"``, …
+
+    Parameters
+    ----------
+    sites : sequence of n_sites str
+    step : {"site", "layer"}
+
+    Returns
+    -------
+    list of str, length n_steps
+    """
+    idx = _step_index(len(sites), step)
+    return [f"{sites[i]}→{sites[j]}" for i, j in zip(*idx)]
+
+
+def _step_index(n_sites: int, step: str) -> tuple[np.ndarray, np.ndarray]:
+    if step == "site":
+        i = np.arange(n_sites - 1)
+        return i, i + 1
+    if step == "layer":
+        if n_sites % 2 or n_sites < 4:
+            raise ValueError(f"step='layer' needs 2 sites per layer and at least 2 layers, got {n_sites} sites")
+        i = np.arange(0, n_sites - 2, 2)
+        return i, i + 2
+    raise ValueError(f"step must be 'site' (next site) or 'layer' (resid_pre l → resid_pre l+1), got {step!r}")
+
+
+def steps(acts: np.ndarray, step: str = "site") -> tuple[np.ndarray, np.ndarray]:
+    """The states before and after each step along depth.
+
+    Parameters
+    ----------
+    acts : ndarray of shape (n_samples, n_sites, d_model)
+    step : {"site", "layer"}
+        ``"site"``: every consecutive pair of sites (``n_steps = n_sites − 1``; attention and MLP
+        updates alternate). ``"layer"``: ``resid_pre.l → resid_pre.{l+1}``
+        (``n_steps = n_layers − 1``; one whole block each).
+
+    Returns
+    -------
+    before, after : ndarrays of shape (n_samples, n_steps, d_model)
+        Views into ``acts`` where possible.
+    """
+    acts = _as_acts(acts)
+    i, j = _step_index(acts.shape[1], step)
+    if step == "site":
+        return acts[:, :-1], acts[:, 1:]
+    return acts[:, i], acts[:, j]
+
+
+def consecutive_cosine(acts: np.ndarray, step: str = "site") -> np.ndarray:
+    """Cosine similarity between the residual vector before and after each step.
+
+    Parameters
+    ----------
+    acts : ndarray of shape (n_samples, n_sites, d_model)
+    step : {"site", "layer"}
+        See :func:`steps`.
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_steps), float64
+        NaN where a vector is zero.
+    """
+    a, b = steps(acts, step)
+    dot = np.einsum("nsd,nsd->ns", a, b, dtype=np.float64)
+    na = np.sqrt(np.einsum("nsd,nsd->ns", a, a, dtype=np.float64))
+    nb = np.sqrt(np.einsum("nsd,nsd->ns", b, b, dtype=np.float64))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return dot / (na * nb)
+
+
+def velocity(acts: np.ndarray, step: str = "site", relative: bool = False) -> np.ndarray:
+    """Speed of the residual stream: ``‖h_after − h_before‖₂`` for each step.
+
+    Parameters
+    ----------
+    acts : ndarray of shape (n_samples, n_sites, d_model)
+    step : {"site", "layer"}
+        See :func:`steps`.
+    relative : bool
+        Divide by ``‖h_before‖₂`` (the size of the update relative to the stream it is added to).
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_steps), float64
+    """
+    a, b = steps(acts, step)
+    d = (b - a).astype(np.float64, copy=False)
+    v = np.sqrt(np.einsum("nsd,nsd->ns", d, d))
+    if relative:
+        na = np.sqrt(np.einsum("nsd,nsd->ns", a, a, dtype=np.float64))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            v = v / na
+    return v
+
+
+def acceleration(v: np.ndarray) -> np.ndarray:
+    """Change of velocity from one step to the next: ``A_l = V_{l+1} − V_l``.
+
+    Parameters
+    ----------
+    v : ndarray of shape (n_samples, n_steps)
+        From :func:`velocity`.
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_steps − 1)
+    """
+    v = np.asarray(v, dtype=float)
+    if v.ndim != 2 or v.shape[1] < 2:
+        raise ValueError(f"v must have shape (n_samples, n_steps >= 2), got {v.shape}")
+    return np.diff(v, axis=1)
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+@dataclass(frozen=True)
+class _Rise:
+    name: str
+    trend: stats.Trend
+
+    @property
+    def rises(self) -> bool:
+        return self.trend.change.lo > 0 and self.trend.rho.lo > 0
+
+    @property
+    def falls(self) -> bool:
+        return self.trend.change.hi < 0 and self.trend.rho.hi < 0
+
+
+def _rise(name: str, y: np.ndarray, n_boot: int, seed: int) -> _Rise:
+    return _Rise(name, stats.curve_trend(y, n_boot=n_boot, seed=seed))
+
+
+_RISE = ("the Spearman ρ of the sample-mean curve with depth and the late-third minus early-third "
+         "difference both have 95 % bootstrap intervals (resampling samples) above 0")
+
+
+def verdicts(run, chapter: str = "", n_boot: int = 1000, seed: int = 0,
+             taus: Sequence[float] = DEFAULT_TAUS, trim: float = DEFAULT_TRIM) -> list[Verdict]:
+    """Claims C4 (density), C5 (cosine) and C6 (velocity) for one run.
+
+    Parameters
+    ----------
+    run : tdcourse.capture.Activations
+        ``run.acts`` of shape (n_samples, n_sites, d_model).
+    chapter : str
+    n_boot, seed : bootstrap settings (samples are resampled)
+    taus, trim : density settings, see :func:`density_indices`
+
+    Returns
+    -------
+    list of Verdict
+        ``[C4, C5, C6]``.
+    """
+    acts = _as_acts(run.acts)
+    out = []
+
+    # C4: primary index = trimmed Hoyer; the claim must hold for every index family to agree.
+    dens = density_indices(acts, taus, trim)
+    rises = {k: _rise(k, v, n_boot, seed) for k, v in dens.items()}
+    primary = rises["Hoyer, trimmed"]
+    n_up = sum(r.rises for r in rises.values())
+    n_down = sum(r.falls for r in rises.values())
+    t = primary.trend
+    out.append(judge(
+        "C4", "Activations grow denser over layers: early layers sparse, later layers dense.",
+        f"density index per sample and site; it 'rises' when {_RISE}. Agrees: the trimmed Hoyer "
+        f"density and every other index ({len(rises)} in all: Hoyer and |h| > τ·RMS for τ in "
+        f"{list(taus)}, raw and with the top {trim:.0%} of units trimmed) rise; partly: some rise; "
+        "disagrees: none",
+        run.label, t.rho.estimate,
+        agrees=primary.rises and n_up == len(rises), partly=n_up > 0,
+        uncertainty=f"ρ 95 % CI [{t.rho.lo:.3f}, {t.rho.hi:.3f}]; late − early {t.change}",
+        detail=f"value = Spearman ρ of the trimmed Hoyer density with depth. {n_up} of {len(rises)} indices "
+               f"rise, {n_down} fall ({', '.join(k for k, r in rises.items() if r.rises) or 'none rise'}).",
+        chapter=chapter))
+
+    # C5: cosine between consecutive sites; second choice: whole-layer steps.
+    cs = _rise("site", consecutive_cosine(acts, "site"), n_boot, seed)
+    cl = _rise("layer", consecutive_cosine(acts, "layer"), n_boot, seed)
+    t = cs.trend
+    out.append(judge(
+        "C5", "Cosine similarity between consecutive residual-stream vectors rises with depth.",
+        f"cosine(h_l, h_l+1) per sample over consecutive sites; it rises when {_RISE}. Agrees: it rises "
+        "for site steps and for whole-layer steps (resid_pre l → resid_pre l+1); partly: for one of them",
+        run.label, t.rho.estimate, agrees=cs.rises and cl.rises, partly=cs.rises or cl.rises,
+        uncertainty=f"ρ 95 % CI [{t.rho.lo:.3f}, {t.rho.hi:.3f}]; late − early {t.change}",
+        detail=f"value = Spearman ρ (site steps). Mean cosine {t.early.estimate:.3f} over the first third of "
+               f"steps, {t.late.estimate:.3f} over the last; layer steps ρ = {cl.trend.rho.estimate:.3f} "
+               f"[{cl.trend.rho.lo:.3f}, {cl.trend.rho.hi:.3f}].",
+        chapter=chapter))
+
+    # C6: velocity; second choice: whole-layer steps; relative velocity reported beside it.
+    vs = _rise("site", velocity(acts, "site"), n_boot, seed)
+    vl = _rise("layer", velocity(acts, "layer"), n_boot, seed)
+    rel = _rise("relative", velocity(acts, "site", relative=True), n_boot, seed)
+    t = vs.trend
+    rel_word = "also rises" if rel.rises else ("falls" if rel.falls else "shows no clear trend")
+    out.append(judge(
+        "C6", "The residual stream accelerates: its velocity ‖h_l+1 − h_l‖ grows with depth.",
+        f"velocity ‖h_l+1 − h_l‖ per sample; it rises when {_RISE}. Agrees: it rises for site steps and "
+        "for whole-layer steps; partly: for one of them",
+        run.label, t.rho.estimate, agrees=vs.rises and vl.rises, partly=vs.rises or vl.rises,
+        uncertainty=f"ρ 95 % CI [{t.rho.lo:.3f}, {t.rho.hi:.3f}]; late / early {t.ratio}",
+        detail=f"value = Spearman ρ (site steps); layer steps ρ = {vl.trend.rho.estimate:.3f}. Relative "
+               f"velocity ‖h_l+1 − h_l‖/‖h_l‖ {rel_word} (ρ = {rel.trend.rho.estimate:.3f}, late / early "
+               f"{rel.trend.ratio.estimate:.3g}): "
+               + ("the speed-up is more than norm growth." if rel.rises else
+                  "the speed-up comes with the norm, not faster than it."),
+        chapter=chapter))
+    return out
+
+
+# --------------------------------------------------------------------------- exercise checks
+
+
+def _report(cases: list[tuple[str, bool, str]]) -> bool:
+    ok = all(passed for _, passed, _ in cases)
+    for desc, passed, msg in cases:
+        print(("✓ " if passed else "✗ ") + desc + ("" if passed else f": {msg}"))
+    print("All checks passed." if ok else "Some checks failed: compare with the definition above.")
+    return ok
+
+
+def _run_case(desc: str, fn: Callable, args: tuple, want: np.ndarray, rtol: float = 1e-6):
+    try:
+        got = np.asarray(fn(*args), dtype=float)
+    except Exception as err:  # a learner's bug is reported, not raised
+        return desc, False, f"raised {type(err).__name__}: {err}"
+    if got.shape != want.shape:
+        return desc, False, f"shape {got.shape}, expected {want.shape}"
+    if not np.allclose(got, want, rtol=rtol, atol=1e-9, equal_nan=True):
+        return desc, False, f"expected {np.round(want, 4).ravel()[:4].tolist()}…, got {np.round(got, 4).ravel()[:4].tolist()}…"
+    return desc, True, ""
+
+
+def check_hoyer_density(fn: Callable[[np.ndarray], np.ndarray]) -> bool:
+    """Compare a learner's ``fn(h) -> (...)`` (Hoyer density over the last axis, no trimming)
+    with :func:`hoyer_density` on fixed vectors; prints one line per case, returns True if all pass."""
+    onehot = np.zeros(8)
+    onehot[3] = -2.0
+    g = np.random.default_rng(1).standard_normal((3, 5, 64))
+    cases = [
+        ("a one-hot vector has density 0", (onehot,), np.asarray(0.0)),
+        ("a vector of equal magnitudes has density 1", (np.array([1.0, -1, 1, -1]),), np.asarray(1.0)),
+        ("a batch of Gaussian vectors, shape (3, 5, 64)", (g,), hoyer_density(g)),
+    ]
+    return _report([_run_case(d, fn, a, w) for d, a, w in cases])
+
+
+def check_cosine_from_norms(fn: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]) -> bool:
+    """Check ``fn(norm_before, norm_after, velocity) -> cosine`` (the law of cosines) against
+    :func:`consecutive_cosine` on random trajectories; prints the result, returns True if right."""
+    rng = np.random.default_rng(2)
+    acts = rng.standard_normal((4, 6, 16)).cumsum(axis=1) + 0.5
+    nrm = norms(acts)
+    v = velocity(acts)
+    want = consecutive_cosine(acts)
+    return _report([_run_case("4 samples × 5 steps of a random walk in 16 dimensions", fn,
+                              (nrm[:, :-1], nrm[:, 1:], v), want)])
