@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 N      ?= 1000
 STAMP  := $(VENV)/.tdcourse-installed
 
-.PHONY: setup capture assets book test test-lib test-notebooks bench clean clean-cache
+.PHONY: setup capture scoreboard assets book test test-lib test-notebooks bench clean clean-cache
 
 setup: $(STAMP)
 
@@ -29,11 +29,17 @@ $(STAMP): requirements.txt pyproject.toml
 capture: setup
 	$(BIN)/python -m tdcourse capture --model smollm2-135m --n $(N)
 	$(BIN)/python -m tdcourse capture --model smollm2-135m --n $(N) --init random
+	$(BIN)/python -m tdcourse capture --model smollm2-135m --n $(N) --quant 4bit
+
+# Every chapter's verdicts on the three runs: the scoreboard page, the landing page's summary
+# and verdicts.json beside the book.
+scoreboard: capture
+	$(BIN)/python -m tdcourse scoreboard --n $(N) --out book/_generated --json-copy book/_extra/verdicts.json
 
 assets: setup
 	$(BIN)/python tools/offline_assets.py
 
-book: setup capture assets
+book: setup capture assets scoreboard
 	$(BIN)/jupyter-book build . -W --keep-going
 	@echo "Open _build/html/index.html"
 

@@ -19,12 +19,25 @@ def main(argv: list[str] | None = None) -> int:
     cap.add_argument("--batch-size", type=int, default=32)
     cap.add_argument("--rebuild", action="store_true", help="capture again even if cached")
     sub.add_parser("info", help="where we run, the device and the cache directory")
+    sb = sub.add_parser("scoreboard", help="compute every chapter's verdicts on SmolLM2 (full, 4-bit, random init)")
+    sb.add_argument("--out", default="book/_generated", help="folder for scoreboard.md, findings.md, verdicts.json")
+    sb.add_argument("--json-copy", default="book/_extra/verdicts.json", help="second copy of verdicts.json (served with the book)")
+    sb.add_argument("--model", default="smollm2-135m")
+    sb.add_argument("--n", type=int, default=1000)
     args = parser.parse_args(argv)
 
     if args.cmd == "info":
         from .env import report
 
         print(report())
+        return 0
+    if args.cmd == "scoreboard":
+        from pathlib import Path
+
+        from .scoreboard import default_runs, write
+
+        found = write(Path(args.out), default_runs(args.model, args.n), extra_json=Path(args.json_copy))
+        print(f"scoreboard: {len(found)} verdicts written to {args.out}")
         return 0
     from .capture import CacheError, load_activations
     from .models import ModelLoadError

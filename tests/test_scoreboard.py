@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from tdcourse import scoreboard, verdicts
+from tdcourse.capture import Activations, site_names
+
+
+def _v(claim, model, outcome, value=1.0):
+    return verdicts.Verdict(claim, f"paper says {claim}", "crit", model, value, "", outcome, chapter="x")
+
+
+def test_table_has_every_claim_and_marks_missing_runs():
+    vs = [_v("C1", "a", "agrees", 0.9), _v("C1", "b", "disagrees", 0.1), _v("C9", "a", "agrees", 10.7),
+          _v("C9", "a", "partly", 11.2)]
+    md = scoreboard.to_markdown(vs, ["a", "b", scoreboard.LLAMA])
+    rows = [r for r in md.splitlines() if r.startswith("| **C")]
+    assert len(rows) == 13
+    c1 = rows[0]
+    assert "✅ agrees (0.9)" in c1 and "❌ disagrees (0.1)" in c1 and "not run here" in c1
+    assert "</notebooks/02_continuity>" in c1
+    c9 = next(r for r in rows if r.startswith("| **C9**"))
+    assert "agrees (10.7) / 🟡 partly (11.2)" in c9
+
+
+def test_findings_are_computed_from_the_verdicts():
+    vs = [_v("C1", "t", "agrees"), _v("C1", "r", "agrees"), _v("C3", "t", "agrees"), _v("C3", "r", "disagrees"),
+          _v("C9", "t", "agrees"), _v("C9", "t", "disagrees"), _v("C1", "q", "agrees"), _v("C3", "q", "partly")]
+    text = scoreboard.findings_markdown(vs, "t", "r", "q")
+    assert "of the 3 claims tested, **2 agree**" in text and "**1 partly**" in text
+    assert "agrees too on C1" in text and "Only the trained model shows C3" in text
+    assert "changes the outcome of C3" in text and "C9" in text
+
+
+def test_collect_and_write_with_a_tiny_chapter(tmp_path, monkeypatch):
+    monkeypatch.setenv("TDCOURSE_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    run = Activations(acts=rng.normal(size=(20, 4, 3)).astype(np.float32) * np.arange(1, 5)[None, :, None],
+                      sites=site_names(2), texts=[""] * 20,
+                      meta={"model": {"name": "toy", "source": "toy", "revision": None, "quant": "none",
+                                      "dtype": "float32", "init": "trained", "seed": 0}})
+    monkeypatch.setattr(scoreboard, "CHAPTERS", {"01_residual_stream": ("stationarity", ("C7",))})
+    found = scoreboard.write(tmp_path / "out", [run], extra_json=tmp_path / "copy.json", progress=False)
+    assert [v.claim for v in found] == ["C7"]
+    data = json.loads((tmp_path / "copy.json").read_text())
+    assert data["verdicts"][0]["claim"] == "C7" and data["columns"][0] == "toy"
+    assert "C7" in (tmp_path / "out" / "scoreboard.md").read_text()
