@@ -1,0 +1,1092 @@
+"""Low-dimensional views of the residual stream: PCA, a compressing autoencoder with a 2-D
+latent, per-site dimensionality, and how curved the path over depth is (claims C11, C12).
+
+The paper (section 2.7 of ``shared/paper.md``) squashes the residual stream into a 2-D
+latent with a "compressing autoencoder" and reports that the stream follows a **curved
+trajectory** there (C11), that **early sites are harder to reconstruct** and that **later
+sites are lower-dimensional** (C12). It does not give the autoencoder's architecture or
+training, nor a number for "curved" or "lower-dimensional". The choices made here:
+
+* **Pooling and scale.** Every (sample, site) vector is one row; each unit is z-scored over
+  all rows of the training samples (:func:`pooled_standardize`), so a few massive units do
+  not own the fit. Norms still grow with depth, so late sites spread more in this space.
+* **Autoencoder** (:func:`train_autoencoder`): an MLP ``d → 64 → 16 → 2 → 16 → 64 → d``
+  with GELU, MSE loss, Adam with a one-cycle schedule, 8 epochs of shuffled minibatches over
+  the rows of half the samples, seeded, on the CPU. Errors are read on the *other* half
+  (held-out samples).
+* **Reconstruction error per site** (:func:`site_nmse`): squared error divided by the site's
+  own spread across samples, :math:`\\mathrm{NMSE}_s = \\sum_i \\lVert z_{is} - \\hat z_{is}\\rVert^2
+  / \\sum_i \\lVert z_{is} - \\bar z_s\\rVert^2`, so 1 means "no better than the site's mean".
+* **Dimensionality per site** (:func:`site_spectra`): the spectrum of each site's covariance
+  across samples, summarised by the participation ratio
+  :math:`\\mathrm{PR} = (\\sum\\lambda)^2/\\sum\\lambda^2` and the number of PCs for 90 % of
+  the variance; raw, and with units standardised per site (robust to massive units).
+* **Curvature** of a path over depth (:func:`bend_ratio`, :func:`path_length_ratio`,
+  :func:`turning_angles`): how far it bows away from its chord, how much longer it is than
+  its chord, and the angle it turns at each step.
+
+Everything is vectorised numpy (torch for the autoencoder), seeded, and returns arrays or
+frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import stats
+from .verdicts import Verdict, judge
+
+__all__ = [
+    "pooled_standardize",
+    "PooledPCA",
+    "pooled_pca",
+    "site_spread",
+    "participation_ratio",
+    "n_components_for",
+    "SiteSpectra",
+    "site_spectra",
+    "site_spectra_both",
+    "se_interval",
+    "AutoencoderFit",
+    "build_autoencoder",
+    "train_autoencoder",
+    "site_nmse",
+    "thirds",
+    "early_minus_late",
+    "path_length_ratio",
+    "bend_ratio",
+    "turning_angles",
+    "mean_trajectory_bootstrap",
+    "site_shuffle_null",
+    "LowDim",
+    "analyse",
+    "verdicts",
+    "check_participation_ratio",
+    "check_bend_ratio",
+]
+
+
+# --------------------------------------------------------------------------- input checks
+
+
+def _check_acts(acts: np.ndarray, name: str = "acts") -> np.ndarray:
+    acts = np.asarray(acts)
+    if acts.ndim != 3:
+        raise ValueError(f"{name} must have shape (n_samples, n_sites, d_model), got {acts.shape}")
+    if min(acts.shape) < 1:
+        raise ValueError(f"{name} is empty: shape {acts.shape}")
+    return acts
+
+
+def _check_idx(idx: np.ndarray | None, n: int, name: str = "idx") -> np.ndarray:
+    if idx is None:
+        return np.arange(n)
+    idx = np.asarray(idx)
+    if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
+        raise ValueError(f"{name} must be a non-empty 1-D array of sample indices")
+    if idx.min() < 0 or idx.max() >= n:
+        raise ValueError(f"{name} holds sample indices outside 0 … {n - 1}")
+    return idx
+
+
+def _check_path(traj: np.ndarray, name: str = "traj") -> np.ndarray:
+    traj = np.asarray(traj, dtype=float)
+    if traj.ndim < 2 or traj.shape[-2] < 2:
+        raise ValueError(f"{name} must have shape (..., n_sites, n_dims) with n_sites >= 2, got {traj.shape}")
+    return traj
+
+
+# --------------------------------------------------------------------------- pooled PCA
+
+
+def pooled_standardize(acts: np.ndarray, fit_idx: np.ndarray | None = None, eps: float = 1e-8):
+    """Z-score each unit over all (sample, site) rows of the fitting samples.
+
+    Parameters
+    ----------
+    acts : ndarray of shape (n_samples, n_sites, d_model)
+    fit_idx : ndarray of shape (n_fit,) of int, optional
+        Samples whose rows give the mean and scale (default: all).
+    eps : float
+        Floor of the scale (a constant unit is left centred, not divided by 0).
+
+    Returns
+    -------
+    z : ndarray of shape (n_samples, n_sites, d_model), float32
+    mean : ndarray of shape (d_model,)
+    scale : ndarray of shape (d_model,)
+    """
+    acts = _check_acts(acts)
+    idx = _check_idx(fit_idx, acts.shape[0], "fit_idx")
+    rows = acts[idx].reshape(-1, acts.shape[2])
+    mean = rows.mean(0, dtype=np.float64)
+    var = np.mean((rows - mean.astype(rows.dtype)) ** 2, axis=0, dtype=np.float64)
+    scale = np.maximum(np.sqrt(var), eps)
+    z = ((acts - mean.astype(np.float32)) / scale.astype(np.float32)).astype(np.float32)
+    return z, mean, scale
+
+
+@dataclass(frozen=True)
+class PooledPCA:
+    """PCA fitted on every (sample, site) row, pooled over sites.
+
+    Attributes
+    ----------
+    scores : ndarray of shape (n_samples, n_sites, n_components)
+        Each sample's trajectory over depth in PC space.
+    components : ndarray of shape (n_components, d_model)
+        Unit-norm principal axes (in standardised units if ``scale`` is not all ones).
+    explained_variance_ratio : ndarray of shape (n_components,)
+        Share of the pooled variance (of the fitting rows) along each axis.
+    mean, scale : ndarray of shape (d_model,)
+        Standardisation applied before the PCA (``scale`` all ones: none).
+    center : ndarray of shape (d_model,)
+        The PCA's own centre (≈ 0 after pooled standardisation of the same rows).
+    """
+
+    scores: np.ndarray
+    components: np.ndarray
+    explained_variance_ratio: np.ndarray
+    mean: np.ndarray
+    scale: np.ndarray
+    center: np.ndarray
+
+    def sq_error(self, acts: np.ndarray, k: int | None = None) -> np.ndarray:
+        """Squared reconstruction error of each row from its first ``k`` PCs, in the
+        standardised units the PCA was fitted in.
+
+        Parameters
+        ----------
+        acts : ndarray of shape (n_samples, n_sites, d_model)
+        k : int, optional
+            Number of PCs kept (default: all fitted components).
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_sites)
+        """
+        acts = _check_acts(acts)
+        k = self.components.shape[0] if k is None else int(k)
+        if not 1 <= k <= self.components.shape[0]:
+            raise ValueError(f"k must be in 1 … {self.components.shape[0]}, got {k}")
+        zc = (acts - self.mean) / self.scale - self.center
+        proj = zc @ self.components[:k].T
+        return (np.einsum("nsd,nsd->ns", zc, zc) - np.einsum("nsk,nsk->ns", proj, proj)).clip(min=0)
+
+
+def pooled_pca(
+    acts: np.ndarray,
+    n_components: int = 2,
+    fit_idx: np.ndarray | None = None,
+    standardize: bool = True,
+) -> PooledPCA:
+    """PCA (scikit-learn) of the residual stream with all sites pooled.
+
+    Parameters
+    ----------
+    acts : ndarray of shape (n_samples, n_sites, d_model)
+    n_components : int
+    fit_idx : ndarray of shape (n_fit,) of int, optional
+        Samples whose rows are fitted (default: all); every sample is projected.
+    standardize : bool
+        Z-score each unit over the fitted rows first (:func:`pooled_standardize`).
+
+    Returns
+    -------
+    PooledPCA
+    """
+    from sklearn.decomposition import PCA
+
+    acts = _check_acts(acts)
+    n, s, d = acts.shape
+    if not 1 <= n_components <= d:
+        raise ValueError(f"n_components must be in 1 … d_model={d}, got {n_components}")
+    idx = _check_idx(fit_idx, n, "fit_idx")
+    if standardize:
+        z, mean, scale = pooled_standardize(acts, idx)
+    else:
+        z, mean, scale = acts.astype(np.float32), np.zeros(d), np.ones(d)
+    pca = PCA(n_components=n_components, svd_solver="covariance_eigh").fit(z[idx].reshape(-1, d))
+    scores = (z.reshape(-1, d) - pca.mean_) @ pca.components_.T
+    return PooledPCA(scores=scores.reshape(n, s, n_components).astype(np.float64),
+                     components=pca.components_.astype(np.float64),
+                     explained_variance_ratio=pca.explained_variance_ratio_.astype(np.float64),
+                     mean=mean, scale=scale, center=pca.mean_.astype(np.float64))
+
+
+def site_spread(z: np.ndarray) -> np.ndarray:
+    """Squared distance of each sample to its site's mean over samples.
+
+    Parameters
+    ----------
+    z : ndarray of shape (n_samples, n_sites, d_model)
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_sites)
+        Summed over samples and divided by ``n_samples - 1``: the site's total variance.
+    """
+    z = _check_acts(z, "z")
+    c = z - z.mean(0, keepdims=True)
+    return np.einsum("nsd,nsd->ns", c, c, dtype=np.float64)
+
+
+# --------------------------------------------------------------------------- dimensionality
+
+
+def participation_ratio(eigvals: np.ndarray) -> np.ndarray:
+    """Participation ratio :math:`(\\sum_k \\lambda_k)^2 / \\sum_k \\lambda_k^2` of spectra.
+
+    It is 1 when one direction holds all the variance and ``K`` when ``K`` directions share
+    it equally.
+
+    Parameters
+    ----------
+    eigvals : ndarray of shape (..., n_eig)
+        Non-negative variances (eigenvalues of a covariance), along the last axis.
+
+    Returns
+    -------
+    ndarray of shape (...)
+        NaN for an all-zero spectrum.
+    """
+    ev = np.asarray(eigvals, dtype=float)
+    if ev.ndim < 1 or ev.shape[-1] == 0:
+        raise ValueError(f"eigvals must have shape (..., n_eig) with n_eig >= 1, got {ev.shape}")
+    if np.any(ev < -1e-6 * np.abs(ev).max(initial=0)):
+        raise ValueError("eigvals must be non-negative (variances)")
+    ev = ev.clip(min=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return ev.sum(-1) ** 2 / (ev**2).sum(-1)
+
+
+def n_components_for(eigvals: np.ndarray, frac: float = 0.9) -> np.ndarray:
+    """Smallest number of leading components whose variance reaches ``frac`` of the total.
+
+    Parameters
+    ----------
+    eigvals : ndarray of shape (..., n_eig)
+        Non-negative variances, in any order (sorted here, largest first).
+    frac : float in (0, 1]
+
+    Returns
+    -------
+    ndarray of int, shape (...)
+    """
+    if not 0 < frac <= 1:
+        raise ValueError(f"frac must be in (0, 1], got {frac}")
+    ev = np.asarray(eigvals, dtype=float)
+    if ev.ndim < 1 or ev.shape[-1] == 0:
+        raise ValueError(f"eigvals must have shape (..., n_eig) with n_eig >= 1, got {ev.shape}")
+    ev = -np.sort(-ev.clip(min=0), axis=-1)
+    cum = np.cumsum(ev, axis=-1)
+    total = cum[..., -1:]
+    # a small relative tolerance so that e.g. 9 equal variances out of 10 count as 90 %
+    return (cum < frac * total * (1 - 1e-9)).sum(-1) + 1
+
+
+@dataclass(frozen=True)
+class SiteSpectra:
+    """Per-site covariance spectra across samples, and their dimensionality.
+
+    Attributes
+    ----------
+    eigvals : ndarray of shape (n_sites, min(n_samples, d_model))
+        Eigenvalues of each site's covariance over samples, largest first.
+    pr : ndarray of shape (n_sites,)
+        Participation ratio per site.
+    n90 : ndarray of shape (n_sites,) of int
+        PCs needed for ``frac`` of the site's variance.
+    pr_boot : ndarray of shape (n_boot, n_sites)
+        Participation ratio of block-bootstrap resamples of the samples.
+    standardized : bool
+        Units z-scored within each site (the spectrum of the correlation matrix).
+    frac : float
+    """
+
+    eigvals: np.ndarray
+    pr: np.ndarray
+    n90: np.ndarray
+    pr_boot: np.ndarray
+    standardized: bool
+    frac: float = 0.9
+
+
+def site_spectra(
+    acts: np.ndarray,
+    standardize: bool = False,
+    frac: float = 0.9,
+    n_boot: int = 1000,
+    n_blocks: int = 20,
+    seed: int = 0,
+) -> SiteSpectra:
+    """Spectrum of each site's covariance over samples; PR and PCs-for-``frac`` per site.
+
+    The uncertainty is a bootstrap over samples, done cheaply: samples are split at random
+    into ``n_blocks`` blocks, and blocks are resampled with replacement. The participation
+    ratio needs only the trace and the squared Frobenius norm of the covariance, which are
+    sums over block pairs, so each resample costs almost nothing. Resamples keep the full
+    sample's mean (the O(1/n) re-centring is neglected). Resamples hold fewer distinct
+    samples, which biases their PR down: read ``pr_boot`` for its spread (a standard
+    error), not for its centre.
+
+    Parameters
+    ----------
+    acts : ndarray of shape (n_samples, n_sites, d_model)
+    standardize : bool
+        Z-score each unit within each site first, i.e. use the correlation matrix. A
+        handful of massive units then no longer set the spectrum.
+    frac : float in (0, 1]
+    n_boot : int
+        Bootstrap resamples (0: none; ``pr_boot`` then has shape (0, n_sites)).
+    n_blocks : int
+        Blocks of samples for the bootstrap (at least 2, at most n_samples).
+    seed : int
+
+    Returns
+    -------
+    SiteSpectra
+
+    See Also
+    --------
+    site_spectra_both : raw and standardised at once, sharing the work.
+    """
+    return _spectra(acts, (bool(standardize),), frac, n_boot, n_blocks, seed)[0]
+
+
+def site_spectra_both(acts: np.ndarray, frac: float = 0.9, n_boot: int = 1000, n_blocks: int = 20,
+                      seed: int = 0) -> tuple[SiteSpectra, SiteSpectra]:
+    """``(site_spectra(acts, False, …), site_spectra(acts, True, …))`` computed together (the
+    per-block products are shared), with the same blocks and resamples."""
+    raw, std = _spectra(acts, (False, True), frac, n_boot, n_blocks, seed)
+    return raw, std
+
+
+def _spectra(acts, variants, frac, n_boot, n_blocks, seed) -> list[SiteSpectra]:
+    acts = _check_acts(acts)
+    n, s, d = acts.shape
+    if n < 3:
+        raise ValueError(f"site_spectra needs at least 3 samples, got {n}")
+    if not 2 <= n_blocks <= n:
+        raise ValueError(f"n_blocks must be in 2 … n_samples={n}, got {n_blocks}")
+    if n_boot < 0:
+        raise ValueError("n_boot must be >= 0")
+    if not 0 < frac <= 1:
+        raise ValueError(f"frac must be in (0, 1], got {frac}")
+    rng = np.random.default_rng(seed)
+    block = rng.permutation(n) % n_blocks                       # (n,) block id of each sample
+    onehot = np.eye(n_blocks)[block]                            # (n, n_blocks)
+    r, nv = min(n, d), len(variants)
+    eig = np.empty((nv, s, r))
+    tr_b = np.empty((nv, s, n_blocks))                          # trace of each block's scatter
+    k_bb = np.empty((nv, s, n_blocks, n_blocks))                # <scatter_b, scatter_c>_F
+    for j in range(s):                                          # one site at a time: bounded memory
+        x = acts[:, j].astype(np.float32)
+        x = x - x.mean(0, dtype=np.float64).astype(np.float32)
+        if d <= n:                                              # primal: d x d scatters per block
+            sc = np.stack([v.T @ v for v in (x[block == b] for b in range(n_blocks))])
+            total = sc.sum(0, dtype=np.float64)
+            for k, standardize in enumerate(variants):
+                if standardize:
+                    sd = np.sqrt(np.diag(total))
+                    inv = (1.0 / np.where(sd > 0, sd, 1.0)).astype(np.float32)
+                    scv, tot = sc * np.outer(inv, inv), total * np.outer(inv, inv) * (n - 1)
+                else:
+                    scv, tot = sc, total
+                eig[k, j] = np.linalg.eigvalsh(tot)[::-1] / (n - 1)
+                tr_b[k, j] = np.trace(scv, axis1=1, axis2=2, dtype=np.float64)
+                flat = scv.reshape(n_blocks, -1)
+                k_bb[k, j] = flat @ flat.T
+        else:                                                   # dual: n x n Gram matrix
+            for k, standardize in enumerate(variants):
+                xv = x
+                if standardize:
+                    sd = x.std(0, ddof=1, dtype=np.float64)
+                    xv = x / np.where(sd > 0, sd, 1.0).astype(np.float32)
+                g = (xv @ xv.T).astype(np.float64)
+                eig[k, j] = np.linalg.eigvalsh(g)[::-1] / (n - 1)
+                tr_b[k, j] = onehot.T @ np.diag(g)
+                k_bb[k, j] = onehot.T @ (g * g) @ onehot
+    eig = eig.clip(min=0)
+    w = rng.multinomial(n_blocks, np.full(n_blocks, 1 / n_blocks), size=n_boot).astype(np.float64)
+    out = []
+    for k, standardize in enumerate(variants):
+        num = (w @ tr_b[k].T) ** 2                              # (n_boot, s)
+        den = np.einsum("bk,skl,bl->bs", w, k_bb[k], w)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            pr_boot = num / den
+        out.append(SiteSpectra(eigvals=eig[k], pr=participation_ratio(eig[k]), n90=n_components_for(eig[k], frac),
+                               pr_boot=pr_boot, standardized=standardize, frac=frac))
+    return out
+
+
+def se_interval(estimate: np.ndarray, boot: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Normal interval ``estimate ± z · sd(boot)`` from bootstrap draws.
+
+    Centred on the estimate, so it suits statistics whose resamples are biased (a
+    dimensionality estimate from resamples with repeated samples); the percentile interval
+    would inherit the bias.
+
+    Parameters
+    ----------
+    estimate : ndarray of shape (...)
+    boot : ndarray of shape (n_boot, ...)
+    level : float in (0, 1)
+
+    Returns
+    -------
+    lo, hi : ndarray of shape (...)
+    """
+    from scipy.stats import norm
+
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    boot = np.asarray(boot, dtype=float)
+    est = np.asarray(estimate, dtype=float)
+    if boot.ndim < 1 or boot.shape[0] < 2 or boot.shape[1:] != est.shape:
+        raise ValueError(f"boot must have shape (n_boot >= 2, *{est.shape}), got {boot.shape}")
+    half = norm.ppf(0.5 + level / 2) * np.nanstd(boot, axis=0, ddof=1)
+    return est - half, est + half
+
+
+# --------------------------------------------------------------------------- autoencoder
+
+
+def build_autoencoder(d_model: int, latent_dim: int = 2, hidden: Sequence[int] = (64, 16)):
+    """The compressing autoencoder: an MLP ``d → hidden… → latent → reversed(hidden)… → d``.
+
+    GELU between linear layers; the latent and the output are linear. Returns a
+    ``torch.nn.Module`` with ``.encoder`` and ``.decoder`` (``torch.nn.Sequential``).
+    """
+    import torch.nn as nn
+
+    if d_model < 1 or latent_dim < 1 or any(h < 1 for h in hidden):
+        raise ValueError(f"widths must be positive: d_model={d_model}, latent_dim={latent_dim}, hidden={tuple(hidden)}")
+
+    def mlp(widths):
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+            layers.append(nn.Linear(a, b))
+            if i < len(widths) - 2:
+                layers.append(nn.GELU())
+        return nn.Sequential(*layers)
+
+    class CompressingAE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = mlp([d_model, *hidden, latent_dim])
+            self.decoder = mlp([latent_dim, *reversed(hidden), d_model])
+
+        def forward(self, x):
+            return self.decoder(self.encoder(x))
+
+    return CompressingAE()
+
+
+@dataclass(frozen=True)
+class AutoencoderFit:
+    """A trained compressing autoencoder and what it does to every (sample, site) row.
+
+    Attributes
+    ----------
+    latent : ndarray of shape (n_samples, n_sites, latent_dim)
+        The code of every row: each sample's trajectory over depth in the latent plane.
+    sq_error : ndarray of shape (n_samples, n_sites)
+        Squared reconstruction error of each row (sum over units, standardised units).
+    spread : ndarray of shape (n_samples, n_sites)
+        Squared distance of each row to its site's mean (:func:`site_spread`), the
+        denominator of :func:`site_nmse`.
+    train_idx, test_idx : ndarray of int
+        Samples trained on, and held out.
+    loss : ndarray of shape (epochs,)
+        Mean training loss per epoch.
+    mean, scale : ndarray of shape (d_model,)
+        Pooled standardisation (fitted on the training samples).
+    config : dict
+        Architecture and training settings.
+    seconds : float
+        Training wall time.
+    model : torch.nn.Module
+        The trained network (CPU), not compared.
+    """
+
+    latent: np.ndarray
+    sq_error: np.ndarray
+    spread: np.ndarray
+    train_idx: np.ndarray
+    test_idx: np.ndarray
+    loss: np.ndarray
+    mean: np.ndarray
+    scale: np.ndarray
+    config: dict
+    seconds: float
+    model: Any = field(default=None, compare=False, repr=False)
+
+    def nmse(self, n_boot: int = 0, seed: int = 0):
+        """:func:`site_nmse` on the held-out samples."""
+        return site_nmse(self.sq_error, self.spread, self.test_idx, n_boot=n_boot, seed=seed)
+
+
+def train_autoencoder(
+    acts: np.ndarray,
+    latent_dim: int = 2,
+    hidden: Sequence[int] = (64, 16),
+    epochs: int = 8,
+    batch_size: int = 1024,
+    lr: float = 5e-3,
+    train_frac: float = 0.5,
+    balance_sites: bool = False,
+    seed: int = 0,
+    device: str = "cpu",
+    num_threads: int | None = 1,
+) -> AutoencoderFit:
+    """Train the compressing autoencoder on pooled, standardised site vectors.
+
+    Rows are every (sample, site) pair of a random ``train_frac`` of the samples, z-scored
+    per unit with the training rows' statistics. Loss: mean squared error over units
+    (optionally weighted per site), Adam with a cosine learning-rate decay, ``epochs``
+    passes over shuffled minibatches. Seeded (``torch.manual_seed`` and a seeded split and
+    shuffle); bit-identical on the CPU for a given torch build and thread count.
+
+    Parameters
+    ----------
+    acts : ndarray of shape (n_samples, n_sites, d_model)
+    latent_dim : int
+        2 for the paper's "squashing into 2-D".
+    hidden : sequence of int
+        Encoder widths between input and latent (decoder: reversed).
+    epochs, batch_size : int
+    lr : float
+        Peak learning rate.
+    train_frac : float in (0, 1)
+        Share of samples trained on; the rest are held out for the errors.
+    balance_sites : bool
+        Weight each site's rows by 1 / (its mean spread), so that every site's variance
+        across samples counts equally in the loss (by default, late sites, which spread
+        more, dominate).
+    seed : int
+    device : str
+        torch device ("cpu"; "cuda" for a large model on Colab).
+    num_threads : int or None
+        torch CPU threads while training, restored afterwards. The default 1 makes the
+        result independent of the machine's core count, and for a network this small is
+        faster than several threads (which spend their time synchronising, badly so on a
+        busy machine). None leaves torch's setting alone.
+
+    Returns
+    -------
+    AutoencoderFit
+    """
+    import torch
+
+    acts = _check_acts(acts)
+    n, s, d = acts.shape
+    if not 0 < train_frac < 1:
+        raise ValueError(f"train_frac must be in (0, 1), got {train_frac}")
+    if epochs < 1 or batch_size < 1:
+        raise ValueError("epochs and batch_size must be positive")
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    n_train = int(round(train_frac * n))
+    if not 1 <= n_train < n:
+        raise ValueError(f"train_frac={train_frac} leaves no training or no held-out samples out of {n}")
+    train_idx, test_idx = np.sort(perm[:n_train]), np.sort(perm[n_train:])
+    z, mean, scale = pooled_standardize(acts, train_idx)
+    spread = site_spread(z)
+    if balance_sites:
+        site_w = 1.0 / np.maximum(spread[train_idx].mean(0), 1e-12)
+        site_w = site_w / site_w.mean()
+    else:
+        site_w = np.ones(s)
+
+    if num_threads is not None and num_threads < 1:
+        raise ValueError(f"num_threads must be positive or None, got {num_threads}")
+    threads_before = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(int(num_threads))
+    try:
+        return _train(torch, z, mean, scale, spread, site_w, train_idx, test_idx, latent_dim, hidden, epochs,
+                      batch_size, lr, train_frac, balance_sites, seed, device, num_threads)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train(torch, z, mean, scale, spread, site_w, train_idx, test_idx, latent_dim, hidden, epochs, batch_size,
+           lr, train_frac, balance_sites, seed, device, num_threads) -> AutoencoderFit:
+    n, s, d = z.shape
+    n_train = len(train_idx)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = build_autoencoder(d, latent_dim, hidden).to(device)
+    x_train = torch.from_numpy(z[train_idx].reshape(-1, d)).to(device)
+    w_train = torch.from_numpy(np.tile(site_w, n_train).astype(np.float32)).to(device)
+    n_rows = x_train.shape[0]
+    steps_per_epoch = -(-n_rows // batch_size)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch,
+                                                pct_start=0.1)
+    losses = np.empty(epochs)
+    t0 = time.perf_counter()
+    model.train()
+    for e in range(epochs):
+        order = torch.randperm(n_rows, generator=gen).to(device)
+        total = 0.0
+        for k in range(steps_per_epoch):
+            b = order[k * batch_size : (k + 1) * batch_size]
+            xb = x_train[b]
+            err = ((model(xb) - xb) ** 2).mean(1)
+            loss = (err * w_train[b]).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(b)
+        losses[e] = total / n_rows
+    seconds = time.perf_counter() - t0
+    model.eval()
+    with torch.no_grad():
+        xa = torch.from_numpy(z.reshape(-1, d)).to(device)
+        lat = model.encoder(xa)
+        sq = ((model.decoder(lat) - xa) ** 2).sum(1)
+    model = model.cpu()
+    config = dict(latent_dim=latent_dim, hidden=tuple(hidden), activation="GELU", epochs=epochs,
+                  batch_size=batch_size, lr=lr, optimizer="Adam, one-cycle schedule",
+                  train_frac=train_frac, balance_sites=balance_sites, seed=seed, device=device,
+                  num_threads=num_threads, n_train_rows=n_rows)
+    return AutoencoderFit(latent=lat.cpu().numpy().reshape(n, s, latent_dim).astype(np.float64),
+                          sq_error=sq.cpu().numpy().reshape(n, s).astype(np.float64), spread=spread,
+                          train_idx=train_idx, test_idx=test_idx, loss=losses, mean=mean, scale=scale,
+                          config=config, seconds=seconds, model=model)
+
+
+def site_nmse(
+    sq_error: np.ndarray,
+    spread: np.ndarray,
+    idx: np.ndarray | None = None,
+    n_boot: int = 0,
+    seed: int = 0,
+):
+    """Normalised reconstruction error per site, with a bootstrap over samples.
+
+    :math:`\\mathrm{NMSE}_s = \\sum_{i} e_{is} / \\sum_{i} v_{is}`, with :math:`e` the squared
+    error of sample i at site s and :math:`v` its squared distance to the site mean. 0 is a
+    perfect reconstruction, 1 is as good as predicting the site's mean.
+
+    Parameters
+    ----------
+    sq_error, spread : ndarray of shape (n_samples, n_sites)
+    idx : ndarray of int, optional
+        Samples to use (e.g. the held-out ones; default all).
+    n_boot : int
+        Bootstrap resamples of those samples (0: none).
+    seed : int
+
+    Returns
+    -------
+    nmse : ndarray of shape (n_sites,)
+    boot : ndarray of shape (n_boot, n_sites)
+    """
+    e = np.asarray(sq_error, dtype=float)
+    v = np.asarray(spread, dtype=float)
+    if e.ndim != 2 or e.shape != v.shape:
+        raise ValueError(f"sq_error and spread must both have shape (n_samples, n_sites), got {e.shape} and {v.shape}")
+    idx = _check_idx(idx, e.shape[0])
+    e, v = e[idx], v[idx]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        nmse = e.sum(0) / v.sum(0)
+        if n_boot:
+            m = len(idx)
+            w = np.random.default_rng(seed).multinomial(m, np.full(m, 1 / m), size=n_boot).astype(float)
+            boot = (w @ e) / (w @ v)
+        else:
+            boot = np.empty((0, e.shape[1]))
+    return nmse, boot
+
+
+def thirds(n_sites: int) -> tuple[slice, slice]:
+    """The early and late thirds of the site axis: ``(slice(0, t), slice(n_sites - t, n_sites))``
+    with ``t = n_sites // 3`` (20 of 60 sites for SmolLM2, 21 of 64 for Llama 3.1 8B)."""
+    if n_sites < 3:
+        raise ValueError(f"need at least 3 sites to split into thirds, got {n_sites}")
+    t = n_sites // 3
+    return slice(0, t), slice(n_sites - t, n_sites)
+
+
+def early_minus_late(values: np.ndarray) -> np.ndarray:
+    """Mean over the early third of sites minus the mean over the late third.
+
+    Parameters
+    ----------
+    values : ndarray of shape (..., n_sites)
+
+    Returns
+    -------
+    ndarray of shape (...)
+    """
+    values = np.asarray(values, dtype=float)
+    early, late = thirds(values.shape[-1])
+    return np.nanmean(values[..., early], -1) - np.nanmean(values[..., late], -1)
+
+
+# --------------------------------------------------------------------------- curvature
+
+
+def path_length_ratio(traj: np.ndarray) -> np.ndarray:
+    """Length of a path divided by its chord (first to last point): 1 for a straight,
+    monotone path; larger for a bent or back-tracking one.
+
+    Parameters
+    ----------
+    traj : ndarray of shape (..., n_sites, n_dims)
+
+    Returns
+    -------
+    ndarray of shape (...)
+    """
+    traj = _check_path(traj)
+    length = np.linalg.norm(np.diff(traj, axis=-2), axis=-1).sum(-1)
+    chord = np.linalg.norm(traj[..., -1, :] - traj[..., 0, :], axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return length / chord
+
+
+def bend_ratio(traj: np.ndarray) -> np.ndarray:
+    """How far a path bows away from its chord: the largest distance of a point from the
+    straight line through the first and last points, divided by the chord's length.
+
+    0 for a straight path, 0.5 for a half circle, about 0.21 for a quarter circle. Invariant
+    to rotation, translation and scaling of the path, not to non-linear warps.
+
+    Parameters
+    ----------
+    traj : ndarray of shape (..., n_sites, n_dims)
+
+    Returns
+    -------
+    ndarray of shape (...)
+    """
+    traj = _check_path(traj)
+    rel = traj - traj[..., :1, :]
+    chord = rel[..., -1, :]
+    clen = np.linalg.norm(chord, axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        u = chord / clen[..., None]
+        along = np.einsum("...sk,...k->...s", rel, u)
+        perp = np.linalg.norm(rel - along[..., None] * u[..., None, :], axis=-1)
+        return perp.max(-1) / clen
+
+
+def turning_angles(traj: np.ndarray, step: int = 1) -> np.ndarray:
+    """Angle (degrees) between successive displacements of a path.
+
+    Parameters
+    ----------
+    traj : ndarray of shape (..., n_sites, n_dims)
+    step : int
+        Sites per displacement: 2 compares whole layers (resid_pre l → resid_pre l+1), so
+        the alternation between attention and MLP writes does not count as turning.
+
+    Returns
+    -------
+    ndarray of shape (..., m - 2) with ``m = len(range(0, n_sites, step))``
+        Entry k is the turn at point k + 1 of the subsampled path (0: straight on, 180:
+        reversal); NaN where a displacement is zero.
+    """
+    traj = _check_path(traj)
+    if step < 1:
+        raise ValueError(f"step must be >= 1, got {step}")
+    p = traj[..., ::step, :]
+    if p.shape[-2] < 3:
+        raise ValueError(f"need at least 3 points after subsampling by step={step}, got {p.shape[-2]}")
+    v = np.diff(p, axis=-2)
+    a, b = v[..., :-1, :], v[..., 1:, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    return np.degrees(np.arccos(np.clip(cos, -1, 1)))
+
+
+def mean_trajectory_bootstrap(traj: np.ndarray, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """Mean trajectories of bootstrap resamples of the samples.
+
+    Parameters
+    ----------
+    traj : ndarray of shape (n_samples, n_sites, n_dims)
+    n_boot : int
+    seed : int
+
+    Returns
+    -------
+    ndarray of shape (n_boot, n_sites, n_dims)
+    """
+    traj = np.asarray(traj, dtype=float)
+    if traj.ndim != 3:
+        raise ValueError(f"traj must have shape (n_samples, n_sites, n_dims), got {traj.shape}")
+    if n_boot < 1:
+        raise ValueError("n_boot must be positive")
+    n = traj.shape[0]
+    w = np.random.default_rng(seed).multinomial(n, np.full(n, 1 / n), size=n_boot) / n
+    return (w @ traj.reshape(n, -1)).reshape(n_boot, *traj.shape[1:])
+
+
+def site_shuffle_null(
+    path: np.ndarray,
+    stat: Callable[[np.ndarray], np.ndarray] = path_length_ratio,
+    n_perm: int = 1000,
+    seed: int = 0,
+) -> np.ndarray:
+    """``stat`` of the path with its sites put in random orders: what the statistic is when
+    depth carries no order.
+
+    Parameters
+    ----------
+    path : ndarray of shape (n_sites, n_dims)
+    stat : callable
+        Maps ``(..., n_sites, n_dims)`` to ``(...)`` (e.g. :func:`path_length_ratio`).
+    n_perm : int
+    seed : int
+
+    Returns
+    -------
+    ndarray of shape (n_perm,)
+    """
+    path = _check_path(path, "path")
+    if path.ndim != 2:
+        raise ValueError(f"path must have shape (n_sites, n_dims), got {path.shape}")
+    rng = np.random.default_rng(seed)
+    perms = rng.permuted(np.tile(np.arange(path.shape[0]), (n_perm, 1)), axis=1)
+    return np.asarray(stat(path[perms]))
+
+
+# --------------------------------------------------------------------------- the chapter
+
+
+@dataclass(frozen=True)
+class LowDim:
+    """Everything the chapter computes for one run (see :func:`analyse`).
+
+    Attributes
+    ----------
+    label : str
+        The run's model label.
+    sites : list of str, length n_sites
+    pca : PooledPCA
+        Pooled PCA (``n_pcs`` components, default 10), fitted on the autoencoder's training
+        samples.
+    ae : AutoencoderFit
+        The compressing autoencoder (2-D latent).
+    pca_nmse, ae_nmse : ndarray of shape (n_sites,)
+        Held-out NMSE per site of the reconstruction from the first 2 PCs and from the
+        autoencoder.
+    ae_nmse_boot : ndarray of shape (n_boot, n_sites)
+    raw, std : SiteSpectra
+        Per-site spectra of the raw and per-site-standardised states.
+    latent_mean : ndarray of shape (n_sites, 2)
+        Mean latent trajectory (held-out samples).
+    latent_mean_boot : ndarray of shape (n_boot, n_sites, 2)
+    pc_mean : ndarray of shape (n_sites, n_pcs)
+        Mean trajectory in PC space (held-out samples); ``pc_mean[:, :2]`` is the PC1–PC2 path.
+    """
+
+    label: str
+    sites: list
+    pca: PooledPCA
+    ae: AutoencoderFit
+    pca_nmse: np.ndarray
+    ae_nmse: np.ndarray
+    ae_nmse_boot: np.ndarray
+    raw: SiteSpectra
+    std: SiteSpectra
+    latent_mean: np.ndarray
+    latent_mean_boot: np.ndarray
+    pc_mean: np.ndarray
+
+
+def analyse(run, n_boot: int = 1000, seed: int = 0, n_pcs: int = 10, **ae_kwargs) -> LowDim:
+    """Run the chapter's analysis on one :class:`~tdcourse.capture.Activations`.
+
+    Trains the autoencoder (:func:`train_autoencoder` with ``ae_kwargs``), fits an
+    ``n_pcs``-component pooled PCA on the same training samples, reads the held-out NMSE per
+    site of the autoencoder and of the first two PCs, computes raw and standardised per-site
+    spectra, and bootstraps the mean latent path.
+    """
+    if n_pcs < 2:
+        raise ValueError(f"n_pcs must be at least 2, got {n_pcs}")
+    acts = _check_acts(run.acts, "run.acts")
+    ae = train_autoencoder(acts, seed=seed, **ae_kwargs)
+    raw, std = site_spectra_both(acts, n_boot=n_boot, seed=seed)
+    pca = pooled_pca(acts, n_pcs, fit_idx=ae.train_idx)
+    pca_nmse, _ = site_nmse(pca.sq_error(acts, k=2), ae.spread, ae.test_idx)
+    ae_nmse, ae_boot = ae.nmse(n_boot=n_boot, seed=seed)
+    held = ae.latent[ae.test_idx]
+    return LowDim(
+        label=run.label, sites=list(run.sites), pca=pca, ae=ae, pca_nmse=pca_nmse, ae_nmse=ae_nmse,
+        ae_nmse_boot=ae_boot,
+        raw=raw, std=std,
+        latent_mean=held.mean(0), latent_mean_boot=mean_trajectory_bootstrap(held, n_boot, seed),
+        pc_mean=pca.scores[ae.test_idx].mean(0),
+    )
+
+
+#: The threshold of "curved" (C11), fixed before looking at any result: the mean latent path
+#: bows away from its chord by more than this fraction of the chord's length.
+BEND_THRESHOLD = 0.1
+
+
+def _ci(boot: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    a = (1 - level) / 2
+    boot = np.asarray(boot, dtype=float)
+    boot = boot[np.isfinite(boot)]
+    return float(np.quantile(boot, a)), float(np.quantile(boot, 1 - a))
+
+
+def verdicts(run, chapter: str = "06_low_dimensional", result: LowDim | None = None,
+             n_boot: int = 1000, seed: int = 0) -> list[Verdict]:
+    """The chapter's verdicts on C11 and C12 for one run.
+
+    Parameters
+    ----------
+    run : Activations
+    chapter : str
+        Notebook file stem, stored in each verdict.
+    result : LowDim, optional
+        A result of :func:`analyse` for this run (computed here if absent: it trains the
+        autoencoder).
+    n_boot, seed : as for :func:`analyse`
+
+    Returns
+    -------
+    list of Verdict
+        C11 (curved latent path), C12 (reconstruction error early > late), C12 (late sites
+        lower-dimensional).
+
+    Criteria (fixed before looking at results):
+
+    * **C11** agrees if the mean latent path of the held-out samples bows away from its
+      chord by more than :data:`BEND_THRESHOLD` of the chord (bootstrap 95 % lower bound
+      above it) *and* is ordered by depth (its length/chord ratio below the 5th percentile
+      of a site-shuffle null); partly if only the point estimate passes the threshold.
+    * **C12 (error)** agrees if the held-out autoencoder NMSE is higher in the early third
+      of sites than in the late third, the bootstrap 95 % interval of the difference above
+      0; partly if the point estimate is positive but the interval includes 0.
+    * **C12 (dimension)** agrees if the late third has a lower participation ratio (95 %
+      interval of early − late above 0, from the block-bootstrap standard error, see
+      :func:`se_interval`) *and* fewer PCs for 90 % of the variance, in both the raw and
+      the per-site standardised spectra; partly if that holds in one of the two.
+    """
+    res = result if result is not None else analyse(run, n_boot=n_boot, seed=seed)
+    label = run.label
+    out: list[Verdict] = []
+
+    # C11: curved latent path
+    bend = float(bend_ratio(res.latent_mean))
+    bend_lo, bend_hi = _ci(bend_ratio(res.latent_mean_boot))
+    plr = float(path_length_ratio(res.latent_mean))
+    null = site_shuffle_null(res.latent_mean, path_length_ratio, n_perm=1000, seed=seed)
+    p_order = stats.permutation_pvalue(plr, null, alternative="less")
+    ordered = p_order < 0.05
+    out.append(judge(
+        "C11", "A 2-D compressing autoencoder gives a curved latent trajectory over depth.",
+        f"mean latent path (held-out samples) bows from its chord by > {BEND_THRESHOLD:g} of the chord "
+        "(bootstrap 95 % lower bound) and is ordered by depth (length/chord below a site-shuffle null, p < 0.05)",
+        label, bend, agrees=bend_lo > BEND_THRESHOLD and ordered, partly=bend > BEND_THRESHOLD,
+        uncertainty=(f"bend 95 % CI [{bend_lo:.3g}, {bend_hi:.3g}] (bootstrap over samples); length/chord "
+                     f"{plr:.3g} vs shuffled sites median {np.median(null):.3g}, p = {p_order:.3g}"),
+        detail="value = largest distance of the mean latent path from its chord / chord length "
+               "(0 straight, 0.5 half circle)", chapter=chapter))
+
+    # C12: reconstruction error early vs late
+    diff = float(early_minus_late(res.ae_nmse))
+    d_lo, d_hi = _ci(early_minus_late(res.ae_nmse_boot))
+    early, late = thirds(len(res.ae_nmse))
+    out.append(judge(
+        "C12", "Early layers are harder to reconstruct from the autoencoder's 2-D latent.",
+        "held-out NMSE of the 2-D autoencoder, mean over the early third of sites minus the late third, "
+        "bootstrap 95 % CI above 0",
+        label, diff, agrees=d_lo > 0, partly=diff > 0,
+        uncertainty=f"95 % CI [{d_lo:.3g}, {d_hi:.3g}] (bootstrap over held-out samples)",
+        detail=(f"NMSE early third {np.mean(res.ae_nmse[early]):.3g}, late third {np.mean(res.ae_nmse[late]):.3g} "
+                f"(1 = no better than the site mean); medians over sites: early {np.median(res.ae_nmse[early]):.3g}, "
+                f"late {np.median(res.ae_nmse[late]):.3g}"), chapter=chapter))
+
+    # C12: late sites lower-dimensional
+    passes, parts = [], []
+    for name, sp in (("raw", res.raw), ("standardised", res.std)):
+        d_pr = float(early_minus_late(sp.pr))
+        lo, hi = (float(v) for v in se_interval(d_pr, early_minus_late(sp.pr_boot)))
+        d_n90 = float(early_minus_late(sp.n90))
+        passes.append(lo > 0 and d_n90 > 0)
+        parts.append(f"{name}: PR early − late {d_pr:.3g} [95 % CI {lo:.3g}, {hi:.3g}], "
+                     f"n90 early − late {d_n90:.3g}")
+    value = float(early_minus_late(res.raw.pr))
+    out.append(judge(
+        "C12", "Later layers become lower-dimensional.",
+        "late third of sites has a lower participation ratio (95 % CI of early − late above 0, block-bootstrap SE) "
+        "and fewer PCs for 90 % of variance, in both raw and per-site standardised spectra",
+        label, value, agrees=all(passes), partly=any(passes),
+        uncertainty="; ".join(parts),
+        detail="value = raw participation ratio, early-third mean minus late-third mean (> 0: late is lower-dimensional)",
+        chapter=chapter))
+    return out
+
+
+# --------------------------------------------------------------------------- exercises
+
+
+def _report(results: list[tuple[str, bool, str]]) -> bool:
+    for name, ok, msg in results:
+        print(f"{'PASS' if ok else 'FAIL'}  {name}" + (f": {msg}" if msg else ""))
+    ok = all(r[1] for r in results)
+    print("All checks passed." if ok else "Some checks failed: compare with the solution below.")
+    return ok
+
+
+def check_participation_ratio(fn: Callable[[np.ndarray], Any]) -> bool:
+    """Check a learner's participation ratio ``fn(x) -> float`` of a data matrix
+    ``x`` of shape (n_samples, n_units) against known answers. Prints PASS/FAIL per case and
+    returns whether all passed."""
+    rng = np.random.default_rng(0)
+    cases = []
+    iso = rng.standard_normal((4000, 8))
+    cases.append(("8 independent unit-variance units (PR ≈ 8)", iso, float(participation_ratio(np.linalg.eigvalsh(np.cov(iso.T))))))
+    line = rng.standard_normal((500, 1)) @ rng.standard_normal((1, 20))
+    cases.append(("data on one line in 20-D (PR = 1)", line, 1.0))
+    two = np.c_[rng.standard_normal(3000) * 3, rng.standard_normal(3000), np.zeros(3000)]
+    cases.append(("variances 9, 1, 0 (PR = 100/82 ≈ 1.22)", two, float(participation_ratio(np.linalg.eigvalsh(np.cov(two.T))))))
+    out = []
+    for name, x, want in cases:
+        try:
+            got = float(fn(x))
+            out.append((name, bool(np.isclose(got, want, rtol=1e-3)), f"got {got:.4g}, expected {want:.4g}"))
+        except Exception as err:  # noqa: BLE001 - report the learner's error, do not crash
+            out.append((name, False, f"raised {type(err).__name__}: {err}"))
+    return _report(out)
+
+
+def check_bend_ratio(fn: Callable[[np.ndarray], Any]) -> bool:
+    """Check a learner's ``fn(path) -> float`` for a path of shape (n_sites, n_dims):
+    the largest distance from the chord divided by the chord length. Prints PASS/FAIL per
+    case and returns whether all passed."""
+    t = np.linspace(0, np.pi, 201)
+    half = np.c_[np.cos(t), np.sin(t)]
+    q = np.linspace(0, np.pi / 2, 201)
+    quarter = np.c_[np.cos(q), np.sin(q)]
+    straight = np.c_[np.linspace(0, 3, 10), np.linspace(1, 2, 10), np.zeros(10)]
+    rot = np.array([[0.6, -0.8], [0.8, 0.6]])
+    cases = [
+        ("half circle (0.5)", half, 0.5),
+        ("quarter circle (1 - 1/sqrt 2)/sqrt 2 ≈ 0.207", quarter, (1 - 1 / np.sqrt(2)) / np.sqrt(2)),
+        ("straight line in 3-D (0)", straight, 0.0),
+        ("rotated, shifted, scaled half circle (0.5)", 7 * half @ rot.T + 3, 0.5),
+    ]
+    out = []
+    for name, path, want in cases:
+        try:
+            got = float(fn(path))
+            out.append((name, bool(np.isclose(got, want, atol=1e-6)), f"got {got:.4g}, expected {want:.4g}"))
+        except Exception as err:  # noqa: BLE001
+            out.append((name, False, f"raised {type(err).__name__}: {err}"))
+    return _report(out)
