@@ -39,7 +39,6 @@ __all__ = [
     "pair_names",
     "adjacent_corr",
     "permutation_null",
-    "bootstrap_weights",
     "bootstrap_corr",
     "random_rotation",
     "stream_corr",
@@ -207,30 +206,11 @@ def permutation_null(acts: np.ndarray, n_perm: int = 1, seed: int = 0, basis: np
     return out
 
 
-def bootstrap_weights(n_samples: int, n_boot: int = 200, seed: int = 0) -> np.ndarray:
-    """Bootstrap resamples of ``n_samples`` samples as weights (counts / n_samples).
-
-    Returns
-    -------
-    ndarray of shape (n_boot, n_samples)
-        Row ``b`` holds how often each sample is drawn in resample ``b``, divided by
-        ``n_samples`` (rows sum to 1). A weighted moment with row ``b`` equals the plain moment
-        of resample ``b``.
-    """
-    if n_samples < 3:
-        raise ValueError(f"need at least 3 samples to bootstrap a correlation, got {n_samples}")
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
-    rng = np.random.default_rng(seed)
-    counts = rng.multinomial(n_samples, np.full(n_samples, 1.0 / n_samples), size=n_boot)
-    return counts / n_samples
-
-
 def bootstrap_corr(acts: np.ndarray, n_boot: int = 200, seed: int = 0, basis: np.ndarray | None = None,
                    weights: np.ndarray | None = None) -> np.ndarray:
     """:func:`adjacent_corr` on ``n_boot`` bootstrap resamples of the samples.
 
-    Computed from weighted moments (:func:`bootstrap_weights`), one matrix product per chunk
+    Computed from weighted moments (:func:`tdcourse.stats.bootstrap_weights`), one matrix product per chunk
     of sites for all resamples at once. Resampling the samples (not the units) keeps the
     dependence between units, so intervals on any statistic of ``r`` over units are honest.
 
@@ -252,7 +232,7 @@ def bootstrap_corr(acts: np.ndarray, n_boot: int = 200, seed: int = 0, basis: np
     acts = _as_acts(acts)
     n, n_sites, d = acts.shape
     q = _as_basis(basis, d)
-    w = bootstrap_weights(n, n_boot, seed) if weights is None else np.asarray(weights, dtype=np.float64)
+    w = stats.bootstrap_weights(n, n_boot, seed) if weights is None else np.asarray(weights, dtype=np.float64)
     if w.ndim != 2 or w.shape[1] != n:
         raise ValueError(f"weights must have shape (n_boot, n_samples={n}), got {w.shape}")
     out = np.empty((len(w), n_sites - 1, d if q is None else q.shape[1]))
@@ -515,7 +495,7 @@ def analyse(acts: np.ndarray, n_boot: int = 100, n_perm: int = 1, n_dirs: int = 
         raise ValueError(f"acts must hold 2 sites per layer (an even n_sites), got {acts.shape[1]}")
     d = acts.shape[2]
     q = random_rotation(d, min(int(n_dirs), d), seed=seed)
-    w = bootstrap_weights(acts.shape[0], n_boot, seed)
+    w = stats.bootstrap_weights(acts.shape[0], n_boot, seed)
     # row 0: uniform weights, i.e. the full sample; one pass per basis gives r and its resamples
     w_all = np.vstack([np.full((1, acts.shape[0]), 1.0 / acts.shape[0]), w])
     r, boot = np.split(bootstrap_corr(acts, weights=w_all), [1])

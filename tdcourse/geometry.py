@@ -40,6 +40,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import stats
+from .exercises import report, run_case
 from .verdicts import Verdict, judge
 
 __all__ = [
@@ -439,24 +440,8 @@ def verdicts(run, chapter: str = "", n_boot: int = 1000, seed: int = 0,
 # --------------------------------------------------------------------------- exercise checks
 
 
-def _report(cases: list[tuple[str, bool, str]]) -> bool:
-    ok = all(passed for _, passed, _ in cases)
-    for desc, passed, msg in cases:
-        print(("✓ " if passed else "✗ ") + desc + ("" if passed else f": {msg}"))
-    print("All checks passed." if ok else "Some checks failed: compare with the definition above.")
-    return ok
 
 
-def _run_case(desc: str, fn: Callable, args: tuple, want: np.ndarray, rtol: float = 1e-6):
-    try:
-        got = np.asarray(fn(*args), dtype=float)
-    except Exception as err:  # a learner's bug is reported, not raised
-        return desc, False, f"raised {type(err).__name__}: {err}"
-    if got.shape != want.shape:
-        return desc, False, f"shape {got.shape}, expected {want.shape}"
-    if not np.allclose(got, want, rtol=rtol, atol=1e-9, equal_nan=True):
-        return desc, False, f"expected {np.round(want, 4).ravel()[:4].tolist()}…, got {np.round(got, 4).ravel()[:4].tolist()}…"
-    return desc, True, ""
 
 
 def check_hoyer_density(fn: Callable[[np.ndarray], np.ndarray]) -> bool:
@@ -470,7 +455,7 @@ def check_hoyer_density(fn: Callable[[np.ndarray], np.ndarray]) -> bool:
         ("a vector of equal magnitudes has density 1", (np.array([1.0, -1, 1, -1]),), np.asarray(1.0)),
         ("a batch of Gaussian vectors, shape (3, 5, 64)", (g,), hoyer_density(g)),
     ]
-    return _report([_run_case(d, fn, a, w) for d, a, w in cases])
+    return report([run_case(d, fn, a, w) for d, a, w in cases])
 
 
 def check_cosine_from_norms(fn: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]) -> bool:
@@ -481,5 +466,5 @@ def check_cosine_from_norms(fn: Callable[[np.ndarray, np.ndarray, np.ndarray], n
     nrm = norms(acts)
     v = velocity(acts)
     want = consecutive_cosine(acts)
-    return _report([_run_case("4 samples × 5 steps of a random walk in 16 dimensions", fn,
+    return report([run_case("4 samples × 5 steps of a random walk in 16 dimensions", fn,
                               (nrm[:, :-1], nrm[:, 1:], v), want)])

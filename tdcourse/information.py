@@ -36,6 +36,7 @@ from typing import Callable
 import numpy as np
 
 from . import stats
+from .exercises import report
 from .verdicts import Verdict, judge
 
 __all__ = [
@@ -490,9 +491,7 @@ def dip_and_recovery(curves: np.ndarray, early_frac: float = 0.25, n_boot: int =
         raise ValueError(f"early_frac must be in (0, 0.5], got {early_frac}")
     n_rows, n_steps = c.shape
     e = int(np.ceil(early_frac * n_steps))
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n_rows, size=(n_boot, n_rows)) + n_rows * np.arange(n_boot)[:, None]
-    w = np.bincount(draws.ravel(), minlength=n_boot * n_rows).reshape(n_boot, n_rows) / n_rows
+    w = stats.bootstrap_weights(n_rows, n_boot, seed)
     means = np.vstack([c.mean(0), w @ c])  # row 0: the observed curve
     low = np.argmin(means[:, :e], axis=1)
     rows = np.arange(means.shape[0])
@@ -623,12 +622,6 @@ def verdicts(run, chapter: str = "", profile: MIProfile | None = None, n_units: 
 # --------------------------------------------------------------------------- exercise checks
 
 
-def _report(cases: list[tuple[str, bool, str]]) -> bool:
-    ok = all(passed for _, passed, _ in cases)
-    for desc, passed, msg in cases:
-        print(("✓ " if passed else "✗ ") + desc + ("" if passed else f": {msg}"))
-    print("All checks passed." if ok else "Some checks failed: compare with the definition above.")
-    return ok
 
 
 def _case(desc: str, fn: Callable, args: tuple, want: np.ndarray, atol: float) -> tuple[str, bool, str]:
@@ -646,7 +639,7 @@ def _case(desc: str, fn: Callable, args: tuple, want: np.ndarray, atol: float) -
 def check_gaussian_mi(fn: Callable[[np.ndarray], np.ndarray]) -> bool:
     """Check a learner's ``fn(r) -> MI`` (nats, elementwise) against :func:`gaussian_mi`."""
     r = np.array([0.0, 0.5, -0.5, 0.9, 0.99])
-    return _report([
+    return report([
         _case("r = 0 carries no information", fn, (np.array([0.0]),), np.array([0.0]), 1e-9),
         _case("an array of correlations (sign does not matter)", fn, (r,), gaussian_mi(r), 1e-9),
     ])
@@ -658,7 +651,7 @@ def check_binned_mi(fn: Callable[[np.ndarray, np.ndarray, int], np.ndarray]) -> 
     rng = np.random.default_rng(3)
     x = rng.standard_normal((400, 3))
     y = np.column_stack([x[:, 0] + 0.3 * rng.standard_normal(400), rng.standard_normal(400), x[:, 2] ** 2])
-    return _report([
+    return report([
         _case("three columns: linear, independent, y = x² (4 bins)", fn, (x, y, 4),
               binned_mi(x, y, bins=4, correction=False), 1e-9),
         _case("the same with 8 bins", fn, (x, y, 8), binned_mi(x, y, bins=8, correction=False), 1e-9),

@@ -38,6 +38,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import stats
+from .exercises import report
 from .verdicts import Verdict, judge
 
 __all__ = [
@@ -1036,12 +1037,6 @@ def verdicts(run, chapter: str = "06_low_dimensional", result: LowDim | None = N
 # --------------------------------------------------------------------------- exercises
 
 
-def _report(results: list[tuple[str, bool, str]]) -> bool:
-    for name, ok, msg in results:
-        print(f"{'PASS' if ok else 'FAIL'}  {name}" + (f": {msg}" if msg else ""))
-    ok = all(r[1] for r in results)
-    print("All checks passed." if ok else "Some checks failed: compare with the solution below.")
-    return ok
 
 
 def check_participation_ratio(fn: Callable[[np.ndarray], Any]) -> bool:
@@ -1063,7 +1058,7 @@ def check_participation_ratio(fn: Callable[[np.ndarray], Any]) -> bool:
             out.append((name, bool(np.isclose(got, want, rtol=1e-3)), f"got {got:.4g}, expected {want:.4g}"))
         except Exception as err:  # noqa: BLE001 - report the learner's error, do not crash
             out.append((name, False, f"raised {type(err).__name__}: {err}"))
-    return _report(out)
+    return report(out)
 
 
 def check_bend_ratio(fn: Callable[[np.ndarray], Any]) -> bool:
@@ -1089,4 +1084,4 @@ def check_bend_ratio(fn: Callable[[np.ndarray], Any]) -> bool:
             out.append((name, bool(np.isclose(got, want, atol=1e-6)), f"got {got:.4g}, expected {want:.4g}"))
         except Exception as err:  # noqa: BLE001
             out.append((name, False, f"raised {type(err).__name__}: {err}"))
-    return _report(out)
+    return report(out)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .exercises import report, run_case
 from .verdicts import Verdict, judge
 
 __all__ = ["site_moments", "drift_ratio", "shuffled_sites", "Stationarity", "stationarity", "verdicts",
@@ -145,15 +146,4 @@ def check_site_means(fn) -> bool:
     """Check a learner's ``fn(acts) -> ndarray (n_sites, d_model)`` of per-site means; prints the result."""
     rng = np.random.default_rng(1)
     acts = rng.normal(size=(7, 4, 3)) + np.arange(4)[None, :, None]
-    want = acts.mean(0)
-    try:
-        got = np.asarray(fn(acts))
-    except Exception as err:  # a learner's bug is reported, not raised
-        print(f"✗ your function raised {type(err).__name__}: {err}")
-        return False
-    if got.shape != want.shape:
-        print(f"✗ shape {got.shape}, expected {want.shape} (n_sites, d_model): average over axis 0 (samples)")
-        return False
-    ok = bool(np.allclose(got, want))
-    print("✓ correct" if ok else "✗ wrong values: average over samples (axis 0), one mean per site and unit")
-    return ok
+    return report([run_case("7 samples × 4 sites × 3 units: the mean over samples (axis 0)", fn, (acts,), acts.mean(0))])

@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["Interval", "Trend", "bootstrap_ci", "curve_trend", "proportion_ci", "permutation_pvalue", "spearman_rows", "zscore"]
+__all__ = ["Interval", "Trend", "bootstrap_ci", "bootstrap_weights", "curve_trend", "proportion_ci", "permutation_pvalue", "spearman_rows", "zscore"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,24 @@ def bootstrap_ci(
     boots = np.array([stat(x[i]) for i in idx], dtype=float)
     a = (1 - level) / 2
     return Interval(float(stat(x)), float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a)), level)
+
+
+def bootstrap_weights(n_obs: int, n_boot: int = 200, seed: int = 0) -> np.ndarray:
+    """Bootstrap resamples of ``n_obs`` observations as weights (counts / n_obs).
+
+    Returns
+    -------
+    ndarray of shape (n_boot, n_obs)
+        Row ``b`` holds how often each observation is drawn in resample ``b``, divided by
+        ``n_obs`` (rows sum to 1): ``w @ y`` gives the mean of every resample at once, and a
+        weighted moment with row ``b`` equals the plain moment of resample ``b``.
+    """
+    if n_obs < 2:
+        raise ValueError(f"need at least 2 observations to bootstrap, got {n_obs}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n_obs, np.full(n_obs, 1.0 / n_obs), size=n_boot) / n_obs
 
 
 def proportion_ci(successes: int, n: int, level: float = 0.95) -> Interval:
@@ -186,9 +204,7 @@ def curve_trend(
         raise ValueError(f"frac must be in (0, 0.5], got {frac}")
     n_obs, n_pts = y.shape
     k = max(1, int(round(frac * n_pts)))
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n_obs, size=(n_boot, n_obs)) + n_obs * np.arange(n_boot)[:, None]
-    w = np.bincount(draws.ravel(), minlength=n_boot * n_obs).reshape(n_boot, n_obs) / n_obs
+    w = bootstrap_weights(n_obs, n_boot, seed)
     curves = np.vstack([y.mean(0), w @ y])  # row 0: the observed mean curve
     rho = spearman_rows(curves, x)
     early, late = curves[:, :k].mean(1), curves[:, -k:].mean(1)

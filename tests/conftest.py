@@ -8,7 +8,6 @@ capture happen once per machine.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest

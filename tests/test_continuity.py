@@ -3,6 +3,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+
+from tdcourse import stats
 import pytest
 
 from tdcourse import continuity as C
@@ -100,7 +102,7 @@ def test_permutation_null_is_centred_with_known_spread():
 
 def test_bootstrap_weights_and_corr():
     acts = _stack(60, np.array([0.5, 0.5, 0.5]), d=5, seed=7)
-    w = C.bootstrap_weights(60, n_boot=4, seed=0)
+    w = stats.bootstrap_weights(60, n_boot=4, seed=0)
     assert w.shape == (4, 60) and np.allclose(w.sum(1), 1)
     boot = C.bootstrap_corr(acts, weights=w)
     assert boot.shape == (4, 3, 5)

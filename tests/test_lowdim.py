@@ -315,7 +315,7 @@ def test_check_helpers(capsys):
     assert ld.check_bend_ratio(ld.bend_ratio) is True
     assert ld.check_bend_ratio(lambda p: 1 / 0) is False
     out = capsys.readouterr().out
-    assert "PASS" in out and "FAIL" in out and "ZeroDivisionError" in out
+    assert "✓" in out and "✗" in out and "ZeroDivisionError" in out
 
 
 def test_depth_paths_chart():
