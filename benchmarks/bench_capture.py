@@ -60,6 +60,9 @@ def main() -> None:
     print(f"bare model.model forward: {b:.2f} s   capture (both sites, to CPU): {h:.2f} s   ratio {h / b:.3f}x"
           f"   ({sum(map(len, ids)) / h:.0f} tokens/s)")
 
+    del model  # load_activations loads its own copy when the cache is empty: never hold two
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     acts = tdcourse.load_activations(model=a.model, n=a.n, quant=a.quant, init=a.init, dtype=a.dtype, progress=False)
     reads = []
     for _ in range(3):

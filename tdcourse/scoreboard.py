@@ -40,7 +40,7 @@ CHAPTERS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 CLAIMS = tuple(f"C{i}" for i in range(1, 14))
 LLAMA = "meta-llama/Llama-3.1-8B"
-_SYMBOL = {"agrees": "✅ agrees", "partly": "🟡 partly", "disagrees": "❌ disagrees", "not run": "— not run here"}
+_SYMBOL = {"agrees": "**agrees**", "partly": "*partly*", "disagrees": "**disagrees** ✗", "not run": "not run here"}
 
 
 def _verdict_fn(module: str) -> Callable[..., list[Verdict]]:
@@ -126,7 +126,7 @@ def findings_markdown(verdicts: Sequence[Verdict], trained: str, control: str | 
             lines.append(f"The random-init control agrees too on {', '.join(both)}: those properties come with the "
                          "architecture (residual additions, norms), not from training.")
         if learned:
-            lines.append(f"Only the trained model shows {', '.join(learned)}: those are learned.")
+            lines.append(f"The control does not (fully) reproduce {', '.join(learned)}: those need training.")
     if quant:
         diff = sorted({c for (c, m), o in by.items() if m == quant and by.get((c, trained)) != o}, key=lambda c: int(c[1:]))
         lines.append("The 4-bit NF4 copy gives the same outcome on every claim." if not diff else

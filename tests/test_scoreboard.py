@@ -19,10 +19,10 @@ def test_table_has_every_claim_and_marks_missing_runs():
     rows = [r for r in md.splitlines() if r.startswith("| **C")]
     assert len(rows) == 13
     c1 = rows[0]
-    assert "✅ agrees (0.9)" in c1 and "❌ disagrees (0.1)" in c1 and "not run here" in c1
+    assert "**agrees** (0.9)" in c1 and "**disagrees** ✗ (0.1)" in c1 and "not run here" in c1
     assert "</notebooks/02_continuity>" in c1
     c9 = next(r for r in rows if r.startswith("| **C9**"))
-    assert "agrees (10.7) / 🟡 partly (11.2)" in c9
+    assert "agrees** (10.7) / *partly* (11.2)" in c9
 
 
 def test_findings_are_computed_from_the_verdicts():
@@ -30,7 +30,7 @@ def test_findings_are_computed_from_the_verdicts():
           _v("C9", "t", "agrees"), _v("C9", "t", "disagrees"), _v("C1", "q", "agrees"), _v("C3", "q", "partly")]
     text = scoreboard.findings_markdown(vs, "t", "r", "q")
     assert "of the 3 claims tested, **2 agree**" in text and "**1 partly**" in text
-    assert "agrees too on C1" in text and "Only the trained model shows C3" in text
+    assert "agrees too on C1" in text and "does not (fully) reproduce C3" in text
     assert "changes the outcome of C3" in text and "C9" in text
 
 
