@@ -36,7 +36,7 @@ import numpy as np
 
 from . import env
 from .data import SampleRecipe, build_samples
-from .models import DEFAULT_MODEL, ModelSpec, decoder_layers, load_model, resolve_spec
+from .models import DEFAULT_MODEL, ModelSpec, decoder_layers, load_model, load_tokenizer, resolve_spec
 
 __all__ = [
     "FORMAT_VERSION",
@@ -366,30 +366,6 @@ def _ids_digest(ids: list[list[int]]) -> str:
     return hashlib.sha256(json.dumps(ids, separators=(",", ":")).encode()).hexdigest()
 
 
-def _tokenizer_and_revision(spec: ModelSpec):
-    """The tokenizer of ``spec``'s model and the spec with its hub revision filled in."""
-    from dataclasses import replace
-
-    from transformers import AutoConfig, AutoTokenizer
-
-    from .models import ModelLoadError, _converted_smollm2_dir, _hub_kwargs
-
-    if spec.source.startswith("embedded:"):
-        return AutoTokenizer.from_pretrained(_converted_smollm2_dir()), spec
-    hub = _hub_kwargs(spec)
-    try:
-        tok = AutoTokenizer.from_pretrained(spec.source, **hub)
-        config = AutoConfig.from_pretrained(spec.source, **hub)
-    except OSError as err:
-        raise ModelLoadError(
-            f"Could not read {spec.source} ({type(err).__name__}: {err}). Check the name, your network "
-            "and your token; offline, use model='smollm2-135m'."
-        ) from err
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return tok, replace(spec, revision=getattr(config, "_commit_hash", None))
-
-
 def load_activations(
     model: str = DEFAULT_MODEL,
     n: int = 1000,
@@ -432,7 +408,7 @@ def load_activations(
     spec = resolve_spec(model, quant=quant, dtype=dtype, init=init, seed=seed)
     # The tokenizer alone fixes the samples, and the config gives the hub revision, so a cached
     # entry is found without loading the model's weights.
-    tok, spec = _tokenizer_and_revision(spec)
+    tok, _config, spec = load_tokenizer(spec)
     samples = build_samples(tok, recipe)
     meta = _meta(spec, recipe, samples.data_sha256, _ids_digest(samples.input_ids))
     path = _entry_dir(meta)

@@ -32,6 +32,7 @@ __all__ = [
     "ModelTooLargeError",
     "resolve_spec",
     "load_model",
+    "load_tokenizer",
     "smollm2_gguf_path",
     "decoder_layers",
     "check_fits",
@@ -289,6 +290,47 @@ def _count_params_from_config(config) -> int:
     return sum(p.numel() for p in meta.parameters())
 
 
+def load_tokenizer(spec: ModelSpec):
+    """The tokenizer and config of ``spec``'s model, without its weights.
+
+    Returns
+    -------
+    tokenizer : right padding, a pad token set (the eos token) if the model has none
+    config : transformers.PretrainedConfig
+    spec : ModelSpec
+        ``spec`` with the hub revision (commit) filled in for hub models.
+
+    Raises :class:`GatedModelError` for a gated hub model without a token (before any
+    download) and :class:`ModelLoadError` when the files cannot be read.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    if _is_embedded(spec.source):
+        path: str | Path = _converted_smollm2_dir()
+        hub: dict[str, Any] = {}
+    else:
+        path = spec.source
+        hub = _hub_kwargs(spec)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **hub)
+        config = AutoConfig.from_pretrained(path, **hub)
+    except OSError as err:
+        if _is_embedded(spec.source):
+            raise ModelLoadError(
+                f"The converted model in {path} is unreadable ({err}). Delete that folder and load again."
+            ) from err
+        raise ModelLoadError(
+            f"Could not fetch {spec.source} from the Hugging Face hub ({type(err).__name__}: {err}). "
+            "Check the name, your network and your token; offline, use load_model('smollm2-135m')."
+        ) from err
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    if not _is_embedded(spec.source):
+        spec = replace(spec, revision=getattr(config, "_commit_hash", None))
+    return tokenizer, config, spec
+
+
 def load_model(
     name: str = DEFAULT_MODEL,
     quant: str = "auto",
@@ -322,7 +364,7 @@ def load_model(
         Right padding; a pad token is set if the model has none.
     """
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     device = device or env.device()
     spec = resolve_spec(name, quant=quant, dtype=dtype, init=init, seed=seed, device=device)
@@ -341,25 +383,9 @@ def load_model(
                     "upgrade it, run on a CUDA GPU, or use quant='none'."
                 )
 
-    if _is_embedded(spec.source):
-        path: str | Path = _converted_smollm2_dir()
-        hub: dict[str, Any] = {}
-    else:
-        path = spec.source
-        hub = _hub_kwargs(spec)
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, **hub)
-        config = AutoConfig.from_pretrained(path, **hub)
-    except OSError as err:
-        if _is_embedded(spec.source):
-            raise ModelLoadError(
-                f"The converted model in {path} is unreadable ({err}). Delete that folder and load again."
-            ) from err
-        raise ModelLoadError(
-            f"Could not fetch {spec.source} from the Hugging Face hub ({type(err).__name__}: {err}). "
-            "Check the name, your network and your token; offline, use load_model('smollm2-135m')."
-        ) from err
+    tokenizer, config, spec = load_tokenizer(spec)
+    path: str | Path = _converted_smollm2_dir() if _is_embedded(spec.source) else spec.source
+    hub = {} if _is_embedded(spec.source) else _hub_kwargs(spec)
 
     if not _is_embedded(spec.source):
         n_params = _count_params_from_config(config)
@@ -367,8 +393,6 @@ def load_model(
             check_fits(n_params, spec.dtype, spec.quant, env.gpu_memory_gb(), "GPU")
         elif device == "cpu":
             check_fits(n_params, spec.dtype, spec.quant, env.ram_gb(), "machine's RAM")
-        revision = getattr(config, "_commit_hash", None)
-        spec = replace(spec, revision=revision)
 
     if spec.init == "random":
         # Drawn directly on the device: an 8B model never has to fit the CPU's RAM.
@@ -398,9 +422,6 @@ def load_model(
             model.to(device)
     model.eval()
     model.requires_grad_(False)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "right"
     model.tdcourse_spec = spec
     return model, tokenizer
 
