@@ -43,6 +43,7 @@ __all__ = [
     "SITE_KINDS",
     "Activations",
     "CacheError",
+    "check_acts",
     "site_names",
     "site_index",
     "paper_site_name",
@@ -87,6 +88,35 @@ def paper_site_name(site: str) -> str:
     """``"resid_mid.3"`` → ``"pre-MLP 3"`` (the paper's words)."""
     kind, layer = site.split(".")
     return f"{_PAPER[kind]} {layer}"
+
+
+def check_acts(acts, min_samples: int = 1, min_sites: int = 1, name: str = "acts", why: str = "") -> np.ndarray:
+    """``acts`` as an array of shape ``(n_samples, n_sites, d_model)``, or a ``ValueError``
+    that says what was expected. Integer arrays are converted to float64.
+
+    Parameters
+    ----------
+    acts : array-like of shape (n_samples, n_sites, d_model)
+    min_samples, min_sites : int
+        The fewest samples (axis 0) and sites (axis 1) the caller can work with.
+    name : str
+        The argument's name, for the message.
+    why : str
+        What the minimum is for, appended to the message (e.g. ``"for a correlation"``).
+    """
+    arr = np.asarray(acts)
+    if arr.ndim != 3:
+        raise ValueError(f"{name} must have shape (n_samples, n_sites, d_model), got {arr.shape}")
+    if min(arr.shape) < 1:
+        raise ValueError(f"{name} is empty: shape {arr.shape}")
+    reason = f" {why}" if why else ""
+    if arr.shape[0] < min_samples:
+        raise ValueError(f"{name} needs at least {min_samples} samples on axis 0{reason}, got {arr.shape[0]}")
+    if arr.shape[1] < min_sites:
+        raise ValueError(f"{name} needs at least {min_sites} sites on axis 1{reason}, got {arr.shape[1]}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        arr = arr.astype(np.float64)
+    return arr
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .capture import check_acts
 from . import stats
 from .verdicts import Verdict, judge
 
@@ -64,16 +65,7 @@ _CHUNK = 1 << 23
 
 
 def _as_acts(acts: np.ndarray, min_sites: int = 2) -> np.ndarray:
-    arr = np.asarray(acts)
-    if arr.ndim != 3:
-        raise ValueError(f"acts must have shape (n_samples, n_sites, d_model), got {arr.shape}")
-    if arr.shape[0] < 3:
-        raise ValueError(f"acts needs at least 3 samples on axis 0 for a correlation, got {arr.shape[0]}")
-    if arr.shape[1] < min_sites:
-        raise ValueError(f"acts needs at least {min_sites} sites on axis 1, got {arr.shape[1]}")
-    if not np.issubdtype(arr.dtype, np.floating):
-        arr = arr.astype(np.float64)
-    return arr
+    return check_acts(acts, min_samples=3, min_sites=min_sites, why="for a correlation")
 
 
 def _as_basis(basis: np.ndarray | None, d_model: int) -> np.ndarray | None:

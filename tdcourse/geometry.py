@@ -39,6 +39,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .capture import check_acts
 from . import stats
 from .exercises import report, run_case
 from .verdicts import Verdict, judge
@@ -80,12 +81,7 @@ def _as_vectors(h: np.ndarray, name: str = "h") -> np.ndarray:
 
 
 def _as_acts(acts: np.ndarray) -> np.ndarray:
-    acts = np.asarray(acts)
-    if acts.ndim != 3:
-        raise ValueError(f"acts must have shape (n_samples, n_sites, d_model), got {acts.shape}")
-    if acts.shape[1] < 2:
-        raise ValueError(f"need at least 2 sites to compare consecutive ones, got {acts.shape[1]}")
-    return acts
+    return check_acts(acts, min_sites=2, why="to compare consecutive sites")
 
 
 def _n_trim(d: int, trim: float) -> int:

@@ -37,6 +37,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .capture import check_acts
 from . import stats
 from .exercises import report
 from .verdicts import Verdict, judge
@@ -75,12 +76,7 @@ __all__ = [
 
 
 def _check_acts(acts: np.ndarray, name: str = "acts") -> np.ndarray:
-    acts = np.asarray(acts)
-    if acts.ndim != 3:
-        raise ValueError(f"{name} must have shape (n_samples, n_sites, d_model), got {acts.shape}")
-    if min(acts.shape) < 1:
-        raise ValueError(f"{name} is empty: shape {acts.shape}")
-    return acts
+    return check_acts(acts, name=name)
 
 
 def _check_idx(idx: np.ndarray | None, n: int, name: str = "idx") -> np.ndarray:

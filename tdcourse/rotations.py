@@ -34,6 +34,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .capture import check_acts
 from . import stats
 from .verdicts import Verdict, judge
 
@@ -93,12 +94,7 @@ def _as_traj(traj: np.ndarray, name: str = "traj", min_sites: int = 3) -> np.nda
 
 
 def _as_acts(acts: np.ndarray) -> np.ndarray:
-    arr = np.asarray(acts)
-    if arr.ndim != 3:
-        raise ValueError(f"acts must have shape (n_samples, n_sites, d_model), got {arr.shape}")
-    if arr.shape[1] < 3:
-        raise ValueError(f"acts needs at least 3 sites on axis 1, got {arr.shape[1]}")
-    return arr
+    return check_acts(acts, min_sites=3, why="for a gradient along depth")
 
 
 # --------------------------------------------------------------------------- portraits and R

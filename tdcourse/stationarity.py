@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .capture import check_acts
 from .exercises import report, run_case
 from .verdicts import Verdict, judge
 
@@ -20,12 +21,7 @@ __all__ = ["site_moments", "drift_ratio", "shuffled_sites", "Stationarity", "sta
 
 
 def _check_acts(acts: np.ndarray) -> np.ndarray:
-    acts = np.asarray(acts)
-    if acts.ndim != 3:
-        raise ValueError(f"acts must have shape (n_samples, n_sites, d_model), got {acts.shape}")
-    if acts.shape[0] < 2 or acts.shape[1] < 2:
-        raise ValueError(f"need at least 2 samples and 2 sites, got shape {acts.shape}")
-    return acts
+    return check_acts(acts, min_samples=2, min_sites=2)
 
 
 def site_moments(acts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -146,3 +146,17 @@ def test_smollm2_cached_activations(smol_acts):
     # residual norm grows with depth in a trained Llama (a sanity check on the site order)
     norms = np.linalg.norm(smol_acts.acts, axis=2).mean(0)
     assert norms[-1] > 10 * norms[0]
+
+
+def test_check_acts_says_what_was_expected():
+    from tdcourse.capture import check_acts
+
+    assert check_acts(np.zeros((2, 3, 4), dtype=int)).dtype == np.float64
+    with pytest.raises(ValueError, match=r"\(n_samples, n_sites, d_model\)"):
+        check_acts(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="empty"):
+        check_acts(np.zeros((0, 3, 4)))
+    with pytest.raises(ValueError, match="at least 3 sites on axis 1 for a gradient, got 2"):
+        check_acts(np.zeros((2, 2, 4)), min_sites=3, why="for a gradient")
+    with pytest.raises(ValueError, match="at least 5 samples"):
+        check_acts(np.zeros((2, 2, 4)), min_samples=5)
