@@ -24,7 +24,25 @@ def main(argv: list[str] | None = None) -> int:
     sb.add_argument("--json-copy", default="book/_extra/verdicts.json", help="second copy of verdicts.json (served with the book)")
     sb.add_argument("--model", default="smollm2-135m")
     sb.add_argument("--n", type=int, default=1000)
+    use = sub.add_parser("use", help="choose the model (and N) every chapter runs, saved in the cache")
+    use.add_argument("--model", required=True, help="alias, hub id or local model folder")
+    use.add_argument("--n", type=int, default=1000)
+    st = sub.add_parser("standin", help="build a stand-in model folder (random weights) and print its path")
+    st.add_argument("--kind", default="8b-shape", choices=["8b-shape", "4-layer"])
+    st.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+
+    if args.cmd == "use":
+        from .settings import course_settings, use_model
+
+        path = use_model(args.model, args.n)
+        print(f"saved in {path}; every chapter now runs {course_settings()}")
+        return 0
+    if args.cmd == "standin":
+        from .standins import build_standin
+
+        print(build_standin(args.kind, seed=args.seed))
+        return 0
 
     if args.cmd == "info":
         from .env import report

@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["cache_dir", "where", "device", "gpu_memory_gb", "ram_gb", "hf_token", "report"]
+__all__ = ["cache_dir", "where", "device", "gpu_memory_gb", "ram_gb", "hf_token", "report", "use_drive"]
 
 
 def cache_dir() -> Path:
@@ -28,6 +28,40 @@ def cache_dir() -> Path:
         path = Path(base) / "tdcourse"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def use_drive(folder: str = "tdcourse-cache", mount_point: str = "/content/drive") -> Path | None:
+    """On Colab, keep the course's cache on Google Drive; elsewhere do nothing.
+
+    Colab runs each notebook in its own runtime and wipes its disk when the runtime ends, so a
+    cache in the runtime's home would be captured again by every chapter. This mounts Drive
+    (Colab asks for permission once per runtime) and sets ``TDCOURSE_CACHE`` to
+    ``MyDrive/<folder>``: the first chapter captures, the others read, and the course's
+    setting (:func:`tdcourse.settings.use_model`) is shared too.
+
+    Parameters
+    ----------
+    folder : str
+        Folder under ``MyDrive`` (created if missing).
+    mount_point : str
+        Where Drive is mounted.
+
+    Returns
+    -------
+    pathlib.Path or None
+        The cache folder on Drive, or None when not on Colab, or when ``TDCOURSE_CACHE`` is
+        already set (an explicit choice wins).
+    """
+    if where() != "colab" or os.environ.get("TDCOURSE_CACHE"):
+        return None
+    from google.colab import drive  # type: ignore  # pragma: no cover - only on Colab
+
+    drive.mount(mount_point)  # pragma: no cover
+    path = Path(mount_point) / "MyDrive" / folder  # pragma: no cover
+    path.mkdir(parents=True, exist_ok=True)  # pragma: no cover
+    os.environ["TDCOURSE_CACHE"] = str(path)  # pragma: no cover
+    print(f"The course's cache is on Google Drive: {path}")  # pragma: no cover
+    return path  # pragma: no cover
 
 
 def where() -> str:

@@ -1,0 +1,148 @@
+"""The course's one setting: which model every chapter runs, and on how many samples.
+
+Every chapter's settings cell reads :func:`course_settings`, so a learner chooses the model
+once for the whole course, in one of three ways (first found wins):
+
+1. the environment variables ``TDCOURSE_MODEL`` and ``TDCOURSE_N``
+   (``TDCOURSE_MODEL=llama-3.1-8b make book``);
+2. the file ``course.json`` in the cache directory, written by :func:`use_model` or
+   ``python -m tdcourse use --model llama-3.1-8b``: it lives beside the captures, so on Colab,
+   with the cache on Google Drive (:func:`tdcourse.env.use_drive`), every chapter's runtime
+   reads the same setting;
+3. the default: the embedded SmolLM2-135M, N = 1000, which needs no network.
+
+Each chapter prints the model it runs and where that choice came from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import env
+from .models import DEFAULT_MODEL
+
+__all__ = ["DEFAULT_N", "CourseSettings", "course_settings", "use_model", "settings_file"]
+
+DEFAULT_N = 1000
+_FILE = "course.json"
+
+
+@dataclass(frozen=True)
+class CourseSettings:
+    """The model every chapter runs and the number of samples it reads.
+
+    Attributes
+    ----------
+    model : str
+        An alias (``"smollm2-135m"``, ``"llama-3.1-8b"``), a hub id or a local model folder.
+    n : int
+        Number of WikiText-2 samples captured (>= 1).
+    source : str
+        Where the setting came from: ``"environment"``, the settings file's path, or ``"default"``.
+    """
+
+    model: str
+    n: int
+    source: str
+
+    def __iter__(self):
+        return iter((self.model, self.n))
+
+    def __str__(self) -> str:
+        return f"model: {self.model}, N = {self.n} (set by: {self.source})"
+
+
+def settings_file() -> Path:
+    """``$TDCOURSE_CACHE/course.json``, where :func:`use_model` writes the course's setting."""
+    return env.cache_dir() / _FILE
+
+
+def _check_n(n, where: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, int):
+        if isinstance(n, str) and n.strip().isdigit():
+            n = int(n.strip())
+        else:
+            raise ValueError(f"N must be a whole number of samples >= 1; {where} gives {n!r}.")
+    if n < 1:
+        raise ValueError(f"N must be a whole number of samples >= 1; {where} gives {n!r}.")
+    return n
+
+
+def _check_model(model, where: str) -> str:
+    if not isinstance(model, str) or not model.strip():
+        raise ValueError(f"The model must be an alias, a hub id or a folder; {where} gives {model!r}.")
+    return model.strip()
+
+
+def course_settings() -> CourseSettings:
+    """The model and N that every chapter runs (see the module docstring for the order).
+
+    Returns
+    -------
+    CourseSettings
+        Unpacks as ``MODEL, N = course_settings()``.
+
+    Raises
+    ------
+    ValueError
+        If ``TDCOURSE_N`` or the settings file holds something other than a positive whole
+        number, or the file is not valid JSON; the message names the place to fix.
+    """
+    model_env, n_env = os.environ.get("TDCOURSE_MODEL"), os.environ.get("TDCOURSE_N")
+    saved: dict = {}
+    path = settings_file()
+    if path.exists() and not (model_env and n_env):
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path} is not a readable settings file ({err}): delete it or run "
+                             "`python -m tdcourse use --model smollm2-135m`.") from err
+        if not isinstance(saved, dict):
+            raise ValueError(f"{path} must hold a JSON object such as "
+                             '{"model": "smollm2-135m", "n": 1000}: delete it or rewrite it.')
+    sources = []
+    if model_env:
+        model = _check_model(model_env, "TDCOURSE_MODEL")
+        sources.append("TDCOURSE_MODEL")
+    elif "model" in saved:
+        model = _check_model(saved["model"], str(path))
+        sources.append(str(path))
+    else:
+        model = DEFAULT_MODEL
+    if n_env:
+        n = _check_n(n_env, "TDCOURSE_N")
+        sources.append("TDCOURSE_N")
+    elif "n" in saved:
+        n = _check_n(saved["n"], str(path))
+        if str(path) not in sources:
+            sources.append(str(path))
+    else:
+        n = DEFAULT_N
+    return CourseSettings(model=model, n=n, source=", ".join(sources) or "default")
+
+
+def use_model(model: str, n: int = DEFAULT_N) -> Path:
+    """Choose the model (and N) for every chapter, in ``$TDCOURSE_CACHE/course.json``.
+
+    Parameters
+    ----------
+    model : str
+        Alias, hub id or local model folder (a folder is stored as an absolute path).
+    n : int
+        Samples per capture, >= 1.
+
+    Returns
+    -------
+    pathlib.Path
+        The settings file written. Environment variables still take precedence over it.
+    """
+    model = _check_model(model, "use_model")
+    n = _check_n(n, "use_model")
+    if Path(model).expanduser().is_dir():
+        model = str(Path(model).expanduser().resolve())
+    path = settings_file()
+    path.write_text(json.dumps({"model": model, "n": n}, indent=1) + "\n")
+    return path
