@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from . import env
-from .data import SampleRecipe, build_samples
+from .data import SampleRecipe, body_lines, build_samples, check_int, check_recipe, load_wikitext
 from .models import DEFAULT_MODEL, ModelSpec, decoder_layers, load_model, load_tokenizer, resolve_spec
 
 __all__ = [
@@ -44,6 +43,7 @@ __all__ = [
     "Activations",
     "CacheError",
     "check_acts",
+    "nonfinite_sites",
     "site_names",
     "site_index",
     "paper_site_name",
@@ -54,6 +54,10 @@ __all__ = [
     "read_activations",
     "load_activations",
     "load_runs",
+    "activations_dir",
+    "check_cache_room",
+    "clean_stale_temporaries",
+    "find_entries",
 ]
 
 FORMAT_VERSION = 1
@@ -67,21 +71,22 @@ class CacheError(RuntimeError):
 
 def site_names(n_layers: int) -> list[str]:
     """``["resid_pre.0", "resid_mid.0", …, "resid_mid.{n_layers-1}"]`` (length ``2 * n_layers``)."""
-    if n_layers < 1:
-        raise ValueError(f"n_layers must be positive, got {n_layers}")
+    check_int(n_layers, "n_layers")
     return [f"{kind}.{l}" for l in range(n_layers) for kind in SITE_KINDS]
 
 
 def site_index(kind: str, layer: int, n_layers: int) -> int:
     """Position of site ``kind.layer`` on the site axis.
 
-    Raises ``ValueError`` for an unknown kind or a layer outside ``0 … n_layers-1``.
+    Raises ``ValueError`` for an unknown kind, a layer that is not an integer (``1.7`` is
+    refused, not read as layer 1) or a layer outside ``0 … n_layers-1``.
     """
     if kind not in SITE_KINDS:
         raise ValueError(f"site kind must be one of {SITE_KINDS}, got {kind!r}")
-    if not 0 <= int(layer) < n_layers:
+    layer = check_int(layer, "layer", minimum=None)
+    if not 0 <= layer < n_layers:
         raise ValueError(f"layer {layer} is out of range: this model has layers 0 to {n_layers - 1}")
-    return 2 * int(layer) + SITE_KINDS.index(kind)
+    return 2 * layer + SITE_KINDS.index(kind)
 
 
 def paper_site_name(site: str) -> str:
@@ -90,9 +95,14 @@ def paper_site_name(site: str) -> str:
     return f"{_PAPER[kind]} {layer}"
 
 
-def check_acts(acts, min_samples: int = 1, min_sites: int = 1, name: str = "acts", why: str = "") -> np.ndarray:
+def check_acts(acts, min_samples: int = 1, min_sites: int = 1, name: str = "acts", why: str = "",
+               finite: bool = True) -> np.ndarray:
     """``acts`` as an array of shape ``(n_samples, n_sites, d_model)``, or a ``ValueError``
     that says what was expected. Integer arrays are converted to float64.
+
+    Every analysis of the course enters through this check, so no verdict is ever computed
+    from NaN or inf: a single non-finite value stops it with a message naming the first
+    samples and sites that hold one.
 
     Parameters
     ----------
@@ -103,6 +113,19 @@ def check_acts(acts, min_samples: int = 1, min_sites: int = 1, name: str = "acts
         The argument's name, for the message.
     why : str
         What the minimum is for, appended to the message (e.g. ``"for a correlation"``).
+    finite : bool
+        Refuse NaN and inf (default). The check reads the array once, in blocks of samples
+        (about 0.2 s for a 1 GB float32 array on one core); it allocates no full-size mask.
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_sites, d_model)
+        ``acts`` itself when it is already a floating array (no copy).
+
+    Raises
+    ------
+    ValueError
+        Wrong number of axes, empty, too few samples or sites, or non-finite values.
     """
     arr = np.asarray(acts)
     if arr.ndim != 3:
@@ -115,8 +138,53 @@ def check_acts(acts, min_samples: int = 1, min_sites: int = 1, name: str = "acts
     if arr.shape[1] < min_sites:
         raise ValueError(f"{name} needs at least {min_sites} sites on axis 1{reason}, got {arr.shape[1]}")
     if not np.issubdtype(arr.dtype, np.floating):
+        if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+            raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
         arr = arr.astype(np.float64)
+    elif finite:
+        bad = nonfinite_sites(arr)
+        if len(bad):
+            raise ValueError(_nonfinite_message(arr, bad, name))
     return arr
+
+
+def nonfinite_sites(acts: np.ndarray, block_bytes: int = 8 << 20) -> np.ndarray:
+    """The ``(sample, site)`` pairs of ``acts`` that hold a NaN or an inf.
+
+    Parameters
+    ----------
+    acts : ndarray of shape (n_samples, n_sites, d_model), floating
+    block_bytes : int
+        Samples are checked in blocks of about this size (cache-friendly; no full-size mask).
+
+    Returns
+    -------
+    ndarray of int of shape (n_bad, 2)
+        Rows ``(sample, site)``, in order; empty when every value is finite.
+    """
+    arr = np.asarray(acts)
+    per_sample = max(1, arr[0].nbytes if arr.ndim and len(arr) else 1)
+    step = max(1, block_bytes // per_sample)
+    found = []
+    for start in range(0, arr.shape[0], step):
+        block = arr[start : start + step]
+        if np.isfinite(block).all():
+            continue
+        s, t = np.nonzero(~np.isfinite(block).reshape(block.shape[0], block.shape[1], -1).all(axis=2))
+        found.append(np.stack([s + start, t], axis=1))
+    return np.concatenate(found) if found else np.empty((0, 2), dtype=np.int64)
+
+
+def _nonfinite_message(arr: np.ndarray, bad: np.ndarray, name: str, first: int = 5) -> str:
+    n_sites = arr.shape[1]
+    names = site_names(n_sites // 2) if n_sites % 2 == 0 else None
+    where = ", ".join(f"sample {s} at site {t}" + (f" ({names[t]})" if names else "") for s, t in bad[:first])
+    more = f" and {len(bad) - first} more" if len(bad) > first else ""
+    samples = np.unique(bad[:, 0]).size
+    return (f"{name} holds NaN or inf in {len(bad)} (sample, site) pairs over {samples} samples: {where}{more}. "
+            "No analysis is computed from non-finite activations. If they came from a capture in float16, "
+            "capture again in float32 or bfloat16 (rebuild=True); if from your own code, find the step that "
+            "made them.")
 
 
 @dataclass(frozen=True)
@@ -209,6 +277,23 @@ def _pad(input_ids: Sequence[Sequence[int]], idx: np.ndarray, pad_id: int, devic
     return ids.to(device), mask.to(device), torch.tensor(lengths, device=device) - 1
 
 
+def _pad_id(model, pad_token_id: int | None) -> int:
+    """A token id to fill padded slots with: the given one, else the config's pad or eos id,
+    and 0 when that id is outside the embedding table (a pad token added to a tokenizer whose
+    model was not resized). Padded slots come after each sample's last real token and are
+    masked, so their value is never read: any id inside the vocabulary gives the same states."""
+    vocab = None
+    emb = getattr(model, "get_input_embeddings", lambda: None)()
+    if emb is not None and getattr(emb, "num_embeddings", None):
+        vocab = int(emb.num_embeddings)
+    candidates = [pad_token_id, model.config.pad_token_id, model.config.eos_token_id]
+    for c in candidates:
+        c = c[0] if isinstance(c, (list, tuple)) and c else c
+        if isinstance(c, int) and not isinstance(c, bool) and c >= 0 and (vocab is None or c < vocab):
+            return c
+    return 0
+
+
 def _model_device(model):
     return next(model.parameters()).device
 
@@ -242,6 +327,7 @@ def capture(
     import torch
     from tqdm.auto import tqdm
 
+    batch_size = check_int(batch_size, "batch_size")
     if len(input_ids) == 0:
         raise ValueError("input_ids is empty")
     if any(len(x) == 0 for x in input_ids):
@@ -250,11 +336,7 @@ def capture(
     n_sites = 2 * len(layers)
     d_model = model.config.hidden_size
     device = _model_device(model)
-    if pad_token_id is None:
-        pad_token_id = model.config.pad_token_id
-        if pad_token_id is None:
-            eos = model.config.eos_token_id
-            pad_token_id = eos[0] if isinstance(eos, (list, tuple)) else (eos or 0)
+    pad_token_id = _pad_id(model, pad_token_id)
     out = np.empty((len(input_ids), n_sites, d_model), dtype=np.float32)
     base = getattr(model, "model", model)
     state: dict[str, Any] = {}
@@ -293,6 +375,27 @@ def capture(
 
 
 # --------------------------------------------------------------------------- cache
+#
+# One entry = one folder ``activations/<tag>-<key>/`` holding ``acts.npy`` and ``meta.json``.
+# Writers build the entry in a temporary folder inside ``activations/`` (same filesystem, so
+# the final rename is atomic) and install it under an exclusive lock on
+# ``activations/.locks/<entry>.lock``; readers hold a shared lock on that file while they read.
+# A reader therefore sees a whole old entry or a whole new one, and concurrent writers of one
+# key all succeed (the last one's entry stays). Where the filesystem has no ``flock`` (some
+# network mounts), the lock is skipped and the rename alone keeps entries whole.
+
+_TMP_PREFIX = ".tmp-"
+#: Temporary folders of a save older than this are removed by the next save whatever their
+#: owner (a save takes seconds; a killed one leaves its folder behind).
+STALE_TMP_S = 6 * 3600
+_MIN_FREE_BYTES = 64 * 2**20
+_REQUIRED_RECORD = ("meta", "shape", "sites", "texts")
+_REQUIRED_META = ("format_version", "model", "recipe", "data_sha256", "input_ids_sha256", "sites", "position")
+# (path, device, inode, size, mtime_ns, checksum) of acts.npy files verified by this process:
+# a cache of work done (a full-file hash), never of results. Files modified in the last
+# _RACY_S seconds are not remembered (timestamps are coarser than a quick rewrite).
+_VERIFIED: set[tuple] = set()
+_RACY_S = 2.0
 
 
 def cache_key(meta: dict[str, Any]) -> str:
@@ -301,83 +404,411 @@ def cache_key(meta: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:24]
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
+def _hasher(algo: str):
+    if algo == "sha256":
+        return hashlib.sha256()
+    if algo == "xxh3_128":
+        import xxhash
+
+        return xxhash.xxh3_128()
+    raise CacheError(f"unknown checksum algorithm {algo!r} in the cache entry")
+
+
+def _default_algo() -> str:
+    # xxh3 (installed with ``datasets``) hashes at ~5 GB/s, SHA-256 at ~1 GB/s: the checksum
+    # guards against corruption, not against an attacker.
+    import importlib.util
+
+    return "xxh3_128" if importlib.util.find_spec("xxhash") is not None else "sha256"
+
+
+def _file_digest(path: Path, algo: str) -> str:
+    h = _hasher(algo)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)
     return h.hexdigest()
 
 
-def _entry_dir(meta: dict[str, Any]) -> Path:
+def _slug(text: str, limit: int = 48) -> str:
+    """``text`` as a short, safe part of a folder name: letters, digits, ``.``, ``_``, ``-``;
+    never empty, never starting with ``-`` or ``.``; long names keep their end (the folder
+    name of a local model), the cache key keeps entries distinct."""
+    import re
+
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", str(text).replace("/", "--")).strip("-.")
+    if len(slug) > limit:
+        slug = slug[-limit:].lstrip("-.")
+    return slug or "model"
+
+
+def _entry_name(meta: dict[str, Any]) -> str:
     spec = meta["model"]
-    tag = f"{spec['name'].replace('/', '--')}-{spec['quant']}-{spec['dtype']}-{spec['init']}-n{meta['recipe']['n']}"
-    return env.cache_dir() / "activations" / f"{tag}-{cache_key(meta)}"
+    tag = "-".join(_slug(str(spec.get(k)), 16) for k in ("quant", "dtype", "init"))
+    return f"{_slug(spec['name'])}-{tag}-n{int(meta['recipe']['n'])}-{cache_key(meta)}"
+
+
+def activations_dir() -> Path:
+    """The folder of the activation cache, ``<cache>/activations`` (created on first use).
+
+    Raises
+    ------
+    CacheError
+        A file is where the folder should be, or it cannot be created.
+    """
+    path = env.cache_dir() / "activations"
+    if path.exists() and not path.is_dir():
+        raise CacheError(f"{path} is a file, not a folder: move it away, or set TDCOURSE_CACHE to another folder.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CacheError(f"The activation cache {path} cannot be created ({err}). "
+                         "Set TDCOURSE_CACHE to a folder you can write.") from err
+    return path
+
+
+def _entry_dir(meta: dict[str, Any]) -> Path:
+    return activations_dir() / _entry_name(meta)
+
+
+@contextlib.contextmanager
+def _locked(entry: Path, exclusive: bool) -> Iterator[None]:
+    """Hold a lock on ``entry`` (exclusive for writers, shared for readers) where possible."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: the atomic rename alone
+        yield
+        return
+    lock_dir = entry.parent / ".locks"
+    try:
+        lock_dir.mkdir(exist_ok=True)
+        fd = os.open(lock_dir / f"{entry.name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:  # read-only cache: nobody can write it, reading needs no lock
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        except OSError:  # filesystem without flock
+            pass
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def _tmp_name() -> str:
+    import socket
+    import uuid
+
+    return f"{_TMP_PREFIX}{_slug(socket.gethostname(), 32)}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def clean_stale_temporaries(folder: Path | None = None, max_age_s: float = STALE_TMP_S) -> list[Path]:
+    """Remove leftovers of killed saves: ``.tmp-*`` folders in the activation cache.
+
+    A leftover is removed when the process that made it (its name holds host and pid) is no
+    longer running on this host, or when it is older than ``max_age_s`` seconds (a save takes
+    seconds, so an old one is dead even if its pid was reused or it came from another host
+    sharing the folder, e.g. Google Drive).
+
+    Parameters
+    ----------
+    folder : pathlib.Path or None
+        Default: the activation cache folder.
+    max_age_s : float
+
+    Returns
+    -------
+    list of pathlib.Path
+        The folders removed.
+    """
+    import socket
+
+    folder = Path(folder) if folder is not None else activations_dir()
+    here = _slug(socket.gethostname(), 32)
+    removed = []
+    now = time.time()
+    try:
+        leftovers = [p for p in folder.iterdir() if p.name.startswith(_TMP_PREFIX)]
+    except OSError:
+        return removed
+    for p in leftovers:
+        parts = p.name[len(_TMP_PREFIX):].rsplit("-", 2)
+        try:
+            age = now - p.lstat().st_mtime
+        except OSError:
+            continue
+        dead = len(parts) == 3 and parts[0] == here and parts[1].isdigit() and not _pid_alive(int(parts[1]))
+        if dead or age > max_age_s:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    p.unlink()
+            removed.append(p)
+    return removed
+
+
+def check_cache_room(n_bytes: int, folder: Path | None = None) -> Path:
+    """Make sure the activation cache can take ``n_bytes`` more, before a capture starts.
+
+    Writes and removes a small probe file (a read-only folder is found now, not after the
+    capture) and compares ``n_bytes`` (plus 64 MiB) with the free space of the folder's disk
+    (:func:`shutil.disk_usage`).
+
+    Parameters
+    ----------
+    n_bytes : int
+        What the entry will take (``n_samples * n_sites * d_model * 4`` for float32).
+    folder : pathlib.Path or None
+        Default: the activation cache folder.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder checked.
+
+    Raises
+    ------
+    CacheError
+        The folder is not writable or its disk has too little free space; one line that says
+        how much is needed and how to choose another folder (``TDCOURSE_CACHE``).
+    """
+    folder = Path(folder) if folder is not None else activations_dir()
+    probe = folder / f"{_tmp_name()}.probe"
+    try:
+        with open(probe, "wb") as f:
+            f.write(b"tdcourse")
+        probe.unlink()
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+        raise CacheError(f"The cache folder {folder} is not writable ({err.strerror or err}): nothing was captured. "
+                         "Set TDCOURSE_CACHE to a folder you can write.") from err
+    need = int(n_bytes) + _MIN_FREE_BYTES
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise CacheError(f"The cache folder {folder} has {free / 2**30:.2f} GiB free and this capture needs about "
+                         f"{need / 2**30:.2f} GiB: nothing was captured. Free some space or set TDCOURSE_CACHE "
+                         "to a folder on a larger disk.")
+    return folder
 
 
 def save_activations(acts: np.ndarray, sites: list[str], texts: list[str], meta: dict[str, Any]) -> Path:
-    """Write one cache entry atomically (temporary folder, then rename); return its folder."""
-    target = _entry_dir(meta)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    """Write one cache entry atomically and return its folder.
+
+    The entry is written into a temporary folder inside the cache, checksummed, then renamed
+    into place under the entry's lock, replacing an older entry of the same key. Concurrent
+    saves of one key all succeed; a reader sees the whole old or the whole new entry. Stale
+    temporary folders of killed saves are removed first (:func:`clean_stale_temporaries`).
+
+    Parameters
+    ----------
+    acts : ndarray of shape (n_samples, n_sites, d_model)
+        Stored as float32; must be finite.
+    sites : list of str, length n_sites
+    texts : list of str, length n_samples
+    meta : dict
+        The entry's key (see :func:`load_activations`); must hold ``model`` and ``recipe``.
+
+    Raises
+    ------
+    ValueError
+        ``acts`` holds NaN or inf, or ``sites``/``texts`` do not match its shape.
+    CacheError
+        The cache cannot be written (the message says why: no space, read-only, ...).
+    """
+    arr = check_acts(acts)
+    if len(sites) != arr.shape[1] or len(texts) != arr.shape[0]:
+        raise ValueError(f"sites ({len(sites)}) and texts ({len(texts)}) must match acts' shape {arr.shape}")
+    missing = [k for k in _REQUIRED_META if k not in meta]
+    if missing:
+        raise ValueError(f"meta lacks {missing}")
+    folder = activations_dir()
+    clean_stale_temporaries(folder)
+    target = folder / _entry_name(meta)
+    tmp = folder / _tmp_name()
+    algo = _default_algo()
     try:
-        np.save(tmp / "acts.npy", np.ascontiguousarray(acts, dtype=np.float32))
+        tmp.mkdir()
+        np.save(tmp / "acts.npy", np.ascontiguousarray(arr, dtype=np.float32))
         record = {
             "meta": meta,
             "key": cache_key(meta),
-            "shape": list(acts.shape),
-            "sites": sites,
-            "texts": texts,
-            "sha256": _sha256_file(tmp / "acts.npy"),
+            "shape": list(arr.shape),
+            "sites": list(sites),
+            "texts": list(texts),
+            "checksum": {"algorithm": algo, "hex": _file_digest(tmp / "acts.npy", algo)},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         (tmp / "meta.json").write_text(json.dumps(record, indent=1))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        _install(tmp, target)
+    except OSError as err:
+        raise CacheError(f"Could not write the cache entry {target} ({err.strerror or err}). Free some space or "
+                         "set TDCOURSE_CACHE to a folder you can write.") from err
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _install(tmp: Path, target: Path) -> None:
+    """Rename the complete folder ``tmp`` to ``target`` under ``target``'s exclusive lock."""
+    with _locked(target, exclusive=True):
+        old = None
+        if target.exists() or target.is_symlink():
+            old = target.parent / _tmp_name()
+            os.replace(target, old)  # a file or folder in the way: moved aside, removed below
+        os.replace(tmp, target)
+    if old is not None:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                old.unlink()
+
+
+def _read_npy(npy: Path, algo: str | None) -> tuple[np.ndarray, str | None]:
+    """Read a float32 ``.npy`` in one pass, hashing its bytes on the way when ``algo`` is given."""
+    h = _hasher(algo) if algo else None
+    with open(npy, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unsupported .npy format version {version}")
+        header_len = f.tell()
+        if fortran or dtype != np.dtype("<f4"):
+            raise ValueError(f"expected a C-ordered little-endian float32 array, got {dtype} (fortran={fortran})")
+        if h is not None:
+            f.seek(0)
+            h.update(f.read(header_len))
+        arr = np.empty(shape, dtype=np.float32)
+        buf = memoryview(arr.reshape(-1).view(np.uint8))
+        pos, step = 0, 1 << 24
+        while pos < len(buf):
+            got = f.readinto(buf[pos : pos + step])
+            if not got:
+                raise ValueError(f"the file ends after {header_len + pos} bytes, {header_len + len(buf)} expected")
+            if h is not None:
+                h.update(buf[pos : pos + got])
+            pos += got
+        if f.read(1):
+            raise ValueError("the file is longer than its header says")
+    return arr, (h.hexdigest() if h is not None else None)
+
+
+def _stat_key(npy: Path, checksum: str) -> tuple | None:
+    st = os.stat(npy)
+    if time.time() - st.st_mtime < _RACY_S:
+        return None
+    return (str(npy.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, checksum)
+
+
+def _record_checksum(record: dict[str, Any]) -> tuple[str, str] | None:
+    if isinstance(record.get("checksum"), dict):
+        c = record["checksum"]
+        if isinstance(c.get("algorithm"), str) and isinstance(c.get("hex"), str):
+            return c["algorithm"], c["hex"]
+        return None
+    if isinstance(record.get("sha256"), str):  # entries written before the checksum field
+        return "sha256", record["sha256"]
+    return None
 
 
 def read_activations(path: Path, expect_meta: dict[str, Any] | None = None, verify: bool = True) -> Activations:
     """Read a cache entry, checking its checksum and (if given) that its metadata is ``expect_meta``.
 
+    The checksum of ``acts.npy`` is computed while the file is read (one pass). A file
+    verified once by this process, unchanged since (same inode, size and modification time),
+    is not hashed again: a chapter that reads the same entry twice pays the hash once.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The entry's folder.
+    expect_meta : dict or None
+        The metadata the caller asked for; the entry must hold exactly this.
+    verify : bool
+        Check the checksum (default).
+
+    Returns
+    -------
+    Activations
+
     Raises
     ------
     CacheError
-        The entry is incomplete, corrupt, of another format version or built for something
-        else; the message says how to rebuild it.
+        The entry is missing, incomplete, corrupt, holds NaN or inf, is of another format
+        version or built for something else; the message says how to rebuild it.
     """
     path = Path(path)
     rebuild = (f"Delete {path} and capture again (load_activations(..., rebuild=True) or "
                "`python -m tdcourse capture ... --rebuild`).")
-    try:
-        record = json.loads((path / "meta.json").read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise CacheError(f"The activation cache entry {path} has no readable meta.json ({err}). {rebuild}") from err
-    meta = record.get("meta", {})
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise CacheError(f"{path} was written by capture format {meta.get('format_version')}, "
-                         f"this tdcourse reads format {FORMAT_VERSION}. {rebuild}")
-    if expect_meta is not None and meta != expect_meta:
-        diff = sorted(k for k in set(meta) | set(expect_meta) if meta.get(k) != expect_meta.get(k))
-        raise CacheError(f"{path} holds activations for other settings (differs in {diff}). {rebuild}")
-    npy = path / "acts.npy"
-    if verify:
+    with _locked(path, exclusive=False):
+        if not path.is_dir():
+            what = "is not a folder" if path.exists() else "does not exist"
+            raise CacheError(f"The activation cache entry {path} {what}. {rebuild}")
         try:
-            digest = _sha256_file(npy)
-        except OSError as err:
-            raise CacheError(f"{npy} is missing or unreadable ({err}). {rebuild}") from err
-        if digest != record.get("sha256"):
-            raise CacheError(f"{npy} is corrupt or truncated (checksum mismatch). {rebuild}")
-    try:
-        acts = np.load(npy, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise CacheError(f"{npy} cannot be read ({err}). {rebuild}") from err
-    if list(acts.shape) != record.get("shape") or acts.shape[1] != len(record["sites"]) or acts.shape[0] != len(record["texts"]):
-        raise CacheError(f"{npy} has shape {acts.shape}, its metadata says {record.get('shape')}. {rebuild}")
-    return Activations(acts=acts, sites=list(record["sites"]), texts=list(record["texts"]), meta=meta, path=path)
+            record = json.loads((path / "meta.json").read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise CacheError(f"The activation cache entry {path} has no readable meta.json ({err}). {rebuild}") from err
+        if not isinstance(record, dict):
+            raise CacheError(f"{path / 'meta.json'} is not a metadata record. {rebuild}")
+        missing = [k for k in _REQUIRED_RECORD if k not in record]
+        meta = record.get("meta")
+        if not isinstance(meta, dict):
+            missing.append("meta")
+            meta = {}
+        if meta.get("format_version") not in (None, FORMAT_VERSION) and not missing:
+            raise CacheError(f"{path} was written by capture format {meta.get('format_version')}, "
+                             f"this tdcourse reads format {FORMAT_VERSION}. {rebuild}")
+        missing += [f"meta.{k}" for k in _REQUIRED_META if k not in meta]
+        checksum = _record_checksum(record)
+        if verify and checksum is None:
+            missing.append("checksum")
+        if missing:
+            raise CacheError(f"{path / 'meta.json'} lacks {sorted(set(missing))}: the entry is incomplete. {rebuild}")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise CacheError(f"{path} was written by capture format {meta.get('format_version')}, "
+                             f"this tdcourse reads format {FORMAT_VERSION}. {rebuild}")
+        sites, texts, shape = record["sites"], record["texts"], record["shape"]
+        if not (isinstance(sites, list) and isinstance(texts, list) and isinstance(shape, list)
+                and all(isinstance(x, str) for x in sites) and all(isinstance(x, str) for x in texts)):
+            raise CacheError(f"{path / 'meta.json'} has malformed sites, texts or shape. {rebuild}")
+        if expect_meta is not None and meta != expect_meta:
+            diff = sorted(k for k in set(meta) | set(expect_meta) if meta.get(k) != expect_meta.get(k))
+            raise CacheError(f"{path} holds activations for other settings (differs in {diff}). {rebuild}")
+        npy = path / "acts.npy"
+        try:
+            key = _stat_key(npy, checksum[1]) if (verify and checksum) else None
+            hash_now = verify and (key is None or key not in _VERIFIED)
+            acts, digest = _read_npy(npy, checksum[0] if hash_now else None)
+        except (OSError, ValueError) as err:
+            raise CacheError(f"{npy} is missing, truncated or unreadable ({err}). {rebuild}") from err
+    if hash_now and digest != checksum[1]:
+        raise CacheError(f"{npy} is corrupt or truncated (checksum mismatch). {rebuild}")
+    if list(acts.shape) != shape or acts.shape[1] != len(sites) or acts.shape[0] != len(texts):
+        raise CacheError(f"{npy} has shape {acts.shape}, its metadata says {shape}. {rebuild}")
+    if hash_now:
+        bad = nonfinite_sites(acts)
+        if len(bad):
+            raise CacheError(f"{npy}: {_nonfinite_message(acts, bad, 'the cached array')} {rebuild}")
+        if key is not None:
+            _VERIFIED.add(key)
+    return Activations(acts=acts, sites=list(sites), texts=list(texts), meta=meta, path=path)
 
 
 def _meta(spec: ModelSpec, recipe: SampleRecipe, data_sha256: str, ids_sha256: str) -> dict[str, Any]:
@@ -394,6 +825,111 @@ def _meta(spec: ModelSpec, recipe: SampleRecipe, data_sha256: str, ids_sha256: s
 
 def _ids_digest(ids: list[list[int]]) -> str:
     return hashlib.sha256(json.dumps(ids, separators=(",", ":")).encode()).hexdigest()
+
+
+def _data_digest(recipe: SampleRecipe) -> str:
+    """The ``data_sha256`` of ``recipe``'s samples, from the shipped text alone (no tokenizer)."""
+    chosen = body_lines(load_wikitext(split=recipe.split), recipe.min_chars)[: recipe.n]
+    return hashlib.sha256("\n".join(chosen).encode("utf-8")).hexdigest()
+
+
+# --------------------------------------------------------------------------- finding entries
+
+
+def _entry_records(folder: Path | None = None) -> list[tuple[Path, dict[str, Any]]]:
+    """Every readable entry's folder and ``meta.json`` record (unverified), newest first."""
+    folder = Path(folder) if folder is not None else activations_dir()
+    out = []
+    try:
+        entries = [p for p in folder.iterdir() if not p.name.startswith(".") and p.is_dir()]
+    except OSError:
+        return out
+    for p in entries:
+        try:
+            record = json.loads((p / "meta.json").read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(record, dict) and isinstance(record.get("meta"), dict):
+            out.append((p, record))
+    out.sort(key=lambda pr: str(pr[1].get("created", "")), reverse=True)
+    return out
+
+
+def _names_of(model: str) -> set[str]:
+    from .models import ALIASES
+
+    names = {model, model.lower()}
+    if model.lower() in ALIASES:
+        names.add(ALIASES[model.lower()])
+    return names
+
+
+def find_entries(
+    model: str,
+    recipe: SampleRecipe,
+    init: str | None = "trained",
+    seed: int | None = 0,
+    quant: str | None = None,
+    dtype: str | None = None,
+    data_sha256: str | None = None,
+    folder: Path | None = None,
+) -> list[tuple[Path, dict[str, Any]]]:
+    """Cached entries of ``model`` on ``recipe``'s samples, whatever precision captured them.
+
+    An entry matches when its model name (or source), its recipe (all fields, ``n``
+    included), its data hash and its format version are the ones asked, and its ``init`` /
+    ``seed`` / ``quant`` / ``dtype`` too where those are given (None: any). Entries of another
+    recipe, N or init never match.
+
+    Returns
+    -------
+    list of (pathlib.Path, dict)
+        Folder and ``meta`` of each match, newest first (not yet verified: read them with
+        :func:`read_activations`).
+    """
+    data_sha256 = data_sha256 or _data_digest(recipe)
+    names = _names_of(model)
+    want_recipe = recipe.to_dict()
+    found = []
+    for p, record in _entry_records(folder):
+        m = record["meta"]
+        spec = m.get("model") if isinstance(m.get("model"), dict) else {}
+        if (m.get("format_version") != FORMAT_VERSION or m.get("recipe") != want_recipe
+                or m.get("data_sha256") != data_sha256 or m.get("sites") != list(SITE_KINDS)
+                or m.get("position") != "last"
+                or not ({spec.get("name"), spec.get("source")} & names)):
+            continue
+        if init is not None and spec.get("init") != init:
+            continue
+        if seed is not None and spec.get("init") == "random" and spec.get("seed") != seed:
+            continue
+        if quant is not None and spec.get("quant") != quant:
+            continue
+        if dtype is not None and spec.get("dtype") != dtype:
+            continue
+        found.append((p, m))
+    return found
+
+
+def _pick(found: list[tuple[Path, dict]], quant: str | None, dtype: str | None) -> tuple[Path, dict]:
+    """The best of several matching entries: the asked precision first, then full precision."""
+    def rank(item):
+        spec = item[1]["model"]
+        return (spec.get("quant") != (quant or "none"), spec.get("dtype") != (dtype or "float32"))
+
+    return sorted(found, key=rank)[0]  # stable: newest first among equals
+
+
+def _use_found(found, quant, dtype, why: str, progress: bool) -> Activations:
+    path, meta = _pick(found, quant, dtype)
+    act = read_activations(path, expect_meta=meta)
+    spec = meta["model"]
+    print(f"Using the cached capture {path.name} ({spec.get('quant')}, {spec.get('dtype')}, revision "
+          f"{spec.get('revision')}): {why}")
+    return act
+
+
+# --------------------------------------------------------------------------- loading
 
 
 def load_activations(
@@ -413,16 +949,25 @@ def load_activations(
     Captures on the first call (loading the model), then reads the cache: every chapter
     calls this with the same arguments and shares one capture.
 
+    Where the exact entry cannot be named or is not there, an entry captured elsewhere is
+    used (an instructor's export, :func:`import_activations`): when the model's tokenizer
+    cannot be read (offline, gated, a deleted local folder), or when ``quant="auto"`` and
+    ``dtype=None`` leave the precision open and no entry of this machine's precision exists.
+    It must match the model, ``n``, the whole recipe, the data, ``init`` and ``seed`` (and
+    ``quant`` / ``dtype`` when they are given); which capture is used is printed.
+
     Parameters
     ----------
     model : str
         Model name as for :func:`tdcourse.models.load_model`.
     n : int
-        Number of samples (``recipe.n`` is replaced by it).
+        Number of samples (``recipe.n`` is replaced by it); an integer ≥ 1.
     quant, init, seed, dtype : as for :func:`tdcourse.models.load_model`
     recipe : SampleRecipe or None
         Defaults to :class:`tdcourse.data.SampleRecipe` ().
     batch_size : int
+        Samples per forward pass, ≥ 1. Not part of the cache key: it does not change the
+        values (up to float rounding).
     rebuild : bool
         Capture again even if a cache entry exists.
     progress : bool
@@ -431,19 +976,65 @@ def load_activations(
     -------
     Activations
         ``acts`` of shape ``(n, 2 * n_layers, d_model)``; unpacks as ``acts, sites, texts``.
+
+    Raises
+    ------
+    ValueError
+        An argument of the wrong type or range (the message names it).
+    tdcourse.models.ModelLoadError
+        The model cannot be loaded and no matching capture is cached.
+    CacheError
+        The cache entry is broken, or the cache cannot take the capture (checked before it starts).
     """
     from dataclasses import replace
 
-    recipe = replace(recipe or SampleRecipe(), n=int(n))
-    spec = resolve_spec(model, quant=quant, dtype=dtype, init=init, seed=seed)
-    # The tokenizer alone fixes the samples, and the config gives the hub revision, so a cached
-    # entry is found without loading the model's weights.
-    tok, _config, spec = load_tokenizer(spec)
+    from .models import ModelLoadError
+
+    n = check_int(n, "n")
+    seed = check_int(seed, "seed", minimum=0)
+    batch_size = check_int(batch_size, "batch_size")
+    for flag, fname in ((rebuild, "rebuild"), (progress, "progress")):
+        if not isinstance(flag, bool):
+            raise ValueError(f"{fname} must be True or False, got {flag!r}")
+    recipe = check_recipe(replace(recipe or SampleRecipe(), n=n))
+    open_precision = quant == "auto" and dtype is None
+    pinned_quant = None if quant == "auto" else quant
+    try:
+        spec = resolve_spec(model, quant=quant, dtype=dtype, init=init, seed=seed)
+        # The tokenizer alone fixes the samples, and the config gives the hub revision, so a cached
+        # entry is found without loading the model's weights.
+        tok, config, spec = load_tokenizer(spec)
+    except (ModelLoadError, OSError) as err:
+        if rebuild:
+            raise
+        found = find_entries(model, recipe, init=init, seed=seed, quant=pinned_quant, dtype=dtype)
+        if not found:
+            msg = (f"{err} No capture of {model} with n={n} ({init}) is cached either; an instructor's export "
+                   "can be installed with `python -m tdcourse import FILE`.")
+            try:
+                new = type(err)(msg)
+            except TypeError:
+                new = ModelLoadError(msg)
+            raise new from err
+        return _use_found(found, quant, dtype, f"the model itself cannot be read here ({type(err).__name__}).",
+                          progress)
     samples = build_samples(tok, recipe)
     meta = _meta(spec, recipe, samples.data_sha256, _ids_digest(samples.input_ids))
     path = _entry_dir(meta)
-    if path.exists() and not rebuild:
-        return read_activations(path, expect_meta=meta)
+    if not rebuild:
+        if path.exists() or path.is_symlink():
+            return read_activations(path, expect_meta=meta)
+        if open_precision:
+            found = [(p, m) for p, m in find_entries(model, recipe, init=init, seed=seed,
+                                                     data_sha256=samples.data_sha256)
+                     if m.get("input_ids_sha256") == meta["input_ids_sha256"]
+                     and m["model"].get("revision") == spec.revision]
+            if found:
+                return _use_found(found, quant, dtype, f"no capture in {spec.dtype} is cached on this machine and "
+                                  "quant/dtype were left open (pass them to capture here instead).", progress)
+    n_sites = 2 * int(getattr(config, "num_hidden_layers", 0) or 0)
+    width = int(getattr(config, "hidden_size", 0) or 0)
+    check_cache_room(len(samples.input_ids) * n_sites * width * 4 + (1 << 20))
     mdl, tok = load_model(model, quant=quant, dtype=dtype, init=init, seed=seed)
     if mdl.tdcourse_spec != spec:  # the hub moved on between the two reads
         spec = mdl.tdcourse_spec

@@ -1,8 +1,10 @@
 """The WikiText-2 text the course reads, and the N samples built from it.
 
 The course ships the raw test split of ``wikitext-2-raw-v1`` (CC BY-SA 3.0 / GFDL, see
-``tdcourse/datafiles/wikitext-2-raw/NOTICE.md``) and reads it through ``datasets``. Online
-users may read the hub copy instead (``source="hub"``); the default never touches the hub.
+``tdcourse/datafiles/wikitext-2-raw/NOTICE.md``) and reads it as a plain text file: no
+``datasets`` cache is written, so a read-only home or an unusable ``HF_HOME`` does not matter.
+Online users may read the hub copy instead (``source="hub"``, through ``datasets``, with a
+time-out); the default never touches the hub.
 
 The sample recipe (:class:`SampleRecipe`), deterministic:
 
@@ -27,9 +29,40 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SampleRecipe", "Samples", "local_data_file", "load_wikitext", "body_lines", "build_samples"]
+__all__ = ["SampleRecipe", "Samples", "check_int", "check_recipe", "local_data_file", "load_wikitext", "body_lines", "build_samples"]
 
 _LOCAL = ("datafiles", "wikitext-2-raw", "wiki.test.raw")
+HUB_TIMEOUT_S = 60.0  # wait this long for the hub copy, then use the shipped one
+
+
+def check_int(value: Any, name: str, minimum: int | None = 1) -> int:
+    """``value`` as a Python int, or a ``ValueError`` naming the argument.
+
+    Integers only: ``bool``, ``float`` (also ``1.0``) and strings are refused, never coerced,
+    so ``n=1.5`` or ``n="12"`` cannot silently become another number.
+
+    Parameters
+    ----------
+    value : int or numpy integer
+    name : str
+        The argument's name, for the message (e.g. ``"n"``, ``"batch_size"``).
+    minimum : int or None
+        The smallest value allowed (default 1: a count or a size); None for no bound.
+
+    Raises
+    ------
+    ValueError
+        Not an integer, or below ``minimum``.
+    """
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer, got {value!r} ({type(value).__name__}); "
+                         f"pass a whole number such as {name}={max(minimum or 0, 1)}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -75,50 +108,111 @@ def local_data_file() -> Path:
     return Path(str(files("tdcourse").joinpath(*_LOCAL)))
 
 
-def load_wikitext(source: str = "local", split: str = "test") -> list[str]:
-    """Lines of WikiText-2 (raw) through ``datasets``, in file order, stripped.
+def _read_local(split: str) -> list[str]:
+    if split != "test":
+        raise ValueError(f"The course ships only the test split; for {split!r} use source='hub'.")
+    path = local_data_file()
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{path} is missing: reinstall tdcourse (pip install -e .).") from err
+    # str.splitlines is how ``datasets``' text builder splits too (same 2,891 lines).
+    return [t.strip() for t in text.splitlines()]
+
+
+def _read_hub(split: str, timeout: float) -> list[str]:
+    """The hub copy through ``datasets``, cached inside the course's cache, within ``timeout`` s."""
+    import threading
+
+    from . import env
+
+    result: dict[str, Any] = {}
+
+    def work():
+        try:
+            import datasets
+
+            datasets.disable_progress_bars()
+            ds = datasets.load_dataset("wikitext", "wikitext-2-raw-v1", split=split,
+                                       cache_dir=str(env.cache_dir() / "datasets"))
+            result["lines"] = [t.strip() for t in ds["text"]]
+        except BaseException as err:  # network, hub, cache: reported by the caller
+            result["error"] = err
+
+    # A daemon thread: a hub that accepts the connection but never answers cannot hang the
+    # course (nor the interpreter's exit).
+    worker = threading.Thread(target=work, name="tdcourse-wikitext-hub", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if "lines" in result:
+        return result["lines"]
+    if worker.is_alive():
+        raise TimeoutError(f"the hub did not answer within {timeout:g} s")
+    raise result["error"]
+
+
+def load_wikitext(source: str = "local", split: str = "test", timeout: float = HUB_TIMEOUT_S) -> list[str]:
+    """Lines of WikiText-2 (raw), in file order, stripped.
 
     Parameters
     ----------
     source : {"local", "hub"}
-        ``"local"`` (default) reads the copy shipped with the course, offline, in about a
-        second. ``"hub"`` reads ``wikitext``/``wikitext-2-raw-v1`` from the Hugging Face hub
-        and, if that fails, says so and falls back to the local copy (test split only).
+        ``"local"`` (default) reads the copy shipped with the course as a plain text file:
+        offline, no Hugging Face cache needed (a read-only home works). ``"hub"`` reads
+        ``wikitext``/``wikitext-2-raw-v1`` from the Hugging Face hub through ``datasets``
+        (its cache inside the course's cache directory) and, if that fails or takes longer
+        than ``timeout``, says so and falls back to the local copy (test split only).
     split : str
         Only ``"test"`` is shipped; other splits need ``source="hub"``.
+    timeout : float
+        Seconds to wait for the hub (``source="hub"`` only).
 
     Returns
     -------
     list of str
         Every line, stripped, empty lines included (they are dropped by :func:`body_lines`).
-    """
-    import datasets
 
-    datasets.disable_progress_bars()
+    Raises
+    ------
+    ValueError
+        Unknown ``source``; a split other than ``"test"`` from the local copy.
+    RuntimeError
+        ``source="hub"`` for a split other than ``"test"`` and the hub cannot be read.
+    """
     if source == "hub":
         try:
-            ds = datasets.load_dataset("wikitext", "wikitext-2-raw-v1", split=split)
-            return [t.strip() for t in ds["text"]]
-        except Exception as err:  # network, hub or cache failure
+            return _read_hub(split, timeout)
+        except Exception as err:  # network, hub, time-out or cache failure
+            hint = ("Offline, use source='local' (the default) or set HF_HUB_OFFLINE=1 and "
+                    "HF_DATASETS_OFFLINE=1 so no network call is tried.")
             if split != "test":
-                raise RuntimeError(f"Could not read WikiText-2 split {split!r} from the hub: {err}") from err
-            print(f"Could not read WikiText-2 from the hub ({type(err).__name__}); using the copy shipped "
-                  "with the course (same test split).")
+                raise RuntimeError(f"Could not read WikiText-2 split {split!r} from the hub "
+                                   f"({type(err).__name__}: {err}). {hint}") from err
+            print(f"Could not read WikiText-2 from the hub ({type(err).__name__}: {err}); using the copy "
+                  f"shipped with the course (same test split). {hint}")
     elif source != "local":
         raise ValueError(f"source must be 'local' or 'hub', got {source!r}")
-    if split != "test":
-        raise ValueError(f"The course ships only the test split; for {split!r} use source='hub'.")
-    path = local_data_file()
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: reinstall tdcourse (pip install -e .).")
-    ds = datasets.load_dataset("text", data_files=str(path), split="train", keep_in_memory=True)
-    return [t.strip() for t in ds["text"]]
+    return _read_local(split)
 
 
 def body_lines(lines: list[str], min_chars: int = 100) -> list[str]:
     """Body lines: non-empty, not starting with ``=`` (headings ``= Title =``, ``= = Section = =``
     and two table-legend lines), at least ``min_chars`` characters long."""
     return [t for t in lines if t and not t.startswith("=") and len(t) >= min_chars]
+
+
+def check_recipe(recipe: SampleRecipe) -> SampleRecipe:
+    """``recipe`` if every field has the right type and range, else a ``ValueError`` naming it."""
+    if not isinstance(recipe, SampleRecipe):
+        raise ValueError(f"recipe must be a SampleRecipe, got {type(recipe).__name__}")
+    check_int(recipe.n, "n")
+    check_int(recipe.min_chars, "min_chars", minimum=0)
+    check_int(recipe.max_tokens, "max_tokens")
+    if not isinstance(recipe.add_special_tokens, bool):
+        raise ValueError(f"add_special_tokens must be True or False, got {recipe.add_special_tokens!r}")
+    if not isinstance(recipe.split, str):
+        raise ValueError(f"split must be a string such as 'test', got {recipe.split!r}")
+    return recipe
 
 
 def build_samples(tokenizer, recipe: SampleRecipe = SampleRecipe(), lines: list[str] | None = None) -> Samples:
@@ -129,10 +223,7 @@ def build_samples(tokenizer, recipe: SampleRecipe = SampleRecipe(), lines: list[
     ValueError
         If fewer than ``recipe.n`` lines pass the filter; the message gives how many do.
     """
-    if recipe.n < 1:
-        raise ValueError(f"n must be at least 1, got {recipe.n}")
-    if recipe.max_tokens < 1:
-        raise ValueError(f"max_tokens must be at least 1, got {recipe.max_tokens}")
+    check_recipe(recipe)
     if lines is None:
         lines = load_wikitext(split=recipe.split)
     body = body_lines(lines, recipe.min_chars)

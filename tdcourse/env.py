@@ -11,7 +11,20 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["cache_dir", "where", "device", "gpu_memory_gb", "ram_gb", "hf_token", "report", "use_drive"]
+__all__ = ["CacheDirError", "cache_dir", "cache_dir_path", "where", "device", "gpu_memory_gb", "ram_gb", "hf_token", "report", "use_drive"]
+
+
+class CacheDirError(OSError):
+    """The cache directory cannot be used (a file is in its place, or it cannot be created)."""
+
+
+def cache_dir_path() -> Path:
+    """Where the cache directory is, without creating or checking it (see :func:`cache_dir`)."""
+    env = os.environ.get("TDCOURSE_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "tdcourse"
 
 
 def cache_dir() -> Path:
@@ -19,14 +32,24 @@ def cache_dir() -> Path:
 
     ``$TDCOURSE_CACHE`` if set, else ``$XDG_CACHE_HOME/tdcourse``, else ``~/.cache/tdcourse``.
     Converted models live in ``models/``, captured activations in ``activations/``.
+
+    Raises
+    ------
+    CacheDirError
+        The path (or a folder above it) is a file, or the folder cannot be created; the
+        message says which path and how to choose another (``TDCOURSE_CACHE``).
     """
-    env = os.environ.get("TDCOURSE_CACHE")
-    if env:
-        path = Path(env).expanduser()
-    else:
-        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-        path = Path(base) / "tdcourse"
-    path.mkdir(parents=True, exist_ok=True)
+    path = cache_dir_path()
+    hint = "Set TDCOURSE_CACHE to a folder you can write, e.g. export TDCOURSE_CACHE=$HOME/tdcourse-cache"
+    if path.exists() and not path.is_dir():
+        raise CacheDirError(f"The cache directory {path} is a file, not a folder. Move that file away or "
+                            f"choose another folder. {hint}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as err:
+        raise CacheDirError(f"The cache directory {path} cannot be created: a file is in the way ({err}). {hint}") from err
+    except OSError as err:
+        raise CacheDirError(f"The cache directory {path} cannot be created ({err.strerror or err}). {hint}") from err
     return path
 
 
@@ -135,6 +158,7 @@ class Report:
     ram_gb: float | None
     torch_threads: int
     cache_dir: str
+    cache_problem: str | None = None
 
     def __str__(self) -> str:
         gpu = f"{self.gpu_name} ({self.gpu_memory_gb:.1f} GiB)" if self.gpu_name else "none"
@@ -145,14 +169,23 @@ class Report:
             f"GPU        : {gpu}\n"
             f"RAM        : {ram}\n"
             f"cache      : {self.cache_dir}"
+            + (f"\ncache error: {self.cache_problem}" if self.cache_problem else "")
         )
 
 
 def report() -> Report:
-    """Where we run, on which device, with how much memory, and where the cache is."""
+    """Where we run, on which device, with how much memory, and where the cache is.
+
+    A cache directory that cannot be used does not stop the report: ``cache_problem`` says
+    what is wrong with it (None when it is usable).
+    """
     import torch
 
     name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    try:
+        cache, problem = str(cache_dir()), None
+    except CacheDirError as err:
+        cache, problem = str(cache_dir_path()), str(err)
     return Report(
         where=where(),
         device=device(),
@@ -160,5 +193,6 @@ def report() -> Report:
         gpu_memory_gb=gpu_memory_gb(),
         ram_gb=ram_gb(),
         torch_threads=torch.get_num_threads(),
-        cache_dir=str(cache_dir()),
+        cache_dir=cache,
+        cache_problem=problem,
     )
