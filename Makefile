@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 N      ?= 1000
 STAMP  := $(VENV)/.tdcourse-installed
 
-.PHONY: setup capture scoreboard assets book test test-lib test-notebooks bench clean clean-cache
+.PHONY: setup capture scoreboard assets book test test-lib test-notebooks standins test-standins bench clean clean-cache
 
 setup: $(STAMP)
 
@@ -54,6 +54,24 @@ test-lib: setup
 
 test-notebooks: setup capture
 	$(THREADS1) $(BIN)/python -m pytest -q -n 2 --dist loadfile notebooks --nbval-lax
+
+# The paper's scale without its weights (see tdcourse/standins.py): every chapter, unedited,
+# on a random-weight model with Llama 3.1 8B's activation shape (width 4096, 64 sites) and on a
+# 4-layer Llama, at a reduced N. Only the course's one setting changes (TDCOURSE_MODEL/_N).
+STANDIN_N ?= 160
+STANDIN_KINDS ?= 8b-shape 4-layer
+standins: setup
+	for kind in $(STANDIN_KINDS); do $(BIN)/python -m tdcourse standin --kind $$kind || exit 1; done
+
+test-standins: standins
+	set -e; for kind in $(STANDIN_KINDS); do \
+	  folder=$$($(BIN)/python -m tdcourse standin --kind $$kind); \
+	  echo "== every chapter on the $$kind stand-in ($$folder), N = $(STANDIN_N)"; \
+	  $(BIN)/python -m tdcourse capture --model "$$folder" --n $(STANDIN_N); \
+	  $(BIN)/python -m tdcourse capture --model "$$folder" --n $(STANDIN_N) --init random; \
+	  TDCOURSE_MODEL="$$folder" TDCOURSE_N=$(STANDIN_N) $(THREADS1) \
+	    $(BIN)/python -m pytest -q -n 2 --dist loadfile notebooks --nbval-lax -p no:cacheprovider; \
+	done
 
 bench: setup capture
 	$(BIN)/python benchmarks/bench_capture.py

@@ -1,0 +1,42 @@
+"""The stand-in models: the 8B's activation shape on a laptop, and a 4-layer Llama."""
+
+from __future__ import annotations
+
+import pytest
+
+from tdcourse.standins import STANDINS, build_standin, standin_config
+
+
+def test_8b_shape_has_the_paper_models_activation_shape():
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = standin_config("8b-shape", vocab_size=49152, bos_token_id=1, eos_token_id=2)
+    assert (config.hidden_size, config.num_hidden_layers) == (4096, 32)  # Llama 3.1 8B: 64 sites of width 4096
+    assert (config.num_attention_heads, config.head_dim, config.intermediate_size) == (1, 128, 256)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    n = sum(p.numel() for p in model.parameters())
+    assert 3.6e8 < n < 3.8e8  # 201 M tied embedding + 32 x 5.3 M blocks: runs on two CPU cores
+
+
+def test_unknown_kind_and_bad_seed_are_refused():
+    with pytest.raises(ValueError, match="Unknown stand-in"):
+        build_standin("70b")
+    with pytest.raises(ValueError, match="seed"):
+        build_standin("4-layer", seed=-1)
+    assert set(STANDINS) == {"8b-shape", "4-layer"}
+
+
+@pytest.mark.slow
+def test_4_layer_standin_loads_and_captures_like_a_hub_model():
+    from tdcourse.capture import capture
+    from tdcourse.models import load_model
+
+    folder = build_standin("4-layer")
+    assert build_standin("4-layer") == folder  # built once
+    model, tok = load_model(str(folder))
+    assert len(model.model.layers) == 4 and model.config.hidden_size == 256
+    ids = [tok("The residual stream")["input_ids"], tok("of a model")["input_ids"]]
+    acts = capture(model, ids, progress=False)
+    assert acts.shape == (2, 8, 256)
