@@ -483,14 +483,18 @@ def dip_and_recovery(curves: np.ndarray, early_frac: float = 0.25, n_boot: int =
     DipRecovery
     """
     c = np.asarray(curves, dtype=float)
-    if c.ndim != 2 or c.shape[0] < 2 or c.shape[1] < 8:
-        raise ValueError(f"curves must have shape (n_rows >= 2, n_steps >= 8), got {c.shape}")
+    if c.ndim != 2 or c.shape[0] < 2:
+        raise ValueError(f"curves must have shape (n_rows >= 2, n_steps), got {c.shape}")
     if not np.isfinite(c).all():
         raise ValueError("curves hold NaN or inf: drop those rows first")
     if not 0 < early_frac <= 0.5:
         raise ValueError(f"early_frac must be in (0, 0.5], got {early_frac}")
     n_rows, n_steps = c.shape
     e = int(np.ceil(early_frac * n_steps))
+    if e < 2 or n_steps - e < 3:
+        raise ValueError(f"curves have {n_steps} steps: the early window ({e} steps with early_frac={early_frac}) "
+                         "needs at least 2 for a drop and the steps after it at least 3 for a trend "
+                         "(a 4-layer model's 7 steps are enough; raise early_frac for fewer)")
     w = stats.bootstrap_weights(n_rows, n_boot, seed)
     means = np.vstack([c.mean(0), w @ c])  # row 0: the observed curve
     low = np.argmin(means[:, :e], axis=1)

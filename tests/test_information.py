@@ -118,8 +118,20 @@ def test_dip_and_recovery():
     assert not rising.drops and rising.climbs
     flat = info.dip_and_recovery(1 + 0.05 * rng.standard_normal((30, 40)), n_boot=300)
     assert not flat.drops and not flat.climbs
-    with pytest.raises(ValueError, match="n_steps"):
+    with pytest.raises(ValueError, match="4 steps"):
         info.dip_and_recovery(np.ones((3, 4)))
+
+
+def test_dip_and_recovery_on_a_four_layer_model():
+    """7 site steps (4 layers): early window of 2, then 5 steps for the climb."""
+    rng = np.random.default_rng(1)
+    curve = np.array([2.0, 0.4, 0.5, 0.7, 0.9, 1.1, 1.3])
+    d = info.dip_and_recovery(curve + 0.05 * rng.standard_normal((30, 7)), n_boot=300)
+    assert d.early == 2 and d.low == 1
+    assert d.rel_drop.estimate == pytest.approx(0.8, abs=0.03)
+    assert d.drops and d.climbs
+    # the mean of the last 2 steps minus the minimum
+    assert d.climb.estimate == pytest.approx(1.2 - 0.4, abs=0.03)
 
 
 def _stream(noise: np.ndarray, n: int = 500, d: int = 8, seed: int = 0) -> Activations:
