@@ -22,6 +22,39 @@ def test_map_layers_by_relative_depth():
         perturb.map_layers(0)
 
 
+def test_injection_layers_drop_repeats_and_keep_the_verdicts_layers():
+    # 4 layers: paper 7 and 15 both map to layer 1; the verdict reads 7, so 15 goes
+    assert perturb.map_layers(4) == (0, 1, 1, 2, 3)
+    assert perturb.injection_layers(4) == ((0, 1, 2, 3), (0, 7, 23, 31))
+    # deep enough: nothing to drop, the paper's labels kept
+    assert perturb.injection_layers(30) == ((0, 7, 14, 22, 29), perturb.PAPER_LAYERS)
+    assert perturb.injection_layers(6) == ((0, 1, 2, 4, 5), perturb.PAPER_LAYERS)
+    # a repeat of two layers the verdict does not read keeps the first
+    assert perturb.injection_layers(4, (0, 10, 12)) == ((0, 1), (0, 10))
+
+
+@pytest.mark.parametrize("n, d", [(40, 300), (300, 20)])
+def test_fit_plane_matches_scikit_learn_exact_pca(n, d):
+    """The Gram route (n < d) and the covariance route (n >= d) give scikit-learn's exact PCA,
+    signs included."""
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(n, d)) * np.linspace(3, 0.1, d) + rng.normal(size=d) * 4
+    p = perturb.fit_plane(x.astype(np.float32))
+    ref = PCA(n_components=2, svd_solver="full").fit(x.astype(np.float32).astype(np.float64))
+    assert p.components == pytest.approx(ref.components_, abs=1e-10)
+    assert p.std == pytest.approx(np.sqrt(ref.explained_variance_), rel=1e-10)
+    assert p.explained == pytest.approx(ref.explained_variance_ratio_, rel=1e-10)
+    assert p.mean == pytest.approx(ref.mean_, abs=1e-10)
+
+
+def test_fit_plane_refuses_states_on_a_line():
+    t = np.linspace(-1, 1, 10)[:, None]
+    with pytest.raises(ValueError, match="fewer than two directions"):
+        perturb.fit_plane(t * np.ones((1, 30)))
+
+
 def _planar_cloud(n=400, d=20, seed=0):
     """States on a known plane (std 5 along e0, 2 along e1) plus tiny noise."""
     rng = np.random.default_rng(seed)
