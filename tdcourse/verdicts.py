@@ -18,7 +18,7 @@ from typing import Iterable
 
 from . import env
 
-__all__ = ["OUTCOMES", "Verdict", "judge", "table", "save", "load_all", "verdict_dir"]
+__all__ = ["OUTCOMES", "TABLE_CSS", "Verdict", "judge", "table", "save", "load_all", "verdict_dir"]
 
 OUTCOMES = ("agrees", "partly", "disagrees", "not run")
 
@@ -90,21 +90,60 @@ def judge(
                    uncertainty=uncertainty, outcome=outcome, detail=detail, chapter=chapter)
 
 
-def table(verdicts: Iterable[Verdict], full: bool = False):
-    """A pandas DataFrame of verdicts, one row each, for display in a notebook.
+#: CSS of :func:`table`: cells wrap at word boundaries (never cut, never one long line), text
+#: aligned left and to the top, so a long criterion stays readable in a ~700 px book column.
+TABLE_CSS = [
+    {"selector": "", "props": [("border-collapse", "collapse"), ("max-width", "100%")]},
+    {"selector": "th, td", "props": [("white-space", "normal"), ("overflow-wrap", "break-word"),
+                                     ("text-align", "left"), ("vertical-align", "top"),
+                                     ("padding", "0.25em 0.5em")]},
+]
 
-    Indexed by (claim, model); columns outcome, value, uncertainty, criterion (and, with
-    ``full=True``, detail, paper and chapter too).
+
+def table(verdicts: Iterable[Verdict], full: bool = False):
+    """The verdicts as a table for a notebook or the book: one row each, no index column.
+
+    Parameters
+    ----------
+    verdicts : iterable of Verdict
+        Records made by :func:`judge` (or read back by :func:`load_all`).
+    full : bool, default False
+        Also show the columns ``detail``, ``paper`` and ``chapter``.
+
+    Returns
+    -------
+    pandas.io.formats.style.Styler
+        Columns ``claim, model, outcome, value, uncertainty, criterion`` (then ``detail, paper,
+        chapter`` with ``full=True``); ``value`` printed with 4 significant digits. Every text is
+        shown whole: unlike a DataFrame's display, nothing is cut at pandas'
+        ``display.max_colwidth`` (50 characters), and the cells wrap (CSS
+        ``white-space: normal``, :data:`TABLE_CSS`) instead of running off the page. The text is
+        HTML-escaped. The underlying DataFrame (default 0…n index) is ``.data``.
+
+    Raises
+    ------
+    TypeError
+        If an item is not a :class:`Verdict`.
     """
+    import hashlib
+
     import pandas as pd
 
-    rows = [v.to_dict() for v in verdicts]
+    items = list(verdicts)
+    for i, v in enumerate(items):
+        if not isinstance(v, Verdict):
+            raise TypeError(f"verdicts must hold Verdict records (made by verdicts.judge); item {i} is "
+                            f"{type(v).__name__}. Build them with judge() or read them with load_all().")
+    rows = [v.to_dict() for v in items]
     cols = ["claim", "model", "outcome", "value", "uncertainty", "criterion"]
     if full:
         cols += ["detail", "paper", "chapter"]
     df = pd.DataFrame(rows, columns=cols)
     df["value"] = [f"{x:.4g}" for x in df["value"]]
-    return df.set_index(["claim", "model"])
+    # a stable id (same verdicts, same HTML), distinct for distinct tables on one page
+    uuid = "verdicts_" + hashlib.sha1(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:10]
+    return (df.style.hide(axis="index").format(escape="html").set_uuid(uuid)
+            .set_table_styles(TABLE_CSS))
 
 
 def verdict_dir() -> Path:

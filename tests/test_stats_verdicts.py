@@ -40,6 +40,6 @@ def test_judge_and_roundtrip(monkeypatch, tmp_path):
     verdicts.save([v, w], "ch")
     back = verdicts.load_all()
     assert [b.claim for b in back] == ["C1", "C2"] and back[0].chapter == "ch"
-    assert list(verdicts.table(back)["outcome"]) == ["agrees", "partly"]
+    assert list(verdicts.table(back).data["outcome"]) == ["agrees", "partly"]
     with pytest.raises(ValueError):
         verdicts.Verdict("C1", "", "", "m", 0.0, "", "maybe")
