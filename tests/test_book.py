@@ -1,20 +1,32 @@
 """The built book, as a reader sees it: every chapter page opened in headless Chromium with
-the network blocked; each chart must be drawn and no error or traceback shown.
+the network blocked; each chart must be drawn and no error or traceback shown; at a 1280 px
+window every drawn chart and every printed line must fit the content column (no sideways
+scrolling), and no script on the page may throw.
 
 Needs the built book (``make book``) and Debian's ``chromium`` (``.ci/run`` installs it; on a
 laptop: ``sudo apt-get install chromium``, or set ``CHROMIUM=/path/to/chrome``). Without
 either, these tests are skipped with a message saying so. Screenshots go to
-``_build/screenshots/``.
+``_build/screenshots/`` (``<chapter>.png``: the first 4000 px; ``<chapter>-1280.png``: the whole
+page at 1280 px, as the layout test measured it).
+
+The layout test drives Chromium through the DevTools protocol over a pipe
+(``--remote-debugging-pipe``: JSON messages ending in a NUL byte on file descriptors 3 and 4),
+so it needs no Python package beyond the standard library.
 """
 
 from __future__ import annotations
 
+import base64
+import fcntl
+import json
 import os
 import re
+import select
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -81,3 +93,336 @@ def test_chapter_page_draws_offline(page):
     # maths is typeset by the local MathJax (no raw \( … \) left) where the page has any
     if "\\(" in html:
         assert "<mjx-container" in dom, "MathJax did not typeset the page's maths"
+
+
+# --- layout at laptop width ----------------------------------------------------------------
+
+#: The window a learner reads the book in: a 1280 px laptop screen.
+WINDOW = (1280, 900)
+#: Pixels a chart or table may pass the column's edge by (sub-pixel rounding).
+SLACK_PX = 1
+
+
+class Browser:
+    """Headless Chromium driven through the DevTools protocol over a pipe (no extra package).
+
+    ``send(method, session=..., **params)`` returns the command's result; events that arrive
+    meanwhile are kept in ``events``. Chromium reads commands on its fd 3 and writes answers
+    on fd 4, each a JSON message followed by a NUL byte.
+    """
+
+    def __init__(self, chromium: str, timeout: float = 90.0):
+        self.timeout = timeout
+        cmd_r, cmd_w = os.pipe()
+        out_r, out_w = os.pipe()
+        # copies above 10, so that putting them on 3 and 4 in the child cannot clobber each other
+        child_in = fcntl.fcntl(cmd_r, fcntl.F_DUPFD_CLOEXEC, 10)
+        child_out = fcntl.fcntl(out_w, fcntl.F_DUPFD_CLOEXEC, 10)
+
+        def _pipes_on_3_and_4():
+            os.dup2(child_in, 3)
+            os.dup2(child_out, 4)
+
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}",
+                 "--host-resolver-rules=MAP * ~NOTFOUND", f"--window-size={WINDOW[0]},{WINDOW[1]}",
+                 "--remote-debugging-pipe", "about:blank"]
+        self.proc = subprocess.Popen([chromium, *flags], preexec_fn=_pipes_on_3_and_4, close_fds=False,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        for fd in (cmd_r, out_w, child_in, child_out):
+            os.close(fd)
+        self._w, self._r = cmd_w, out_r
+        self._buf = b""
+        self._id = 0
+        self.events: list[dict] = []
+
+    def _next_message(self, deadline: float) -> dict:
+        while b"\0" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self._r], [], [], left)[0]:
+                raise TimeoutError("Chromium did not answer in time")
+            chunk = os.read(self._r, 1 << 20)
+            if not chunk:
+                raise RuntimeError("Chromium closed its DevTools pipe (did it crash?)")
+            self._buf += chunk
+        msg, self._buf = self._buf.split(b"\0", 1)
+        return json.loads(msg)
+
+    def send(self, method: str, session: str | None = None, timeout: float | None = None, **params):
+        self._id += 1
+        msg = {"id": self._id, "method": method, "params": params}
+        if session:
+            msg["sessionId"] = session
+        os.write(self._w, json.dumps(msg).encode() + b"\0")
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            answer = self._next_message(deadline)
+            if answer.get("id") == self._id:
+                if "error" in answer:
+                    raise RuntimeError(f"{method}: {answer['error']}")
+                return answer.get("result", {})
+            self.events.append(answer)
+
+    def wait_for(self, event: str, session: str, timeout: float | None = None) -> dict:
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            for i, m in enumerate(self.events):
+                if m.get("method") == event and m.get("sessionId") == session:
+                    return self.events.pop(i)
+            self.events.append(self._next_message(deadline))
+
+    def open(self, url: str, width: int = WINDOW[0], height: int = WINDOW[1]) -> tuple[str, str]:
+        """A new tab of ``width`` CSS pixels showing ``url``, loaded; returns (target, session)."""
+        target = self.send("Target.createTarget", url="about:blank")["targetId"]
+        session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        for domain in ("Page", "Runtime"):
+            self.send(f"{domain}.enable", session=session)
+        self.send("Emulation.setDeviceMetricsOverride", session=session, width=width, height=height,
+                  deviceScaleFactor=1, mobile=False)
+        self.send("Page.navigate", session=session, url=url)
+        self.wait_for("Page.loadEventFired", session)
+        return target, session
+
+    def evaluate(self, session: str, expression: str):
+        out = self.send("Runtime.evaluate", session=session, expression=expression, awaitPromise=True,
+                        returnByValue=True)
+        if "exceptionDetails" in out:
+            raise RuntimeError(f"script failed in the page: {out['exceptionDetails']}")
+        return out["result"].get("value")
+
+    def screenshot(self, session: str, path: Path, max_height: int = 16000) -> None:
+        """The whole page (up to ``max_height`` px) as a PNG at the emulated width."""
+        size = self.send("Page.getLayoutMetrics", session=session)["cssContentSize"]
+        clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], max_height), "scale": 1}
+        data = self.send("Page.captureScreenshot", session=session, format="png", captureBeyondViewport=True,
+                         clip=clip)["data"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(data))
+
+    def script_errors(self, session: str) -> list[str]:
+        """Uncaught exceptions (script errors included) the page has thrown so far."""
+        out = []
+        for m in self.events:
+            if m.get("method") == "Runtime.exceptionThrown" and m.get("sessionId") == session:
+                d = m["params"]["exceptionDetails"]
+                out.append((d.get("exception") or {}).get("description") or d.get("text", "?"))
+        return out
+
+    def close_tab(self, target: str) -> None:
+        self.send("Target.closeTarget", targetId=target)
+
+    def close(self) -> None:
+        try:
+            self.send("Browser.close", timeout=5)
+        except Exception:  # noqa: BLE001 - it may already be gone
+            pass
+        for fd in (self._w, self._r):
+            os.close(fd)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+#: Runs in the page: waits until every altair chart is drawn, then measures the content
+#: column (``article.bd-article`` less its padding), every drawn chart, every printed output
+#: (``pre`` in a cell's output: its scroll width against its visible width, and its longest
+#: line in characters against how many characters the box shows) and every table / image of
+#: an output.
+MEASURE_JS = r"""
+(async () => {
+  const sleep = ms => new Promise(r => setTimeout(r, ms));
+  const charts = () => [...document.querySelectorAll('div[id^="altair-viz-"]')];
+  const drawn = () => charts().filter(e => e.querySelector('svg, canvas')).length;
+  for (let i = 0; i < 300 && (drawn() < charts().length || document.readyState !== 'complete'); i++)
+    await sleep(100);
+  await document.fonts.ready;
+  await sleep(200);
+  const article = document.querySelector('article.bd-article') || document.querySelector('main') || document.body;
+  const acs = getComputedStyle(article), box = article.getBoundingClientRect();
+  const col = {left: box.left + parseFloat(acs.paddingLeft), right: box.right - parseFloat(acs.paddingRight)};
+  col.width = col.right - col.left;
+  const cells = [...document.querySelectorAll('.cell')];
+  const where = e => {
+    const cell = e.closest('.cell'), sec = e.closest('section');
+    const h = sec && sec.querySelector('h1, h2, h3');
+    const head = h ? ` under "${h.textContent.replace(/[#¶]/g, '').trim()}"` : '';
+    return (cell ? `cell ${cells.indexOf(cell) + 1}` : 'the page') + head;
+  };
+  const out = {viewport: innerWidth, column: col, expected: charts().length, drawn: drawn(),
+               charts: [], texts: [], boxes: []};
+  for (const e of document.querySelectorAll('.vega-embed')) {
+    const g = e.querySelector('svg, canvas'); const r = (g || e).getBoundingClientRect();
+    const t = e.querySelector('.role-title-text text');
+    out.charts.push({where: where(e), left: r.left, right: r.right, width: r.width,
+                     title: t ? t.textContent : ''});
+  }
+  const probe = document.createElement('span');
+  for (const p of article.querySelectorAll('.cell_output pre, div.output pre')) {
+    probe.textContent = 'M'.repeat(100); p.appendChild(probe);
+    const cw = probe.getBoundingClientRect().width / 100; p.removeChild(probe);
+    const pcs = getComputedStyle(p);
+    const inner = p.clientWidth - parseFloat(pcs.paddingLeft) - parseFloat(pcs.paddingRight);
+    const longest = p.textContent.split('\n').reduce((a, b) => b.length > a.length ? b : a, '');
+    const r = p.getBoundingClientRect();
+    out.texts.push({where: where(p), scroll: p.scrollWidth, client: p.clientWidth, right: r.right,
+                    shows: Math.floor(inner / cw), longest: longest.length, line: longest.slice(0, 100)});
+  }
+  for (const e of article.querySelectorAll('.cell_output table, .cell_output img, .cell_output iframe')) {
+    const r = e.getBoundingClientRect();
+    out.boxes.push({where: where(e), tag: e.tagName.toLowerCase(), left: r.left, right: r.right, width: r.width});
+  }
+  return out;
+})()
+"""
+
+
+def layout_problems(m: dict) -> list[str]:
+    """What a reader at this width cannot see, one sentence each, from :data:`MEASURE_JS`'s report."""
+    col = m["column"]
+    problems = []
+    for c in m["charts"]:
+        if c["right"] > col["right"] + SLACK_PX or c["left"] < col["left"] - SLACK_PX:
+            title = f' "{c["title"]}"' if c["title"] else ""
+            problems.append(f"chart{title} in {c['where']} is {c['width']:.0f} px wide: "
+                            f"{c['right'] - col['right']:.0f} px past the {col['width']:.0f} px column")
+    for t in m["texts"]:
+        if t["scroll"] > t["client"] + SLACK_PX or t["right"] > col["right"] + SLACK_PX:
+            problems.append(f"printed line of {t['longest']} characters in {t['where']} scrolls sideways "
+                            f"(the box shows {t['shows']}): {t['line']!r}")
+    for b in m["boxes"]:
+        if b["right"] > col["right"] + SLACK_PX:
+            problems.append(f"{b['tag']} in {b['where']} is {b['width']:.0f} px wide: "
+                            f"{b['right'] - col['right']:.0f} px past the {col['width']:.0f} px column")
+    return problems
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if _chromium() is None:
+        pytest.skip("no Chromium found: install Debian's `chromium` or set CHROMIUM")
+    b = Browser(_chromium())
+    yield b
+    b.close()
+
+
+def _measure(browser: Browser, url: str, shot: Path | None = None) -> tuple[dict, list[str]]:
+    target, session = browser.open(url)
+    try:
+        m = browser.evaluate(session, MEASURE_JS)
+        if shot is not None:
+            browser.screenshot(session, shot)
+        return m, browser.script_errors(session)
+    finally:
+        browser.close_tab(target)
+
+
+@needs_browser
+@pytest.mark.parametrize("page", _pages() or [None], ids=lambda p: p.stem if p else "no-pages")
+def test_chapter_page_fits_the_column_at_1280px(page, browser):
+    """At a 1280 px window every drawn chart, printed line and table of a chapter fits the
+    content column (about 690 px there), so nothing needs sideways scrolling."""
+    if page is None:
+        pytest.skip("the book is not built: run `make book` first")
+    m, _ = _measure(browser, page.as_uri(), SHOTS / f"{page.stem}-1280.png")
+    assert m["viewport"] == WINDOW[0]
+    assert m["drawn"] == m["expected"], f"{m['expected'] - m['drawn']} of {m['expected']} charts were not drawn"
+    problems = layout_problems(m)
+    assert not problems, (f"{page.name} at {WINDOW[0]} px (content column {m['column']['width']:.0f} px):\n  "
+                          + "\n  ".join(problems))
+
+
+@needs_browser
+@pytest.mark.parametrize("page", _pages() or [None], ids=lambda p: p.stem if p else "no-pages")
+def test_chapter_page_scripts_run_without_errors(page, browser):
+    """No script on the page throws (e.g. a constant declared twice by the theme's extensions)."""
+    if page is None:
+        pytest.skip("the book is not built: run `make book` first")
+    _, errors = _measure(browser, page.as_uri())
+    assert not errors, f"{page.name}: " + "; ".join(errors)
+
+
+# A page with the book's layout where it matters: a content column of 688 px (what the
+# sphinx-book-theme article gives at 1280 px), cells whose outputs are charts, printed text
+# (pre with overflow: auto, as the theme styles it) and tables.
+_FIXTURE = """<!DOCTYPE html><html><head><meta charset="utf-8"><style>
+body {{ margin: 0; font-family: sans-serif; }}
+main {{ display: flex; }} nav {{ width: 288px; flex: none; }}
+article.bd-article {{ width: 688px; padding: 0 16px; flex: none; }}
+pre {{ overflow: auto; font-family: monospace; font-size: 14px; padding: 8px; margin: 0; }}
+.vega-embed {{ display: inline-block; }}
+</style></head><body><main><nav></nav><article class="bd-article"><section><h2>What we found</h2>
+{cells}</section></article></main></body></html>"""
+_CELL = '<div class="cell"><div class="cell_output"><div class="output">{}</div></div></div>'
+
+
+def _chart(width: int) -> str:
+    return (f'<div id="altair-viz-{width}" class="vega-embed"><svg width="{width}" height="150">'
+            f'<g class="role-title-text"><text>{width} px</text></g></svg></div>')
+
+
+def _fixture(tmp_path: Path, name: str, cells: list[str]) -> str:
+    path = tmp_path / f"{name}.html"
+    path.write_text(_FIXTURE.format(cells="\n".join(_CELL.format(c) for c in cells)))
+    return path.as_uri()
+
+
+@needs_browser
+def test_layout_check_fails_on_five_panels_and_long_lines(tmp_path, browser):
+    """The check itself: a five-panel-wide chart, a 273-character printed line and a table
+    that does not wrap are each reported; two 230 px panels, a 70-character line and
+    ``verdicts.table`` with long texts are not."""
+    from tdcourse import verdicts
+
+    long = ("the magnitude of the mean over units of R, rescaled to the paper's 64 sites, lies within a "
+            "factor 1.5 of 10.74 and differs from the layer-shuffled null (two-sided permutation p < 0.05)")
+    vs = [verdicts.judge("C9", "units circle about ten times", long, "smollm2-135m", 10.2, agrees=True,
+                         uncertainty="null mean 14.6 ± 0.3 over 1000 layer shuffles; " * 2)]
+    good = _fixture(tmp_path, "good", [
+        _chart(2 * 230 + 60), "<pre>" + "x" * 70 + "</pre>", verdicts.table(vs).to_html()])
+    bad = _fixture(tmp_path, "bad", [
+        _chart(5 * 230 + 245), "<pre>" + "C3 agrees: " + "y" * 262 + "</pre>",
+        f'<table style="white-space: nowrap"><tr><td>{long}</td></tr></table>'])
+
+    m, errors = _measure(browser, good)
+    assert m["column"]["width"] == 688 and not errors
+    assert layout_problems(m) == []
+
+    m, _ = _measure(browser, bad)
+    problems = layout_problems(m)
+    assert len(problems) == 3, problems
+    chart, text, table = problems
+    assert chart.startswith('chart "1395 px" in cell 1 under "What we found" is 1395 px wide: 707 px past')
+    assert text.startswith("printed line of 273 characters in cell 2")
+    assert 60 < int(re.search(r"the box shows (\d+)", text).group(1)) < 100  # 14 px monospace in 688 px
+    assert table.startswith("table in cell 3")
+
+
+@needs_browser
+def test_script_error_check_sees_a_double_declaration(tmp_path, browser):
+    """The page-error check reports what every page logged before the fix: one constant
+    declared by two inline scripts."""
+    decl = '<script>const THEBE_JS_URL = "x";</script>'
+    url = _fixture(tmp_path, "twice", [decl + decl])
+    _, errors = _measure(browser, url)
+    assert errors and "THEBE_JS_URL" in errors[0] and "already been declared" in errors[0]
+
+
+def test_unique_scripts_writes_an_inline_script_once():
+    """book/_ext/unique_scripts.py: the inline script Sphinx holds twice (as file name None
+    and as '') is written once; distinct scripts and their order are kept."""
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    from sphinx.builders.html._assets import _JavaScript
+    from unique_scripts import unique_scripts
+
+    thebe = 'const THEBE_JS_URL = "https://unpkg.com/thebe@0.8.2/lib/index.js"'
+    context = {"script_files": [_JavaScript("_static/doctools.js"), _JavaScript(None, body=thebe),
+                                _JavaScript("_static/sphinx-thebe.js", **{"async": "async"}),
+                                _JavaScript("", body=thebe), _JavaScript("", body="var x = 1"),
+                                _JavaScript("_static/doctools.js")]}
+    unique_scripts(None, "notebooks/01", "page.html", context, None)
+    kept = [(s.filename, s.attributes.get("body")) for s in context["script_files"]]
+    assert kept == [("_static/doctools.js", None), (None, thebe), ("_static/sphinx-thebe.js", None),
+                    ("", "var x = 1")]
