@@ -160,3 +160,73 @@ def test_check_acts_says_what_was_expected():
         check_acts(np.zeros((2, 2, 4)), min_sites=3, why="for a gradient")
     with pytest.raises(ValueError, match="at least 5 samples"):
         check_acts(np.zeros((2, 2, 4)), min_samples=5)
+
+
+# --------------------------------------------------------------------------- validation, non-finite input
+
+
+def test_check_acts_refuses_nan_and_inf_naming_samples_and_sites():
+    from tdcourse.capture import check_acts, nonfinite_sites
+
+    acts = np.zeros((50, 6, 4), np.float32)
+    acts[3, 5, 1] = np.nan
+    acts[40, 0, 0] = np.inf
+    acts[40, 2, 3] = -np.inf
+    np.testing.assert_array_equal(nonfinite_sites(acts, block_bytes=64), [[3, 5], [40, 0], [40, 2]])
+    with pytest.raises(ValueError, match=r"3 \(sample, site\) pairs over 2 samples: sample 3 at site 5 "
+                                         r"\(resid_mid.2\), sample 40 at site 0 \(resid_pre.0\)"):
+        check_acts(acts, name="acts")
+    ok = np.ones((2, 3, 4), np.float32)
+    assert check_acts(ok) is ok  # no copy of a valid float array
+    assert check_acts(acts, finite=False) is acts
+    with pytest.raises(ValueError, match="real numbers"):
+        check_acts(np.zeros((2, 3, 4), dtype=bool))
+
+
+def _verdicts_of(module):
+    import importlib
+
+    mod = importlib.import_module(f"tdcourse.{module}")
+    return mod.verdicts
+
+
+@pytest.mark.parametrize("module", ["stationarity", "continuity", "geometry", "information", "rotations",
+                                    "lowdim", "perturb"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_no_verdict_from_non_finite_activations(module, bad):
+    """One NaN (or inf) in an otherwise valid array: every chapter's verdicts refuse it clearly."""
+    from tdcourse.capture import Activations
+
+    acts = np.random.default_rng(0).normal(size=(60, 16, 8)).astype(np.float32)
+    acts = acts.cumsum(axis=1)  # a residual-like stream (8 layers)
+    acts[7, 9, 2] = bad
+    run = Activations(acts=acts, sites=site_names(8), texts=[""] * 60, meta={}, path=None)
+    with pytest.raises(ValueError, match=r"NaN or inf .*sample 7 at site 9 \(resid_mid.4\)"):
+        _verdicts_of(module)(run, "chapter")
+
+
+@pytest.mark.parametrize("layer", [1.7, True, "1", 1.0])
+def test_site_layer_must_be_an_integer(layer):
+    from tdcourse.capture import Activations
+
+    run = Activations(acts=np.zeros((2, 4, 3), np.float32), sites=site_names(2), texts=["", ""])
+    with pytest.raises(ValueError, match="layer must be an integer"):
+        run.site("resid_pre", layer)
+    assert run.site("resid_mid", np.int64(1)).shape == (2, 3)
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 1.5, True, "4"])
+def test_capture_batch_size_is_validated(tiny_llama, batch_size):
+    model, ids = tiny_llama
+    with pytest.raises(ValueError, match="batch_size must be"):
+        capture(model, ids, batch_size=batch_size, progress=False)
+
+
+def test_pad_id_outside_the_vocabulary_is_never_used(tiny_llama):
+    """A pad token added to a tokenizer without resizing the model: its id is past the embedding
+    table. Padded slots are never read, so a safe id is used and the states are unchanged."""
+    model, ids = tiny_llama
+    ref = capture(model, ids, batch_size=1, progress=False)  # no padding at all
+    got = capture(model, ids, batch_size=6, pad_token_id=100, progress=False)  # vocab is 0..99
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+    assert cap._pad_id(model, 100) == 0 and cap._pad_id(model, 5) == 5 and cap._pad_id(model, -3) == 0

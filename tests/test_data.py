@@ -50,3 +50,54 @@ def test_build_samples_too_many_says_how_many():
 def test_bad_source():
     with pytest.raises(ValueError, match="source"):
         load_wikitext(source="internet")
+
+
+def test_local_lines_are_those_datasets_reads():
+    # SHA-256 of the 2,891 stripped lines joined with newlines, as datasets' "text" builder gave them
+    lines = load_wikitext()
+    assert len(lines) == 2891
+    assert hashlib.sha256("\n".join(lines).encode()).hexdigest() == (
+        "97c24cf733fd99a4f2c0223836d4cbda1ddb6b9b055c8ebcc3cdfb9b38937b61")
+
+
+def test_read_only_home_and_unusable_hf_home(tmp_path):
+    """No Hugging Face cache is needed to read the shipped text: HF_HOME below a file, and a
+    home that cannot be written (/proc/self refuses new files even to root)."""
+    import os
+    import subprocess
+    import sys
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "XDG_"))}
+    env.update(HF_HOME=str(blocker / "below"), HOME="/proc/self", TDCOURSE_CACHE=str(tmp_path / "c"))
+    code = ("from tdcourse.data import load_wikitext, body_lines; "
+            "print(len(body_lines(load_wikitext())))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1833"
+
+
+def test_hub_that_never_answers_times_out_and_falls_back(monkeypatch, capsys):
+    import time
+
+    import datasets
+
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: time.sleep(30))
+    t0 = time.perf_counter()
+    lines = load_wikitext(source="hub", timeout=0.3)
+    assert time.perf_counter() - t0 < 10
+    assert len(lines) == 2891
+    said = capsys.readouterr().out
+    assert "did not answer within 0.3 s" in said and "HF_HUB_OFFLINE=1" in said
+    with pytest.raises(RuntimeError, match="split 'train'.*HF_HUB_OFFLINE"):
+        load_wikitext(source="hub", split="train", timeout=0.3)
+
+
+@pytest.mark.parametrize("field, value", [("n", 1.5), ("n", True), ("n", "12"), ("n", 0), ("max_tokens", 0),
+                                          ("max_tokens", 2.0), ("min_chars", -1)])
+def test_recipe_fields_are_validated(field, value):
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match=rf"^{field} must be"):
+        build_samples(CharTokenizer(), replace(SampleRecipe(n=2), **{field: value}), lines=["a" * 200] * 3)

@@ -1,0 +1,150 @@
+"""Captures of a local model folder: export on one machine, import on another that cannot load
+the model (folder deleted: an offline laptop), room checked before a capture starts, and
+integer arguments of load_activations validated."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from tdcourse import capture as cap
+from tdcourse.capture import CacheError, load_activations, load_runs
+from tdcourse.models import ModelLoadError
+
+N = 12
+
+
+def _tiny_folder(path):
+    """A 2-layer, width-32 Llama with seeded random weights and a byte-level tokenizer, saved to ``path``."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    vocab["<eos>"] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
+                      eos_token_id=len(vocab) - 1, bos_token_id=len(vocab) - 1)
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    fast.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return _tiny_folder(tmp_path / "models" / "tiny-llama")
+
+
+def test_export_import_and_offline_laptop(folder, tmp_path, monkeypatch, capsys):
+    gpu = tmp_path / "gpu-cache"
+    monkeypatch.setenv("TDCOURSE_CACHE", str(gpu))
+    trained, control = load_runs(folder, n=N, progress=False)
+    out = tmp_path / "workshop.tar"
+    exported = cap.export_activations(folder, N, out)
+    assert {p.name for p in exported} == {trained.path.name, control.path.name}
+
+    # the laptop: another cache, and the model folder is gone
+    monkeypatch.setenv("TDCOURSE_CACHE", str(tmp_path / "laptop-cache"))
+    shutil.rmtree(folder)
+    assert not cap.model_available(folder)
+    assert "cannot be loaded" in cap.model_available(folder).reason
+    with pytest.raises(ModelLoadError, match="import"):
+        load_activations(folder, n=N, progress=False)  # nothing imported yet: says how to get captures
+    installed = cap.import_activations(out)
+    assert len(installed) == 2 and all(p.parent.parent == tmp_path / "laptop-cache" for p in installed)
+    capsys.readouterr()
+    t2, c2 = load_runs(folder, n=N, progress=False)
+    said = capsys.readouterr().out
+    assert "Using the cached capture" in said and "none, float32" in said
+    np.testing.assert_array_equal(t2.acts, trained.acts)
+    np.testing.assert_array_equal(c2.acts, control.acts)
+    assert t2.meta == trained.meta and c2.meta["model"]["init"] == "random"
+    # never an entry of another n, recipe or seed
+    with pytest.raises(ModelLoadError):
+        load_activations(folder, n=N - 1, progress=False)
+    with pytest.raises(ModelLoadError):
+        load_activations(folder, n=N, recipe=cap.SampleRecipe(max_tokens=20), progress=False)
+    with pytest.raises(ModelLoadError):
+        load_activations(folder, n=N, init="random", quant="none", seed=1, progress=False)
+    # a pinned precision must match: the import holds float32 only
+    with pytest.raises(ModelLoadError):
+        load_activations(folder, n=N, dtype="bfloat16", progress=False)
+
+
+def test_other_precision_is_found_when_precision_is_left_open(folder, tmp_path, monkeypatch, capsys):
+    """A GPU wrote bfloat16; this machine would capture float32: with quant/dtype left open the
+    bfloat16 capture is used (and said), with dtype pinned it is not."""
+    first = load_activations(folder, n=N, dtype="bfloat16", progress=False)
+    assert first.meta["model"]["dtype"] == "bfloat16"
+    capsys.readouterr()
+    again = load_activations(folder, n=N, progress=False)
+    assert again.path == first.path and "bfloat16" in capsys.readouterr().out
+    pinned = load_activations(folder, n=N, dtype="float32", progress=False)
+    assert pinned.path != first.path and pinned.meta["model"]["dtype"] == "float32"
+
+
+def test_import_refuses_a_damaged_file(folder, tmp_path, monkeypatch):
+    import tarfile
+
+    load_activations(folder, n=N, progress=False)
+    out = tmp_path / "x.tar"
+    cap.export_activations(folder, N, out, control=False)
+    # flip one byte inside the array member
+    with tarfile.open(out) as tar:
+        m = next(m for m in tar.getmembers() if m.name.endswith("acts.npy"))
+        offset = m.offset_data + m.size - 1
+    raw = bytearray(out.read_bytes())
+    raw[offset] ^= 0xFF
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(bytes(raw))
+    monkeypatch.setenv("TDCOURSE_CACHE", str(tmp_path / "other"))
+    with pytest.raises(CacheError, match="not a complete tdcourse export"):
+        cap.import_activations(bad)
+    assert not any((tmp_path / "other" / "activations").glob("*-n12-*"))  # nothing installed
+    assert not [p for p in (tmp_path / "other" / "activations").iterdir() if p.name.startswith(".tmp-")]
+    with pytest.raises(CacheError, match="not a tdcourse activation export|cannot be opened"):
+        cap.import_activations(tmp_path / "models" / "tiny-llama" / "config.json")
+
+
+def test_export_without_a_capture_says_how(folder, tmp_path):
+    with pytest.raises(CacheError, match="capture it first"):
+        cap.export_activations(folder, N, tmp_path / "x.tar")
+
+
+def test_full_or_read_only_cache_is_found_before_the_capture(folder, monkeypatch):
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded before the cache was checked")
+
+    monkeypatch.setattr(cap, "load_model", no_model)
+    real = shutil.disk_usage
+    monkeypatch.setattr(cap.shutil, "disk_usage", lambda p: real(p)._replace(free=10 * 2**20))
+    with pytest.raises(CacheError, match=r"GiB free and this capture needs about .*nothing was captured"):
+        load_activations(folder, n=N, progress=False)
+    monkeypatch.setattr(cap.shutil, "disk_usage", real)
+    with pytest.raises(CacheError, match="not writable"):
+        cap.check_cache_room(100, folder=__import__("pathlib").Path("/proc/self"))
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"n": 1.5}, "n"), ({"n": True}, "n"), ({"n": "12"}, "n"), ({"n": 0}, "n"), ({"n": 12.0}, "n"),
+    ({"batch_size": 0}, "batch_size"), ({"batch_size": -1}, "batch_size"), ({"batch_size": 2.0}, "batch_size"),
+    ({"seed": -1}, "seed"), ({"seed": 0.5}, "seed"), ({"rebuild": "yes"}, "rebuild"),
+])
+def test_load_activations_validates_every_integer(kwargs, name):
+    args = {"n": 3, **kwargs}
+    with pytest.raises(ValueError, match=rf"^{name} must be"):
+        load_activations("smollm2-135m", progress=False, **args)
+
+
+def test_batch_size_does_not_change_the_cached_values(folder):
+    a = load_activations(folder, n=N, batch_size=1, progress=False)
+    b = load_activations(folder, n=N, batch_size=5, rebuild=True, progress=False)
+    assert a.path == b.path  # batch size is not in the key ...
+    np.testing.assert_allclose(a.acts, b.acts, rtol=1e-5, atol=1e-5)  # ... because it does not change values
