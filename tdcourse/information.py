@@ -36,6 +36,7 @@ from typing import Callable
 import numpy as np
 
 from . import stats
+from .capture import check_acts
 from .exercises import report
 from .verdicts import Verdict, judge
 
@@ -96,9 +97,7 @@ def successive(acts: np.ndarray, units: np.ndarray | None = None) -> tuple[np.nd
         ``x[:, p] = acts[:, p]`` and ``y[:, p] = acts[:, p + 1]`` (step ``p`` goes from site
         ``p`` to site ``p + 1``; even ``p``: the attention update, odd ``p``: the MLP update).
     """
-    acts = np.asarray(acts)
-    if acts.ndim != 3 or acts.shape[1] < 2:
-        raise ValueError(f"acts must have shape (n_samples, n_sites >= 2, d_model), got {acts.shape}")
+    acts = check_acts(acts, min_sites=2, why="for a step between sites")  # shape, finite
     if units is not None:
         units = np.asarray(units)
         if units.ndim != 1 or units.size == 0 or units.min() < 0 or units.max() >= acts.shape[2]:
@@ -555,9 +554,7 @@ def mi_profile(acts: np.ndarray, n_units: int = 64, seed: int = 0, k: int = 3, b
         Units drawn at random (``pick_units(d_model, n_units, seed)``); ``d_model`` for all.
     seed, k, bins : see :func:`pick_units`, :func:`knn_mi`, :func:`binned_mi`
     """
-    acts = np.asarray(acts)
-    if acts.ndim != 3:
-        raise ValueError(f"acts must have shape (n_samples, n_sites, d_model), got {acts.shape}")
+    acts = check_acts(acts, min_sites=2, why="for a step between sites")  # shape, finite
     units = pick_units(acts.shape[2], n_units, seed)
     x, y = successive(acts, units)
     ys = shuffled(y, seed=seed)

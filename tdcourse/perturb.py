@@ -34,7 +34,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from .capture import Activations, _layer_input, residual_hooks, site_names
+from .capture import Activations, _layer_input, check_acts, residual_hooks, site_names
 from .models import decoder_layers
 from .stats import Interval
 from .verdicts import Verdict, judge
@@ -866,6 +866,7 @@ def flow_fields(
     """
     if mode not in ("replace", "shift"):
         raise ValueError(f"mode must be 'replace' (the protocol) or 'shift', got {mode!r}")
+    check_acts(run.acts, name="run.acts")  # no flow field from NaN or inf (and before loading a model)
     if model is None or tokenizer is None:
         # Load the model for this call only and free it before returning, so that a chapter
         # looping over runs never holds two models (an 8B in bf16 is 16 GB).
