@@ -319,6 +319,16 @@ def _measure(browser: Browser, url: str, shot: Path | None = None) -> tuple[dict
         browser.close_tab(target)
 
 
+_MEASURED: dict[Path, tuple[dict, list[str]]] = {}
+
+
+def _measure_page(browser: Browser, page: Path) -> tuple[dict, list[str]]:
+    """One load per built page for both tests below (with its full-page screenshot)."""
+    if page not in _MEASURED:
+        _MEASURED[page] = _measure(browser, page.as_uri(), SHOTS / f"{page.stem}-1280.png")
+    return _MEASURED[page]
+
+
 @needs_browser
 @pytest.mark.parametrize("page", _pages() or [None], ids=lambda p: p.stem if p else "no-pages")
 def test_chapter_page_fits_the_column_at_1280px(page, browser):
@@ -326,7 +336,7 @@ def test_chapter_page_fits_the_column_at_1280px(page, browser):
     content column (about 690 px there), so nothing needs sideways scrolling."""
     if page is None:
         pytest.skip("the book is not built: run `make book` first")
-    m, _ = _measure(browser, page.as_uri(), SHOTS / f"{page.stem}-1280.png")
+    m, _ = _measure_page(browser, page)
     assert m["viewport"] == WINDOW[0]
     assert m["drawn"] == m["expected"], f"{m['expected'] - m['drawn']} of {m['expected']} charts were not drawn"
     problems = layout_problems(m)
@@ -340,7 +350,7 @@ def test_chapter_page_scripts_run_without_errors(page, browser):
     """No script on the page throws (e.g. a constant declared twice by the theme's extensions)."""
     if page is None:
         pytest.skip("the book is not built: run `make book` first")
-    _, errors = _measure(browser, page.as_uri())
+    _, errors = _measure_page(browser, page)
     assert not errors, f"{page.name}: " + "; ".join(errors)
 
 
