@@ -47,6 +47,7 @@ def heatmap(
     height: int = 300,
     x_title: str | None = None,
     y_title: str = "site (depth ↓)",
+    max_columns: int = 576,
 ):
     """Heat map of a sites × units matrix (e.g. the mean activation, the paper's Fig. 1B).
 
@@ -59,6 +60,17 @@ def heatmap(
     clip_quantile : float or None
         Colour scale limits at this quantile of |value|, so a few massive units do not wash
         out the rest (they show saturated). None: the full range.
+    max_columns : int
+        Most columns drawn. A wider matrix (Llama 3.1 8B's 4096 units) is drawn in bins of
+        ``ceil(n_units / max_columns)`` consecutive units, each showing the entry of largest
+        |value| in its bin (a massive unit stays visible), and the x-axis title says so: the
+        page stays small and a column stays at least about a pixel wide. SmolLM2's 576 units
+        are drawn one per column.
+
+    Returns
+    -------
+    alt.Chart
+        One data row per site (the units flattened by Vega-Lite).
     """
     alt = _alt()
     import pandas as pd
@@ -66,29 +78,75 @@ def heatmap(
     matrix = np.asarray(matrix, dtype=float)
     if matrix.ndim != 2 or matrix.shape[0] != len(sites):
         raise ValueError(f"matrix must have shape (n_sites={len(sites)}, n_units), got {matrix.shape}")
+    if int(max_columns) < 1:
+        raise ValueError(f"max_columns must be a positive number of columns, got {max_columns}")
     n_units = matrix.shape[1]
+    lim = float(np.nanquantile(np.abs(matrix), clip_quantile)) if clip_quantile else float(np.nanmax(np.abs(matrix)))
+    lim = lim or 1.0
+    vmin = float(np.nanmin(matrix))
+    shown, unit_title = bin_columns(matrix, int(max_columns))
+    if shown.shape[1] == n_units:
+        unit_title = f"unit (0–{n_units - 1})"
     rows = pd.DataFrame({
         "site": list(sites),
         "depth": np.arange(len(sites)),
-        "v": [[float(f"{x:.3g}") for x in r] for r in matrix],  # 3 significant digits: small pages
-        "unit": [list(range(n_units))] * len(sites),
+        "v": [[float(f"{x:.3g}") for x in r] for r in shown],  # 3 significant digits: small pages
+        "unit": [list(range(shown.shape[1]))] * len(sites),
     })
-    lim = float(np.quantile(np.abs(matrix), clip_quantile)) if clip_quantile else float(np.abs(matrix).max())
-    lim = lim or 1.0
     scale = (alt.Scale(scheme="blueorange", domain=[-lim, lim], clamp=True) if diverging
-             else alt.Scale(scheme="viridis", domain=[float(matrix.min()), lim], clamp=True))
+             else alt.Scale(scheme="viridis", domain=[vmin, lim], clamp=True))
     return (
         alt.Chart(rows, title=title)
         .transform_flatten(["v", "unit"])
         .mark_rect()
         .encode(
-            x=alt.X("unit:O", title=x_title or f"unit (0–{n_units - 1})", axis=alt.Axis(labels=False, ticks=False)),
+            x=alt.X("unit:O", title=x_title or unit_title, axis=alt.Axis(labels=False, ticks=False)),
             y=alt.Y("depth:O", title=y_title, axis=alt.Axis(labelExpr="datum.value % 4 == 0 ? datum.value : ''")),
             color=alt.Color("v:Q", title=color_title, scale=scale),
-            tooltip=["site:N", "unit:Q", alt.Tooltip("v:Q", format=".3f", title=color_title)],
+            tooltip=["site:N", alt.Tooltip("unit:Q", title="unit" if shown.shape[1] == n_units else "bin"), alt.Tooltip("v:Q", format=".3f", title=color_title)],
         )
         .properties(width=width, height=height)
     )
+
+
+def bin_columns(matrix: np.ndarray, max_columns: int) -> tuple[np.ndarray, str]:
+    """Reduce a wide matrix to at most ``max_columns`` columns, keeping its extremes.
+
+    Parameters
+    ----------
+    matrix : ndarray of shape (n_rows, n_cols)
+    max_columns : int
+
+    Returns
+    -------
+    shown : ndarray of shape (n_rows, ceil(n_cols / k))
+        ``matrix`` itself when ``n_cols <= max_columns``; else, for bins of ``k =
+        ceil(n_cols / max_columns)`` consecutive columns (the last one may be shorter), the
+        entry of largest absolute value in each bin, with its sign.
+    title : str
+        Says what a column is, e.g. ``"units 0–4095 in 512 bins of 8 (largest |value| shown)"``.
+    """
+    m = np.asarray(matrix, dtype=float)
+    n_rows, n_cols = m.shape
+    if n_cols <= max_columns:
+        return m, f"column (0–{n_cols - 1})"
+    k = -(-n_cols // max_columns)
+    n_bins = -(-n_cols // k)
+    padded = np.full((n_rows, n_bins * k), np.nan)
+    padded[:, :n_cols] = m
+    blocks = padded.reshape(n_rows, n_bins, k)
+    a = np.where(np.isnan(blocks), -np.inf, np.abs(blocks))
+    pick = np.argmax(a, axis=2)
+    shown = np.take_along_axis(blocks, pick[..., None], axis=2)[..., 0]
+    return shown, f"units 0–{n_cols - 1} in {n_bins} bins of {k} (largest |value| shown)"
+
+
+def sample_rows(n: int, max_rows: int, seed: int = 0) -> np.ndarray:
+    """Indices of at most ``max_rows`` of ``n`` rows: all of them, or a seeded random subset in
+    order (what a chart draws when its data would be too large for the page)."""
+    if n <= max_rows:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=int(max_rows), replace=False))
 
 
 def curves(
@@ -354,8 +412,8 @@ def phase_portraits(
     x_title: str = "x = a − a₀",
     y_title: str = "y = ∇a − ∇a₀",
     title: str = "",
-    columns: int = 4,
-    size: int = 170,
+    columns: int = 2,
+    size: int = 200,
 ):
     """Small multiples of phase portraits, each curve coloured by depth.
 
@@ -367,7 +425,7 @@ def phase_portraits(
     portraits : {panel title: (x, y)} with x, y ndarrays of shape (n_sites,)
         E.g. from :func:`tdcourse.rotations.phase_portrait`. Panels appear in this order.
     columns : int
-        Panels per row.
+        Panels per row (2 fit a 700-pixel page column).
     size : int
         Width and height of a panel in pixels.
     """
@@ -411,27 +469,51 @@ def paired_scatter(
     diagonal: bool = True,
     width: int = 320,
     height: int = 320,
+    max_points: int = 4000,
+    seed: int = 0,
 ):
     """Scatter of paired values (e.g. a unit's real statistic against its null), one colour per series.
 
     Parameters
     ----------
     pairs : {series: (x, y)} with x, y ndarrays of shape (n_points,)
-        Keep n_points × series ≲ 5,000.
     diagonal : bool
-        Draw the line y = x over the data range.
+        Draw the line y = x over the range of all the data.
+    max_points : int
+        Most points drawn, over all series. Where there are more (4,096 units × 2 models at
+        Llama 3.1 8B's width), each series is drawn on a seeded random subset of an equal
+        share, and the subtitle states how many of how many points are shown; the page
+        stays small and offline (Altair's 5,000-row limit is never reached).
+    seed : int
+        Seed of that subset.
+
+    Returns
+    -------
+    alt.LayerChart
     """
     alt = _alt()
     import pandas as pd
 
-    frames = []
+    if int(max_points) < len(pairs):
+        raise ValueError(f"max_points must allow at least one point per series, got {max_points}")
+    frames, shown = [], []
+    per = int(max_points) // max(1, len(pairs))
+    lo, hi = np.inf, -np.inf
     for name, (x, y) in pairs.items():
         x = np.asarray(x, dtype=float).ravel()
         y = np.asarray(y, dtype=float).ravel()
         if x.shape != y.shape:
             raise ValueError(f"series {name!r}: x and y must have the same length, got {x.size} and {y.size}")
-        frames.append(pd.DataFrame({"series": name, "x": x, "y": y, "i": np.arange(x.size)}))
+        if x.size:
+            lo = min(lo, np.nanmin(x), np.nanmin(y))
+            hi = max(hi, np.nanmax(x), np.nanmax(y))
+        keep = sample_rows(x.size, per, seed)
+        if keep.size < x.size:
+            shown.append(f"{name}: {keep.size:,} of {x.size:,}")
+        frames.append(pd.DataFrame({"series": name, "x": x[keep], "y": y[keep], "i": keep}))
     df = pd.concat(frames, ignore_index=True).round(5)
+    if shown:
+        title = alt.TitleParams(title or "", subtitle=["random subset drawn (" + "; ".join(shown) + " points)"])
     pts = alt.Chart(df).mark_circle(size=16, opacity=0.6).encode(
         x=alt.X("x:Q", title=x_title, scale=alt.Scale(zero=False)),
         y=alt.Y("y:Q", title=y_title, scale=alt.Scale(zero=False)),
@@ -440,10 +522,8 @@ def paired_scatter(
                  alt.Tooltip("y:Q", format=".3g")],
     )
     layers = [pts]
-    if diagonal:
-        lo = float(np.nanmin([df.x.min(), df.y.min()]))
-        hi = float(np.nanmax([df.x.max(), df.y.max()]))
-        line = pd.DataFrame({"x": [lo, hi], "y": [lo, hi]})
+    if diagonal and np.isfinite([lo, hi]).all():
+        line = pd.DataFrame({"x": [float(lo), float(hi)], "y": [float(lo), float(hi)]})
         layers.insert(0, alt.Chart(line).mark_line(color="gray", strokeDash=[4, 4]).encode(x="x:Q", y="y:Q"))
     return alt.layer(*layers, title=title).properties(width=width, height=height)
 
