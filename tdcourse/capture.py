@@ -251,8 +251,10 @@ def residual_hooks(model, on_state) -> Iterator[None]:
     """
     handles = []
     try:
-        for l, layer in enumerate(decoder_layers(model)):
-            for pos, module in ((2 * l, layer), (2 * l + 1, layer.post_attention_layernorm)):
+        from .models import residual_sites  # resid_mid's module depends on the family (OLMo-2, Gemma-2/3)
+
+        for l, (layer, mid) in enumerate(residual_sites(model)):
+            for pos, module in ((2 * l, layer), (2 * l + 1, mid)):
                 def hook(mod, args, kwargs, _pos=pos):
                     on_state(_pos, _layer_input(args, kwargs))
                 handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
@@ -361,6 +363,9 @@ def capture(
             out_t[idx[0] : idx[-1] + 1].copy_(buf)
         pending.clear()
 
+    from .models import check_residual_sites  # refuses a model whose sites would be read wrongly
+
+    check_residual_sites(model, *_pad(input_ids, np.arange(min(4, len(input_ids))), pad_token_id, device)[:2])
     with torch.inference_mode(), residual_hooks(model, on_state):
         for idx in tqdm(_batches(input_ids, batch_size), desc="capture", unit="batch", disable=not progress):
             ids, mask, last = _pad(input_ids, idx, pad_token_id, device)
@@ -859,12 +864,20 @@ def _entry_records(folder: Path | None = None) -> list[tuple[Path, dict[str, Any
     return out
 
 
+def _is_path_name(model: str) -> bool:
+    """True for a model name that can only be a folder path, never an alias or a hub id."""
+    return (model.startswith(("/", ".", "~")) or "\\" in model or model.count("/") > 1
+            or os.path.isabs(model))
+
+
 def _names_of(model: str) -> set[str]:
     from .models import ALIASES
 
     names = {model, model.lower()}
     if model.lower() in ALIASES:
         names.add(ALIASES[model.lower()])
+    if _is_path_name(model):  # local folders are named by their absolute path
+        names.add(str(Path(model).expanduser().resolve()))
     return names
 
 
@@ -1008,8 +1021,9 @@ def load_activations(
         # The tokenizer alone fixes the samples, and the config gives the hub revision, so a cached
         # entry is found without loading the model's weights.
         tok, config, spec = load_tokenizer(spec)
-    except (ModelLoadError, OSError) as err:
-        if rebuild:
+    except (ModelLoadError, OSError, ValueError) as err:
+        missing_folder = isinstance(model, str) and _is_path_name(model) and not Path(model).expanduser().is_dir()
+        if rebuild or (isinstance(err, ValueError) and not missing_folder):
             raise
         found = find_entries(model, recipe, init=init, seed=seed, quant=pinned_quant, dtype=dtype)
         if not found:
@@ -1028,11 +1042,14 @@ def load_activations(
     if not rebuild:
         if path.exists() or path.is_symlink():
             return read_activations(path, expect_meta=meta)
+        found = [(p, m) for p, m in find_entries(model, recipe, init=init, seed=seed,
+                                                 data_sha256=samples.data_sha256)
+                 if m.get("input_ids_sha256") == meta["input_ids_sha256"]
+                 and m["model"].get("revision") == spec.revision]
+        same = [p for p, m in found if m == meta]
+        if same:  # the very entry, under a name of an earlier tdcourse or copied by hand
+            return read_activations(same[0], expect_meta=meta)
         if open_precision:
-            found = [(p, m) for p, m in find_entries(model, recipe, init=init, seed=seed,
-                                                     data_sha256=samples.data_sha256)
-                     if m.get("input_ids_sha256") == meta["input_ids_sha256"]
-                     and m["model"].get("revision") == spec.revision]
             if found:
                 return _use_found(found, quant, dtype, f"no capture in {spec.dtype} is cached on this machine and "
                                   "quant/dtype were left open (pass them to capture here instead).", progress)
