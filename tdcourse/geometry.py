@@ -100,6 +100,31 @@ def _trimmed_abs(h: np.ndarray, trim: float) -> np.ndarray:
     return np.partition(a, d - k - 1, axis=-1)[..., : d - k]
 
 
+# Bytes of float64 work per block of vectors: the per-vector measures below run a block of
+# vectors at a time, so an (N, 64, 4096) float32 array (1 GiB) never gets a full-size float64
+# copy (2 GiB) or |h| / partition temporaries of its own size. Each vector's value is computed
+# exactly as on the whole array (the reductions run along the unit axis, vector by vector).
+_BLOCK_BYTES = 32 << 20
+
+
+def _per_vector(h: np.ndarray, fn, n_lead_out: int = 0) -> np.ndarray:
+    """``fn`` on blocks of the vectors of ``h`` (shape ``(..., d)``): ``fn`` maps ``(m, d)`` to
+    ``(k_1, …, k_j, m)`` with ``j = n_lead_out``; the blocks are joined on their last axis and
+    reshaped to ``(k_1, …, k_j, *h.shape[:-1])``."""
+    lead, d = h.shape[:-1], h.shape[-1]
+    flat = h.reshape(-1, d)
+    step = max(1, _BLOCK_BYTES // (8 * d))
+    parts = [fn(flat[i : i + step]) for i in range(0, max(flat.shape[0], 1), step)]
+    out = np.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
+    return out.reshape(out.shape[:n_lead_out] + lead)
+
+
+def _sample_blocks(n_samples: int, per_sample_bytes: int):
+    """Slices of samples of about ``_BLOCK_BYTES`` each."""
+    step = max(1, _BLOCK_BYTES // max(1, per_sample_bytes))
+    return [slice(i, min(i + step, n_samples)) for i in range(0, n_samples, step)]
+
+
 # --------------------------------------------------------------------------- norm and density
 
 
@@ -149,13 +174,18 @@ def fraction_above(
     t = np.atleast_1d(np.asarray(taus, dtype=float))
     if t.ndim != 1 or np.any(t <= 0):
         raise ValueError(f"taus must be positive numbers, got {taus!r}")
-    a = np.abs(h)
-    if relative:
-        kept = _trimmed_abs(h, trim)
-        scale = np.sqrt(np.mean(np.square(kept, dtype=np.float64), axis=-1))
-    else:
-        scale = np.ones(h.shape[:-1])
-    out = np.stack([np.mean(a > tau * scale[..., None], axis=-1) for tau in t])  # loop over τ only
+    _n_trim(h.shape[-1], trim)  # checks trim
+
+    def block(x: np.ndarray) -> np.ndarray:  # (m, d) -> (n_taus, m)
+        a = np.abs(x)
+        if relative:
+            kept = _trimmed_abs(x, trim)
+            scale = np.sqrt(np.mean(np.square(kept, dtype=np.float64), axis=-1))
+        else:
+            scale = np.ones(x.shape[:-1])
+        return np.stack([np.mean(a > tau * scale[..., None], axis=-1) for tau in t])  # loop over τ only
+
+    out = _per_vector(h, block, n_lead_out=1)
     return out[0] if scalar else out
 
 
@@ -177,12 +207,17 @@ def hoyer_density(h: np.ndarray, trim: float = 0.0) -> np.ndarray:
     ndarray of shape (...)
     """
     h = _as_vectors(h)
-    a = _trimmed_abs(h, trim).astype(np.float64, copy=False)
-    d = a.shape[-1]
-    l1 = a.sum(-1)
-    l2 = np.sqrt(np.square(a).sum(-1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (l1 / l2 - 1.0) / (np.sqrt(d) - 1.0)
+    _n_trim(h.shape[-1], trim)  # checks trim
+
+    def block(x: np.ndarray) -> np.ndarray:
+        a = _trimmed_abs(x, trim).astype(np.float64, copy=False)
+        d = a.shape[-1]
+        l1 = a.sum(-1)
+        l2 = np.sqrt(np.square(a).sum(-1))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (l1 / l2 - 1.0) / (np.sqrt(d) - 1.0)
+
+    return _per_vector(h, block)
 
 
 def density_indices(
@@ -204,12 +239,33 @@ def density_indices(
         ``"|h| > τ·RMS, trimmed"`` for each τ (τ written out), in that order.
     """
     acts = _as_vectors(acts, "acts")
-    out = {"Hoyer": hoyer_density(acts), "Hoyer, trimmed": hoyer_density(acts, trim)}
-    raw = fraction_above(acts, taus)
-    trm = fraction_above(acts, taus, trim=trim)
-    for i, tau in enumerate(taus):
-        out[f"|h| > {tau:g}·RMS"] = raw[i]
-        out[f"|h| > {tau:g}·RMS, trimmed"] = trm[i]
+    t = np.atleast_1d(np.asarray(taus, dtype=float))
+    if t.ndim != 1 or np.any(t <= 0):
+        raise ValueError(f"taus must be positive numbers, got {taus!r}")
+    d = acts.shape[-1]
+    k = _n_trim(d, trim)
+
+    def hoyer(a: np.ndarray) -> np.ndarray:
+        a = a.astype(np.float64, copy=False)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (a.sum(-1) / np.sqrt(np.square(a).sum(-1)) - 1.0) / (np.sqrt(a.shape[-1]) - 1.0)
+
+    def above(a: np.ndarray, kept: np.ndarray) -> list[np.ndarray]:
+        scale = np.sqrt(np.mean(np.square(kept, dtype=np.float64), axis=-1))
+        return [np.mean(a > tau * scale[..., None], axis=-1) for tau in t]
+
+    def block(x: np.ndarray) -> np.ndarray:
+        # |h| and its trimmed partition once per block, shared by the four families (the
+        # same operations as hoyer_density and fraction_above, so the same values)
+        a = np.abs(x)
+        kept = np.partition(a, d - k - 1, axis=-1)[..., : d - k] if k else a
+        return np.stack([hoyer(a), hoyer(kept), *above(a, a), *above(a, kept)])
+
+    res = _per_vector(acts, block, n_lead_out=1)
+    out = {"Hoyer": res[0], "Hoyer, trimmed": res[1]}
+    for i, tau in enumerate(t):
+        out[f"|h| > {tau:g}·RMS"] = res[2 + i]
+        out[f"|h| > {tau:g}·RMS, trimmed"] = res[2 + len(t) + i]
     return out
 
 
@@ -304,13 +360,18 @@ def velocity(acts: np.ndarray, step: str = "site", relative: bool = False) -> np
     -------
     ndarray of shape (n_samples, n_steps), float64
     """
-    a, b = steps(acts, step)
-    d = (b - a).astype(np.float64, copy=False)
-    v = np.sqrt(np.einsum("nsd,nsd->ns", d, d))
-    if relative:
-        na = np.sqrt(np.einsum("nsd,nsd->ns", a, a, dtype=np.float64))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            v = v / na
+    acts = _as_acts(acts)
+    i, j = _step_index(acts.shape[1], step)
+    v = np.empty((acts.shape[0], len(i)))
+    # a block of samples at a time: the difference (and its float64 copy) stays small
+    for sl in _sample_blocks(acts.shape[0], 8 * acts.shape[1] * acts.shape[2]):
+        a, b = steps(acts[sl], step)
+        d = (b - a).astype(np.float64, copy=False)
+        v[sl] = np.sqrt(np.einsum("nsd,nsd->ns", d, d))
+        if relative:
+            na = np.sqrt(np.einsum("nsd,nsd->ns", a, a, dtype=np.float64))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                v[sl] = v[sl] / na
     return v
 
 
@@ -358,7 +419,8 @@ _RISE = ("the Spearman ρ of the sample-mean curve with depth and the late-third
 
 
 def verdicts(run, chapter: str = "", n_boot: int = 1000, seed: int = 0,
-             taus: Sequence[float] = DEFAULT_TAUS, trim: float = DEFAULT_TRIM) -> list[Verdict]:
+             taus: Sequence[float] = DEFAULT_TAUS, trim: float = DEFAULT_TRIM,
+             density: dict[str, np.ndarray] | None = None) -> list[Verdict]:
     """Claims C4 (density), C5 (cosine) and C6 (velocity) for one run.
 
     Parameters
@@ -368,6 +430,9 @@ def verdicts(run, chapter: str = "", n_boot: int = 1000, seed: int = 0,
     chapter : str
     n_boot, seed : bootstrap settings (samples are resampled)
     taus, trim : density settings, see :func:`density_indices`
+    density : dict, optional
+        ``density_indices(run.acts, taus, trim)`` computed already (the chapter's), reused
+        instead of computed again (at Llama 3.1 8B's size it is the costly part).
 
     Returns
     -------
@@ -378,7 +443,7 @@ def verdicts(run, chapter: str = "", n_boot: int = 1000, seed: int = 0,
     out = []
 
     # C4: primary index = trimmed Hoyer; the claim must hold for every index family to agree.
-    dens = density_indices(acts, taus, trim)
+    dens = density if density is not None else density_indices(acts, taus, trim)
     rises = {k: _rise(k, v, n_boot, seed) for k, v in dens.items()}
     primary = rises["Hoyer, trimmed"]
     n_up = sum(r.rises for r in rises.values())

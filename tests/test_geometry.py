@@ -186,3 +186,47 @@ def test_band_lines_renders_and_checks_shapes():
     assert vlc.vegalite_to_svg(json.dumps(chart.to_dict())).startswith("<svg")
     with pytest.raises(ValueError, match="one value per x"):
         plots.band_lines(x, {"a": np.arange(4.0)}, "step", "v")
+
+
+@pytest.mark.parametrize("block_bytes", [1, 5000, 10**9])
+def test_blockwise_measures_equal_whole_array_formulas(monkeypatch, block_bytes):
+    """Density, velocity and cosine run a block of vectors at a time (no full-size float64
+    copy at 8B scale); every block size gives the whole-array formulas' values."""
+    monkeypatch.setattr(geometry, "_BLOCK_BYTES", block_bytes)
+    rng = np.random.default_rng(5)
+    acts = (rng.normal(size=(7, 6, 40)) * np.linspace(1, 4, 6)[None, :, None]).astype(np.float32)
+    acts[:, :, 3] *= 30  # a massive unit
+    h = acts.astype(np.float64)
+    a = np.abs(h)
+    kept = np.sort(a, axis=-1)[..., :-1]  # trim 1 % of 40 units = the largest one
+    dens = geometry.density_indices(acts, taus=(0.5, 1.0), trim=0.01)
+    d = a.shape[-1]
+    assert dens["Hoyer"] == pytest.approx((a.sum(-1) / np.sqrt((a**2).sum(-1)) - 1) / (np.sqrt(d) - 1), rel=1e-12)
+    assert dens["Hoyer, trimmed"] == pytest.approx(
+        (kept.sum(-1) / np.sqrt((kept**2).sum(-1)) - 1) / (np.sqrt(d - 1) - 1), rel=1e-12)
+    rms, rms_t = np.sqrt((a**2).mean(-1)), np.sqrt((kept**2).mean(-1))
+    assert dens["|h| > 0.5·RMS"] == pytest.approx((a > 0.5 * rms[..., None]).mean(-1))
+    assert dens["|h| > 1·RMS, trimmed"] == pytest.approx((a > rms_t[..., None]).mean(-1))
+    assert dens["Hoyer"].shape == (7, 6)
+    # the single-index functions agree with density_indices
+    assert geometry.hoyer_density(acts, 0.01) == pytest.approx(dens["Hoyer, trimmed"], rel=1e-12)
+    assert geometry.fraction_above(acts, (0.5, 1.0), trim=0.01)[1] == pytest.approx(dens["|h| > 1·RMS, trimmed"])
+    # velocity (site and layer steps, relative) and cosine
+    v = np.linalg.norm(h[:, 1:] - h[:, :-1], axis=-1)
+    assert geometry.velocity(acts) == pytest.approx(v, rel=1e-6)
+    assert geometry.velocity(acts, relative=True) == pytest.approx(v / np.linalg.norm(h[:, :-1], axis=-1), rel=1e-6)
+    vl = np.linalg.norm(h[:, 2::2] - h[:, :-2:2], axis=-1)
+    assert geometry.velocity(acts, "layer") == pytest.approx(vl, rel=1e-6)
+
+
+def test_verdicts_reuse_density():
+    rng = np.random.default_rng(0)
+    acts = np.cumsum(rng.normal(size=(30, 8, 16)), axis=1).astype(np.float32)
+    run = Activations(acts=acts, sites=site_names(4), texts=[""] * 30)
+    dens = geometry.density_indices(acts)
+    fresh = geometry.verdicts(run, n_boot=50)
+    reused = geometry.verdicts(run, n_boot=50, density=dens)
+    assert [v.value for v in reused] == [v.value for v in fresh]
+    # the density passed in is the one used
+    flat = {k: np.ones_like(v) * np.arange(8)[None, :] for k, v in dens.items()}
+    assert geometry.verdicts(run, n_boot=50, density=flat)[0].outcome == "agrees"
