@@ -279,3 +279,18 @@ def test_smollm2_rotation_counts(smol_acts):
     assert t.real.shape == (acts.shape[2],) and np.isfinite(t.real).all()
     assert 5 < abs(t.mean_real) < 15          # "about 10" on 60 sites
     assert abs(t.z) > 3                       # and not the layer-shuffled value
+
+
+def test_rms_normalized_mean_trajectories_divide_out_the_growth():
+    """Equal to the mean over samples of each state divided by its RMS over units (float64),
+    so a stream that only grows gives the same curve at every site."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(20, 1, 6))
+    grow = np.exp(np.linspace(0, 3, 8))[None, :, None]
+    acts = (base * grow).astype(np.float32)
+    got = rot.rms_normalized_mean_trajectories(acts)
+    a = acts.astype(np.float64)
+    want = (a / np.sqrt((a**2).mean(-1, keepdims=True))).mean(0).T
+    assert got.shape == (6, 8)
+    np.testing.assert_array_equal(got, want)
+    assert np.ptp(got, axis=1) == pytest.approx(np.zeros(6), abs=1e-6)
