@@ -393,10 +393,8 @@ def capture(
 # key all succeed (the last one's entry stays). Where the filesystem has no ``flock`` (some
 # network mounts), the lock is skipped and the rename alone keeps entries whole.
 
-_TMP_PREFIX = ".tmp-"
-#: Temporary folders of a save older than this are removed by the next save whatever their
-#: owner (a save takes seconds; a killed one leaves its folder behind).
-STALE_TMP_S = 6 * 3600
+_TMP_PREFIX = env.TMP_PREFIX
+STALE_TMP_S = env.STALE_TMP_S
 _MIN_FREE_BYTES = 64 * 2**20
 _REQUIRED_RECORD = ("meta", "shape", "sites", "texts")
 _REQUIRED_META = ("format_version", "model", "recipe", "data_sha256", "input_ids_sha256", "sites", "position")
@@ -505,67 +503,14 @@ def _locked(entry: Path, exclusive: bool) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
-
-
 def _tmp_name() -> str:
-    import socket
-    import uuid
-
-    return f"{_TMP_PREFIX}{_slug(socket.gethostname(), 32)}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    return env.temporary_name()
 
 
 def clean_stale_temporaries(folder: Path | None = None, max_age_s: float = STALE_TMP_S) -> list[Path]:
-    """Remove leftovers of killed saves: ``.tmp-*`` folders in the activation cache.
-
-    A leftover is removed when the process that made it (its name holds host and pid) is no
-    longer running on this host, or when it is older than ``max_age_s`` seconds (a save takes
-    seconds, so an old one is dead even if its pid was reused or it came from another host
-    sharing the folder, e.g. Google Drive).
-
-    Parameters
-    ----------
-    folder : pathlib.Path or None
-        Default: the activation cache folder.
-    max_age_s : float
-
-    Returns
-    -------
-    list of pathlib.Path
-        The folders removed.
-    """
-    import socket
-
-    folder = Path(folder) if folder is not None else activations_dir()
-    here = _slug(socket.gethostname(), 32)
-    removed = []
-    now = time.time()
-    try:
-        leftovers = [p for p in folder.iterdir() if p.name.startswith(_TMP_PREFIX)]
-    except OSError:
-        return removed
-    for p in leftovers:
-        parts = p.name[len(_TMP_PREFIX):].rsplit("-", 2)
-        try:
-            age = now - p.lstat().st_mtime
-        except OSError:
-            continue
-        dead = len(parts) == 3 and parts[0] == here and parts[1].isdigit() and not _pid_alive(int(parts[1]))
-        if dead or age > max_age_s:
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                with contextlib.suppress(OSError):
-                    p.unlink()
-            removed.append(p)
-    return removed
+    """Remove leftovers of killed saves (``.tmp-*`` in the activation cache); see
+    :func:`tdcourse.env.clean_stale_temporaries`, which this calls with the activation folder."""
+    return env.clean_stale_temporaries(Path(folder) if folder is not None else activations_dir(), max_age_s)
 
 
 def check_cache_room(n_bytes: int, folder: Path | None = None) -> Path:

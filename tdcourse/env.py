@@ -11,7 +11,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CacheDirError", "cache_dir", "cache_dir_path", "where", "device", "gpu_memory_gb", "ram_gb", "hf_token", "report", "use_drive"]
+__all__ = ["CacheDirError", "TMP_PREFIX", "STALE_TMP_S", "cache_dir", "cache_dir_path", "temporary_name",
+           "clean_stale_temporaries", "where", "device", "gpu_memory_gb", "ram_gb", "hf_token", "report", "use_drive"]
 
 
 class CacheDirError(OSError):
@@ -51,6 +52,89 @@ def cache_dir() -> Path:
     except OSError as err:
         raise CacheDirError(f"The cache directory {path} cannot be created ({err.strerror or err}). {hint}") from err
     return path
+
+
+TMP_PREFIX = ".tmp-"
+#: Temporary files or folders older than this are removed by the next clean-up whatever their
+#: owner (writing a cache entry or converting a model takes seconds to minutes).
+STALE_TMP_S = 6 * 3600
+
+
+def _host() -> str:
+    import re
+    import socket
+
+    return re.sub(r"[^A-Za-z0-9.]+", "", socket.gethostname())[:32] or "host"
+
+
+def temporary_name(suffix: str = "") -> str:
+    """A unique name for a temporary file or folder inside the cache: ``.tmp-<host>-<pid>-<random>``.
+
+    Write into ``<folder>/<name>`` in the folder where the result will live (same filesystem,
+    so the final :func:`os.replace` is atomic and never crosses devices); the name lets
+    :func:`clean_stale_temporaries` tell a killed writer's leftover from a live one.
+    """
+    import uuid
+
+    return f"{TMP_PREFIX}{_host()}-{os.getpid()}-{uuid.uuid4().hex[:12]}{suffix}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: it exists, owned by someone else
+        return True
+    return True
+
+
+def clean_stale_temporaries(folder: Path, max_age_s: float = STALE_TMP_S) -> list[Path]:
+    """Remove leftovers of killed writers: ``.tmp-*`` files and folders directly in ``folder``.
+
+    One is removed when the process that made it (its name holds host and pid, see
+    :func:`temporary_name`) no longer runs on this host, or when it is older than
+    ``max_age_s`` seconds (also one from another host sharing the folder, e.g. Google Drive,
+    or of an older naming). Live writers' temporaries are kept. Errors are ignored (a
+    read-only folder is left as it is).
+
+    Parameters
+    ----------
+    folder : pathlib.Path
+    max_age_s : float
+
+    Returns
+    -------
+    list of pathlib.Path
+        What was removed.
+    """
+    import shutil
+    import time
+
+    here = _host()
+    removed = []
+    now = time.time()
+    try:
+        leftovers = [p for p in Path(folder).iterdir() if p.name.startswith(TMP_PREFIX)]
+    except OSError:
+        return removed
+    for p in leftovers:
+        parts = p.name[len(TMP_PREFIX):].split("-")
+        try:
+            age = now - p.lstat().st_mtime
+        except OSError:
+            continue
+        dead = len(parts) >= 3 and parts[0] == here and parts[1].isdigit() and not _pid_alive(int(parts[1]))
+        if dead or age > max_age_s:
+            try:
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
+                removed.append(p)
+            except OSError:
+                pass
+    return removed
 
 
 def use_drive(folder: str = "tdcourse-cache", mount_point: str = "/content/drive") -> Path | None:

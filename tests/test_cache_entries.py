@@ -93,7 +93,7 @@ def test_temporaries_live_in_the_cache_and_stale_ones_are_removed(monkeypatch):
     folder = path.parent
     assert os.path.dirname(seen[0]) == str(folder)  # same folder, so the rename never crosses devices
     # leftovers of killed saves: one of a dead process on this host, one too old, one alive (ours)
-    dead = folder / f"{cap._TMP_PREFIX}{cap._slug(__import__('socket').gethostname(), 32)}-99999999-abc"
+    dead = folder / f"{cap._TMP_PREFIX}{env._host()}-99999999-abc"
     old = folder / f"{cap._TMP_PREFIX}elsewhere-1-abc"
     alive = folder / cap._tmp_name()
     for p in (dead, old, alive):

@@ -29,3 +29,22 @@ def test_hf_token_from_env(monkeypatch):
 def test_report_prints_device_and_cache():
     text = str(env.report())
     assert "device" in text and "cache" in text
+
+
+def test_stale_temporaries_of_dead_writers_are_removed_live_ones_kept(tmp_path):
+    import os
+    import time
+
+    live = tmp_path / env.temporary_name(".safetensors")  # ours: this process is alive
+    dead = tmp_path / f"{env.TMP_PREFIX}{env._host()}-99999999-abc.safetensors"  # a killed conversion
+    old = tmp_path / f"{env.TMP_PREFIX}otherhost-12-abc"  # another machine's, a day old
+    keep = tmp_path / "model.safetensors"
+    for p in (live, dead, keep):
+        p.write_bytes(b"x")
+    old.mkdir()
+    (old / "acts.npy").write_bytes(b"x")
+    os.utime(old, (time.time() - 86400,) * 2)
+    removed = env.clean_stale_temporaries(tmp_path)
+    assert sorted(removed) == sorted([dead, old])
+    assert live.exists() and keep.exists() and not dead.exists() and not old.exists()
+    assert live.name.startswith(".tmp-") and str(os.getpid()) in live.name
