@@ -30,7 +30,7 @@ class Verdict:
     Attributes
     ----------
     claim : str
-        Claim id of ``shared/paper.md``, e.g. ``"C1"``.
+        Claim id as on the book's claims page (``book/claims.md``), e.g. ``"C1"``.
     paper : str
         What the paper says, in words.
     criterion : str
