@@ -17,6 +17,16 @@ norm (HF's ``hidden_states[-1]`` is the final-norm output, not a residual state)
 
 Plain PyTorch forward pre-hooks on the HF model: no wrapper library, so values are the raw
 residual stream.
+
+The cache (``<TDCOURSE_CACHE>/activations/``): one folder per capture, named by the model, its
+precision, N and a hash of everything that determines the values (model, revision, recipe,
+data, token ids, format); batch size is not in it because it does not change the values. Every
+read checks the entry's checksum once per process, its shape and that it is finite; writes are
+atomic and safe with concurrent writers; the room needed is checked before a capture starts.
+:func:`export_activations` / :func:`import_activations` move captures between machines (an
+instructor's GPU to offline laptops), and :func:`load_activations` finds an imported capture
+when the model itself cannot be reached; :func:`model_available` tells a chapter whether the
+model's weights can be loaded here.
 """
 
 from __future__ import annotations
@@ -979,8 +989,9 @@ def load_activations(
             except TypeError:
                 new = ModelLoadError(msg)
             raise new from err
-        return _use_found(found, quant, dtype, f"the model itself cannot be read here ({type(err).__name__}).",
-                          progress)
+        reason = " ".join(str(err).split())
+        reason = reason if len(reason) <= 200 else reason[:197] + "..."
+        return _use_found(found, quant, dtype, f"the model itself cannot be read here ({reason}).", progress)
     samples = build_samples(tok, recipe)
     meta = _meta(spec, recipe, samples.data_sha256, _ids_digest(samples.input_ids))
     path = _entry_dir(meta)
