@@ -226,8 +226,8 @@ class Browser:
             self.proc.kill()
 
 
-#: Runs in the page: waits until every altair chart is drawn, then measures the content
-#: column (``article.bd-article`` less its padding), every drawn chart, every printed output
+#: Runs in the page: waits until every altair chart is drawn, opens every dropdown (solutions,
+#: collapsed cells), then measures the content column (``article.bd-article`` less its padding), every drawn chart, every printed output
 #: (``pre`` in a cell's output: its scroll width against its visible width, and its longest
 #: line in characters against how many characters the box shows) and every table / image of
 #: an output.
@@ -238,8 +238,11 @@ MEASURE_JS = r"""
   const drawn = () => charts().filter(e => e.querySelector('svg, canvas')).length;
   for (let i = 0; i < 300 && (drawn() < charts().length || document.readyState !== 'complete'); i++)
     await sleep(100);
+  // what a reader can open counts too: solutions behind a dropdown, collapsed cells
+  document.querySelectorAll('details').forEach(d => { d.open = true; });
+  document.querySelectorAll('.toggle-hidden').forEach(e => e.classList.remove('toggle-hidden'));
   await document.fonts.ready;
-  await sleep(200);
+  await sleep(300);
   const article = document.querySelector('article.bd-article') || document.querySelector('main') || document.body;
   const acs = getComputedStyle(article), box = article.getBoundingClientRect();
   const col = {left: box.left + parseFloat(acs.paddingLeft), right: box.right - parseFloat(acs.paddingRight)};
@@ -381,8 +384,8 @@ def _fixture(tmp_path: Path, name: str, cells: list[str]) -> str:
 
 @needs_browser
 def test_layout_check_fails_on_five_panels_and_long_lines(tmp_path, browser):
-    """The check itself: a five-panel-wide chart, a 273-character printed line and a table
-    that does not wrap are each reported; two 230 px panels, a 70-character line and
+    """The check itself: a five-panel-wide chart, a wide chart in a closed dropdown, a
+    273-character printed line and a table that does not wrap are each reported; two 230 px panels, a 70-character line and
     ``verdicts.table`` with long texts are not."""
     from tdcourse import verdicts
 
@@ -394,7 +397,8 @@ def test_layout_check_fails_on_five_panels_and_long_lines(tmp_path, browser):
         _chart(2 * 230 + 60), "<pre>" + "x" * 70 + "</pre>", verdicts.table(vs).to_html()])
     bad = _fixture(tmp_path, "bad", [
         _chart(5 * 230 + 245), "<pre>" + "C3 agrees: " + "y" * 262 + "</pre>",
-        f'<table style="white-space: nowrap"><tr><td>{long}</td></tr></table>'])
+        f'<table style="white-space: nowrap"><tr><td>{long}</td></tr></table>',
+        f"<details><summary>Solution</summary>{_chart(900)}</details>"])
 
     m, errors = _measure(browser, good)
     assert m["column"]["width"] == 688 and not errors
@@ -402,9 +406,10 @@ def test_layout_check_fails_on_five_panels_and_long_lines(tmp_path, browser):
 
     m, _ = _measure(browser, bad)
     problems = layout_problems(m)
-    assert len(problems) == 3, problems
-    chart, text, table = problems
+    assert len(problems) == 4, problems
+    chart, hidden, text, table = problems
     assert chart.startswith('chart "1395 px" in cell 1 under "What we found" is 1395 px wide: 707 px past')
+    assert hidden.startswith('chart "900 px" in cell 4')  # inside a closed dropdown
     assert text.startswith("printed line of 273 characters in cell 2")
     assert 60 < int(re.search(r"the box shows (\d+)", text).group(1)) < 100  # 14 px monospace in 688 px
     assert table.startswith("table in cell 3")

@@ -6,9 +6,9 @@
    or assets; this does, offline, with the standard library's HTML parser.
 2. Every built chapter links to the pages a reader needs beside it: Setup, the claims page (at
    the claim it tests), the glossary and the scoreboard.
-3. In the sources (book pages; chapters, markdown and code cells), nothing points readers to a file they cannot see
-   (``shared/paper.md``, "our summary of the paper"), or names a "third-party reimplementation"
-   without linking the references.
+3. In the sources (book pages; chapters' markdown and code cells), nothing points readers to
+   a file they cannot see (``shared/paper.md``, "our summary of the paper"), or names a
+   "third-party reimplementation" without linking the references.
 """
 
 from __future__ import annotations
