@@ -228,9 +228,25 @@ def bootstrap_corr(acts: np.ndarray, n_boot: int = 200, seed: int = 0, basis: np
     if w.ndim != 2 or w.shape[1] != n:
         raise ValueError(f"weights must have shape (n_boot, n_samples={n}), got {w.shape}")
     out = np.empty((len(w), n_sites - 1, d if q is None else q.shape[1]))
-    for lo, hi in _chunks(n, n_sites - 1, d):
-        x = _sites(acts, lo, hi + 1, q)
-        out[:, lo:hi] = _pair_corr(x[:, :-1], x[:, 1:], w)
+    # Each site is read (and rotated) once, in blocks of sites; its weighted mean and second
+    # moment serve both pairs it belongs to. The last site of a block is carried into the next.
+    prev = None  # (centred site, weighted mean, weighted variance) of the site before the block
+    for lo, hi in _chunks(n, n_sites, d):
+        x = _sites(acts, lo, hi, q)
+        x -= x.mean(0)  # shift invariance: weighted moments stay accurate after centring
+        k = x.shape[1]
+        x2 = x.reshape(n, -1)
+        m = (w @ x2).reshape(len(w), k, -1)
+        v = (w @ (x2 * x2)).reshape(len(w), k, -1) - m * m
+        if prev is not None:
+            xs, ms, vs = prev
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[:, lo - 1] = (w @ (xs * x[:, 0]) - ms * m[:, 0]) / np.sqrt(vs * v[:, 0])
+        if k > 1:
+            cross = (w @ (x[:, :-1] * x[:, 1:]).reshape(n, -1)).reshape(len(w), k - 1, -1) - m[:, :-1] * m[:, 1:]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[:, lo : hi - 1] = cross / np.sqrt(v[:, :-1] * v[:, 1:])
+        prev = (x[:, -1].copy(), m[:, -1], v[:, -1])
     return out
 
 
@@ -414,6 +430,8 @@ class Continuity:
         the same at every site).
     stream : ndarray of shape (n_pairs,)
         :func:`stream_corr`.
+    write : ndarray of shape (n_pairs,)
+        :func:`write_ratio` (from the same pass over the array as ``stream``).
     trend : ndarray of shape (d_model,)
         :func:`depth_trend` of ``r``.
     diff : ndarray of shape (d_model,)
@@ -441,6 +459,7 @@ class Continuity:
     null: np.ndarray
     r_rot: np.ndarray
     stream: np.ndarray
+    write: np.ndarray
     trend: np.ndarray
     diff: np.ndarray
     median_r: stats.Interval
@@ -500,8 +519,11 @@ def analyse(acts: np.ndarray, n_boot: int = 100, n_perm: int = 1, n_dirs: int = 
     diff, diff_b = within_minus_across(r), within_minus_across(boot)
     q999 = float(np.quantile(null, 0.999))
     ok = np.isfinite(diff)
+    var, cov, wvar = _trace_moments(acts)  # one pass for stream_corr and write_ratio
+    with np.errstate(invalid="ignore", divide="ignore"):
+        stream, write = cov / np.sqrt(var[:-1] * var[1:]), np.sqrt(wvar / var[:-1])
     return Continuity(
-        r=r, null=null, r_rot=r_rot, stream=stream_corr(acts), trend=trend, diff=diff,
+        r=r, null=null, r_rot=r_rot, stream=stream, write=write, trend=trend, diff=diff,
         median_r=_interval(np.nanmedian(r), np.nanmedian(flat, axis=1)),
         median_r_rot=_interval(np.nanmedian(r_rot), np.nanmedian(boot_rot.reshape(len(w), -1), axis=1)),
         frac_rising=_interval(np.mean(trend > 0), np.mean(trend_b > 0, axis=1)),

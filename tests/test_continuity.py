@@ -112,6 +112,30 @@ def test_bootstrap_weights_and_corr():
     np.testing.assert_allclose(uniform, C.adjacent_corr(acts), atol=1e-10)
 
 
+@pytest.mark.parametrize("chunk", [1, 2 * 60 * 5 * 3, 1 << 23])
+def test_bootstrap_corr_blocks_of_sites_give_every_pair(monkeypatch, chunk):
+    """Sites are read once in blocks (2 or 3 sites, or all 7), each block's first pair made
+    with the site carried from the block before: every pair equals the resample's own r, in
+    the unit basis and in a rotated one."""
+    monkeypatch.setattr(C, "_CHUNK", chunk)
+    acts = _stack(60, np.array([0.5, 0.2, 0.8, 0.3, 0.6, 0.4]), d=5, seed=3)
+    w = stats.bootstrap_weights(60, n_boot=3, seed=1)
+    q = C.random_rotation(5, 4, seed=2)
+    for basis in (None, q):
+        boot = C.bootstrap_corr(acts, weights=w, basis=basis)
+        assert boot.shape == (3, 6, 5 if basis is None else 4)
+        for b in range(3):
+            idx = np.repeat(np.arange(60), np.round(w[b] * 60).astype(int))
+            np.testing.assert_allclose(boot[b], C.adjacent_corr(acts[idx], basis=basis), atol=1e-10)
+
+
+def test_analyse_write_and_stream_are_the_basis_free_measures():
+    acts = _stack(80, np.array([0.3, 0.6, 0.2, 0.9, 0.4]), d=6, seed=4)
+    res = C.analyse(acts, n_boot=5, n_dirs=6)
+    np.testing.assert_allclose(res.write, C.write_ratio(acts), rtol=1e-12)
+    np.testing.assert_allclose(res.stream, C.stream_corr(acts), rtol=1e-12)
+
+
 def test_split_within_across_and_difference():
     r = np.arange(5 * 2, dtype=float).reshape(5, 2)  # pairs 0..4 (3 layers), 2 units
     within, across = C.split_within_across(r)
