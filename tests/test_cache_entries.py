@@ -212,3 +212,36 @@ def test_truncated_array_is_refused():
     (path / "acts.npy").write_bytes(raw[:-4])
     with pytest.raises(CacheError, match="truncated"):
         read_activations(path, verify=False)  # even without the checksum
+
+
+def test_a_save_killed_midway_leaves_nothing_readable_and_its_leftover_is_cleaned(tmp_path):
+    """SIGKILL while the array is being written: no entry (or a whole one) is there, and the
+    next save removes the dead writer's temporary folder."""
+    import signal
+    import subprocess
+    import sys
+
+    cache = os.environ["TDCOURSE_CACHE"]
+    code = ("import numpy as np, sys; sys.path.insert(0, sys.argv[1]); "
+            "from test_cache_entries import _meta, save_activations, site_names; "
+            "a = np.ones((400, 64, 2048), np.float32); "
+            "save_activations(a, site_names(32), [''] * 400, _meta(n=400))")
+    proc = subprocess.Popen([sys.executable, "-c", code, os.path.dirname(__file__)],
+                            env={**os.environ, "TDCOURSE_CACHE": cache})
+    folder = cap.activations_dir()
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if any(p.name.startswith(".tmp-") and (p / "acts.npy").exists() for p in folder.iterdir()):
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    entry = cap._entry_dir(_meta(n=400))
+    if entry.exists():  # the kill came after the rename: then the entry is whole
+        assert read_activations(entry).acts.shape == (400, 64, 2048)
+    else:
+        with pytest.raises(CacheError):
+            read_activations(entry)
+        assert [p for p in folder.iterdir() if p.name.startswith(".tmp-")]  # the leftover ...
+    _save()
+    assert not [p for p in folder.iterdir() if p.name.startswith(".tmp-")]  # ... is gone after the next save

@@ -158,3 +158,22 @@ def test_an_entry_under_an_older_name_is_still_found(folder, capsys):
     again = load_activations(folder, n=N, dtype="float32", progress=False)
     assert again.path == old and capsys.readouterr().out == ""
     np.testing.assert_array_equal(again.acts, first.acts)
+
+
+def test_capture_and_read_with_a_read_only_home_and_unusable_hf_home(folder, tmp_path):
+    """Neither the capture of a local model nor reading it back needs a writable home or HF cache."""
+    import os
+    import subprocess
+    import sys
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "XDG_"))}
+    env.update(HF_HOME=str(blocker / "below"), HOME="/proc/self", TDCOURSE_CACHE=str(tmp_path / "c"),
+               OMP_NUM_THREADS="1")
+    code = ("import sys; from tdcourse.capture import load_activations as la; "
+            "a = la(sys.argv[1], n=4, progress=False); b = la(sys.argv[1], n=4, progress=False); "
+            "print(a.path == b.path, (a.acts == b.acts).all())")
+    out = subprocess.run([sys.executable, "-c", code, folder], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["True", "True"]
