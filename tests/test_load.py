@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -250,15 +252,21 @@ def test_killed_conversion_leaves_nothing_and_stale_temps_are_removed(monkeypatc
         models._converted_smollm2_dir()
     models_dir = models.env.cache_dir() / "models"
     assert list(models_dir.iterdir()) == []  # no partial model, no temporary folder
-    stale, fresh = models_dir / ".tmp-convert-smollm2-old", models_dir / ".tmp-convert-smollm2-live"
-    for p in (stale, fresh):
+    # What a SIGKILL leaves (no finally runs): a temporary folder named after its dead writer.
+    dead = subprocess.Popen([sys.executable, "-c", "import os; print(os.getpid())"], stdout=subprocess.PIPE)
+    dead_pid = int(dead.communicate()[0])
+    live_name = models.env.temporary_name("-smollm2")
+    killed = models_dir / live_name.replace(f"-{os.getpid()}-", f"-{dead_pid}-")
+    old = models_dir / ".tmp-convert-smollm2-abc"  # an older naming, 7 h untouched
+    live = models_dir / live_name  # this process is alive: another conversion in progress
+    for p in (killed, old, live):
         p.mkdir()
         (p / "model.safetensors").write_bytes(b"partial")
-    two_hours_ago = time.time() - 7200
-    os.utime(stale, (two_hours_ago, two_hours_ago))
+    seven_hours_ago = time.time() - 7 * 3600
+    os.utime(old, (seven_hours_ago, seven_hours_ago))
     monkeypatch.setattr(models, "_convert_smollm2_into", FakeConversion())
     models._converted_smollm2_dir()
-    assert not stale.exists() and fresh.exists()  # a live conversion of another process is left alone
+    assert not killed.exists() and not old.exists() and live.exists()
 
 
 @pytest.mark.slow
