@@ -244,7 +244,11 @@ class Activations:
         return ModelSpec(**spec).label if spec else "unknown model"
 
     def site(self, kind: str, layer: int) -> np.ndarray:
-        """States at one site, shape ``(n_samples, d_model)``."""
+        """States at one site, shape ``(n_samples, d_model)``.
+
+        ``kind`` is ``"resid_pre"`` or ``"resid_mid"``; ``layer`` an integer in ``0 … n_layers-1``
+        (``1.7`` or ``True`` are refused with a ``ValueError``, never read as layer 1).
+        """
         return self.acts[:, site_index(kind, layer, self.n_layers)]
 
 
