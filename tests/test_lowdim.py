@@ -205,6 +205,40 @@ def test_pooled_pca_finds_a_plane():
         ld.pooled_pca(acts, 0)
 
 
+def test_pooled_pca_randomized_for_wide_streams_matches_the_exact_solver(monkeypatch):
+    """Above EXACT_PCA_MAX_D units the seeded randomized solver runs; on a spectrum with distinct
+    leading variances it gives the exact solver's components, variances and scores."""
+    rng = np.random.default_rng(1)
+    n, s, d = 120, 6, 60
+    coef = rng.standard_normal((n, s, d)) * np.r_[[8.0, 5.0, 3.0, 2.0], np.full(d - 4, 0.3)]
+    acts = (coef @ np.linalg.qr(rng.standard_normal((d, d)))[0].T).astype(np.float32)
+    exact = ld.pooled_pca(acts, 4, fit_idx=np.arange(60))
+    monkeypatch.setattr(ld, "EXACT_PCA_MAX_D", 10)
+    rand = ld.pooled_pca(acts, 4, fit_idx=np.arange(60), seed=0)
+    signs = np.sign((rand.components * exact.components).sum(1))
+    np.testing.assert_allclose(rand.components * signs[:, None], exact.components, atol=1e-4)
+    np.testing.assert_allclose(rand.explained_variance_ratio, exact.explained_variance_ratio, rtol=1e-4)
+    np.testing.assert_allclose(rand.scores * signs, exact.scores, rtol=1e-3, atol=1e-3)
+    again = ld.pooled_pca(acts, 4, fit_idx=np.arange(60), seed=0)
+    np.testing.assert_array_equal(again.scores, rand.scores)  # seeded
+
+
+def test_blockwise_spread_scores_and_errors_equal_one_piece(monkeypatch):
+    """site_spread, the PCA scores and sq_error run in blocks at 8B scale; any block size gives
+    the same numbers as one piece."""
+    rng = np.random.default_rng(2)
+    acts = (rng.standard_normal((50, 6, 12)) * np.arange(1, 13)).astype(np.float32)
+    z, _, _ = ld.pooled_standardize(acts)
+    whole = (ld.site_spread(z), ld.pooled_pca(acts, 3).scores, ld.pooled_pca(acts, 3).sq_error(acts, 2))
+    monkeypatch.setattr(ld, "_BLOCK_BYTES", 1)
+    pca = ld.pooled_pca(acts, 3)
+    parts = (ld.site_spread(z), pca.scores, pca.sq_error(acts, 2))
+    for a, b in zip(whole, parts):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-9)
+    c = z - z.mean(0, keepdims=True)
+    np.testing.assert_allclose(parts[0], np.einsum("nsd,nsd->ns", c, c, dtype=np.float64), rtol=1e-12)
+
+
 def test_pooled_standardize():
     rng = np.random.default_rng(0)
     acts = rng.normal(5.0, [1.0, 10.0, 100.0], size=(300, 4, 3))
