@@ -17,7 +17,6 @@ so it needs no Python package beyond the standard library.
 from __future__ import annotations
 
 import base64
-import fcntl
 import json
 import os
 import re
@@ -112,6 +111,8 @@ class Browser:
     """
 
     def __init__(self, chromium: str, timeout: float = 90.0):
+        import fcntl  # POSIX only: imported here so that the module still collects elsewhere
+
         self.timeout = timeout
         cmd_r, cmd_w = os.pipe()
         out_r, out_w = os.pipe()
