@@ -177,3 +177,30 @@ def test_capture_and_read_with_a_read_only_home_and_unusable_hf_home(folder, tmp
     out = subprocess.run([sys.executable, "-c", code, folder], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[-2:] == ["True", "True"]
+
+
+def test_a_model_folder_with_a_long_odd_path(tmp_path):
+    """A ~250-character path whose last folder starts with '-': the entry name stays short and safe."""
+    deep = tmp_path.joinpath(*(["a-rather-long-folder-name-for-models"] * 5), "-tiny llama (copy)")
+    assert len(str(deep)) > 240
+    path = _tiny_folder(deep)
+    act = load_activations(path, n=4, progress=False)
+    assert len(act.path.name) < 130 and not act.path.name.startswith("-")
+    assert load_activations(path, n=4, progress=False).path == act.path
+
+
+def test_cli_rebuild_replaces_a_file_in_the_way(folder, capsys):
+    from tdcourse.__main__ import main
+
+    assert main(["capture", "--model", folder, "--n", "4"]) == 0
+    entry = load_activations(folder, n=4, progress=False).path
+    import shutil as sh
+
+    sh.rmtree(entry)
+    entry.write_text("not an entry")
+    capsys.readouterr()
+    assert main(["capture", "--model", folder, "--n", "4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not a folder" in err[0] and "--rebuild" in err[0]
+    assert main(["capture", "--model", folder, "--n", "4", "--rebuild"]) == 0
+    assert entry.is_dir() and load_activations(folder, n=4, progress=False).acts.shape == (4, 4, 32)
