@@ -10,6 +10,11 @@ site name              paper        the point in a HF Llama decoder layer ``l``
                                     ``resid_pre.{l}`` + the attention block's output
 =====================  ===========  ==============================================================
 
+That is Llama's (and Mistral's, Qwen's); families that normalise block outputs put
+``resid_mid`` elsewhere (OLMo-2: input of ``mlp``; Gemma-2/3: input of
+``pre_feedforward_layernorm``): :data:`tdcourse.models.RESIDUAL_SITES` says where, and
+:func:`tdcourse.models.check_residual_sites` checks it on the first batch of every capture.
+
 The central array has shape ``(n_samples, 2 * n_layers, d_model)``, sites ordered
 ``resid_pre.0, resid_mid.0, resid_pre.1, …, resid_mid.{L-1}``: the paper's "time" axis.
 ``resid_pre.0`` is the token embedding. Not captured: the last block's output and the final
