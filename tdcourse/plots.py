@@ -22,6 +22,13 @@ def _alt():
     return alt
 
 
+def _legend(**kw):
+    """The legend of every series chart: on top, in two columns that wrap (so 4–8 entries fit a
+    700-pixel page column), labels cut at 300 px, and opaque swatches (the line's colour, not a
+    pale band's)."""
+    return _alt().Legend(**({"orient": "top", "labelLimit": 300, "columns": 2, "symbolOpacity": 1} | kw))
+
+
 def site_frame(values: Mapping[str, np.ndarray], sites: Sequence[str], value_name: str = "value"):
     """Long DataFrame with columns ``site``, ``depth`` (site position), ``series`` and
     ``value_name`` from ``{series: ndarray of shape (n_sites,)}``."""
@@ -174,7 +181,7 @@ def curves(
 
     df = site_frame(values, sites, "y")
     yscale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
-    color = alt.Color("series:N", title=None, legend=alt.Legend(orient="top", labelLimit=400))
+    color = alt.Color("series:N", title=None, legend=_legend())
     x = alt.X("depth:Q", title=x_title)
     line = alt.Chart(df).mark_line(point=alt.OverlayMarkDef(size=12)).encode(
         x=x, y=alt.Y("y:Q", title=y_title, scale=yscale), color=color,
@@ -228,7 +235,7 @@ def histograms(
             x=alt.X("x:Q", title=x_title, bin="binned"),
             x2="x2:Q",
             y=alt.Y("count:Q", title="density" if density else "count", stack=None),
-            color=alt.Color("series:N", title=None, legend=alt.Legend(orient="top", labelLimit=400)),
+            color=alt.Color("series:N", title=None, legend=_legend()),
             tooltip=["series:N", alt.Tooltip("x:Q", format=".3g"), alt.Tooltip("count:Q", format=".3g")],
         )
         .properties(width=width, height=height)
@@ -339,7 +346,7 @@ def estimates(
     df = pd.concat(frames, ignore_index=True)
     x = alt.X("group:N", title=x_title, sort=list(groups), axis=alt.Axis(labelAngle=0))
     yscale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
-    color = alt.Color("series:N", title=None, legend=alt.Legend(orient="top", labelLimit=400, columns=2))
+    color = alt.Color("series:N", title=None, legend=_legend())
     offset = alt.XOffset("series:N")
     base = alt.Chart(df)
     bars = base.mark_rule(strokeWidth=2).encode(x=x, xOffset=offset, y=alt.Y("lo:Q", title=y_title, scale=yscale), y2="hi:Q", color=color)
@@ -394,7 +401,7 @@ def step_lines(
     yscale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
     line = alt.Chart(df).mark_line(point=alt.OverlayMarkDef(size=14)).encode(
         x=alt.X("x:Q", title=x_title), y=alt.Y("y:Q", title=y_title, scale=yscale),
-        color=alt.Color("series:N", title=None, sort=list(values), legend=alt.Legend(orient="top", labelLimit=400, columns=2)),
+        color=alt.Color("series:N", title=None, sort=list(values), legend=_legend()),
         strokeDash=alt.StrokeDash("style:N", legend=None,
                                   scale=alt.Scale(domain=["solid", "dashed"], range=[[1, 0], [5, 3]])),
         tooltip=["series:N", alt.Tooltip("x:Q"), alt.Tooltip("y:Q", format=".4g")])
@@ -517,7 +524,7 @@ def paired_scatter(
     pts = alt.Chart(df).mark_circle(size=16, opacity=0.6).encode(
         x=alt.X("x:Q", title=x_title, scale=alt.Scale(zero=False)),
         y=alt.Y("y:Q", title=y_title, scale=alt.Scale(zero=False)),
-        color=alt.Color("series:N", title=None, legend=alt.Legend(orient="top", labelLimit=400)),
+        color=alt.Color("series:N", title=None, legend=_legend()),
         tooltip=["series:N", alt.Tooltip("i:Q", title="index"), alt.Tooltip("x:Q", format=".3g"),
                  alt.Tooltip("y:Q", format=".3g")],
     )
@@ -559,7 +566,7 @@ def xy_lines(
         .encode(
             x=alt.X("x:Q", title=x_title),
             y=alt.Y("y:Q", title=y_title),
-            color=alt.Color("series:N", title=None, legend=alt.Legend(orient="top", labelLimit=400)),
+            color=alt.Color("series:N", title=None, legend=_legend()),
             tooltip=["series:N", alt.Tooltip("x:Q", format=".4g"), alt.Tooltip("y:Q", format=".4g")],
         )
         .properties(width=width, height=height)
@@ -684,7 +691,7 @@ def band_lines(
 
     df = frame(values, "y").dropna().round(6)
     yscale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
-    color = alt.Color("series:N", title=None, legend=alt.Legend(orient="top", labelLimit=400))
+    color = alt.Color("series:N", title=None, legend=_legend())
     xenc = alt.X("x:Q", title=x_title)
     layers = []
     if bands:

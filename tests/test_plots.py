@@ -69,3 +69,21 @@ def test_paired_scatter_samples_large_series_and_says_so():
     # small series are drawn whole, with no subtitle
     small = plots.paired_scatter({"a": (np.arange(5.0), np.arange(5.0))}, "x", "y", title="t").to_dict()
     assert small["title"] == "t"
+
+
+def test_band_charts_legend_shows_the_line_colour_in_two_columns():
+    """A band drawn under a line must not give the legend its pale swatch (issue: legends took the
+    band's opacity); legends wrap in two columns to fit the page."""
+    import vl_convert as vlc
+
+    sites = site_names(3)
+    bands = {"a": (np.arange(6.0), np.arange(6.0) + 2), "b": (np.full(6, 0.5), np.full(6, 2.0))}
+    for chart in (plots.curves({"a": np.arange(6.0) + 1, "b": np.ones(6)}, sites, "y", bands=bands),
+                  plots.band_lines(np.arange(6.0), {"a": np.arange(6.0) + 1, "b": np.ones(6)}, "x", "y", bands=bands)):
+        spec = chart.to_dict()
+        svg = vlc.vegalite_to_svg(json.dumps(spec))
+        symbols = svg.split('role-legend-symbol')[1:]
+        assert len(symbols) == 2
+        assert all('opacity="1"' in sym.split("</g>")[0] for sym in symbols)
+        legend = [layer["encoding"]["color"]["legend"] for layer in spec["layer"]][0]
+        assert legend["columns"] == 2 and legend["symbolOpacity"] == 1
