@@ -337,12 +337,18 @@ def consecutive_cosine(acts: np.ndarray, step: str = "site") -> np.ndarray:
     ndarray of shape (n_samples, n_steps), float64
         NaN where a vector is zero.
     """
-    a, b = steps(acts, step)
-    dot = np.einsum("nsd,nsd->ns", a, b, dtype=np.float64)
-    na = np.sqrt(np.einsum("nsd,nsd->ns", a, a, dtype=np.float64))
-    nb = np.sqrt(np.einsum("nsd,nsd->ns", b, b, dtype=np.float64))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return dot / (na * nb)
+    acts = _as_acts(acts)
+    i, _ = _step_index(acts.shape[1], step)
+    out = np.empty((acts.shape[0], len(i)))
+    # a block of samples at a time: layer steps gather copies of the sites
+    for sl in _sample_blocks(acts.shape[0], 4 * acts.shape[1] * acts.shape[2]):
+        a, b = steps(acts[sl], step)
+        dot = np.einsum("nsd,nsd->ns", a, b, dtype=np.float64)
+        na = np.sqrt(np.einsum("nsd,nsd->ns", a, a, dtype=np.float64))
+        nb = np.sqrt(np.einsum("nsd,nsd->ns", b, b, dtype=np.float64))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[sl] = dot / (na * nb)
+    return out
 
 
 def velocity(acts: np.ndarray, step: str = "site", relative: bool = False) -> np.ndarray:

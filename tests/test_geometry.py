@@ -217,6 +217,9 @@ def test_blockwise_measures_equal_whole_array_formulas(monkeypatch, block_bytes)
     assert geometry.velocity(acts, relative=True) == pytest.approx(v / np.linalg.norm(h[:, :-1], axis=-1), rel=1e-6)
     vl = np.linalg.norm(h[:, 2::2] - h[:, :-2:2], axis=-1)
     assert geometry.velocity(acts, "layer") == pytest.approx(vl, rel=1e-6)
+    cos = lambda x, y: (x * y).sum(-1) / np.linalg.norm(x, axis=-1) / np.linalg.norm(y, axis=-1)  # noqa: E731
+    assert geometry.consecutive_cosine(acts) == pytest.approx(cos(h[:, :-1], h[:, 1:]), rel=1e-6)
+    assert geometry.consecutive_cosine(acts, "layer") == pytest.approx(cos(h[:, :-2:2], h[:, 2::2]), rel=1e-6)
 
 
 def test_verdicts_reuse_density():
