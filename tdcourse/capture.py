@@ -802,7 +802,7 @@ def _ids_digest(ids: list[list[int]]) -> str:
 
 def _data_digest(recipe: SampleRecipe) -> str:
     """The ``data_sha256`` of ``recipe``'s samples, from the shipped text alone (no tokenizer)."""
-    chosen = body_lines(load_wikitext(split=recipe.split), recipe.min_chars)[: recipe.n]
+    chosen = body_lines(load_wikitext(split=recipe.split), recipe.min_chars, recipe.max_chars)[: recipe.n]
     return hashlib.sha256("\n".join(chosen).encode("utf-8")).hexdigest()
 
 

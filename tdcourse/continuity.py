@@ -538,7 +538,8 @@ def analyse(acts: np.ndarray, n_boot: int = 100, n_perm: int = 1, n_dirs: int = 
     )
 
 
-def verdicts(run, chapter: str = "", analysis: Continuity | None = None, **kwargs) -> list[Verdict]:
+def verdicts(run, chapter: str = "", analysis: Continuity | None = None, high_r: float = HIGH_R,
+             **kwargs) -> list[Verdict]:
     """The chapter's verdicts on C1, C2, C3, and C1 in a random basis, for one run.
 
     Parameters
@@ -549,23 +550,27 @@ def verdicts(run, chapter: str = "", analysis: Continuity | None = None, **kwarg
         Notebook file stem.
     analysis : Continuity, optional
         Reuse an :func:`analyse` of this run (else computed with ``kwargs``).
+    high_r : float in (0, 1), default :data:`HIGH_R`
+        What C1 calls "highly correlated" (the robustness page also tries 0.9 and 0.94).
 
     Returns
     -------
     list of Verdict
         C1, C2, C3, "C1 (random basis)".
     """
+    if not 0 < high_r < 1:
+        raise ValueError(f"high_r must lie in (0, 1), got {high_r}")
     a = analyse(run.acts, **kwargs) if analysis is None else analysis
     m = run.label
     boot = f"95 % bootstrap CI over samples ({a.n_boot} resamples)"
-    c1_crit = (f"median r over all units and adjacent site pairs: agrees if its 95 % CI lies above {HIGH_R} "
+    c1_crit = (f"median r over all units and adjacent site pairs: agrees if its 95 % CI lies above {high_r:g} "
                f"and above the permutation null's 99.9th percentile; partly if the median is above 0.5")
     mr, rr = a.median_r, a.median_r_rot
     fr, md = a.frac_rising, a.median_diff
     return [
         judge("C1", "Most units are highly correlated from one site to the next (Fig. 1D), although the "
               "residual stream has no privileged basis.", c1_crit, m, mr.estimate,
-              agrees=mr.lo > max(HIGH_R, a.null_q999), partly=mr.estimate > 0.5,
+              agrees=mr.lo > max(high_r, a.null_q999), partly=mr.estimate > 0.5,
               uncertainty=f"{boot} [{mr.lo:.3f}, {mr.hi:.3f}]; shuffled-samples null 99.9th pct {a.null_q999:.3f}",
               detail=f"{a.frac_above_null:.1%} of (pair, unit) values exceed the null's 99.9th percentile",
               chapter=chapter),
@@ -584,7 +589,7 @@ def verdicts(run, chapter: str = "", analysis: Continuity | None = None, **kwarg
               detail=f"{a.frac_within_higher:.1%} of units have r_within > r_across", chapter=chapter),
         judge("C1 (random basis)", "Beyond the paper: C1 repeated on the directions of one random orthonormal "
               "basis (the same rotation at every site) instead of the model's units.", c1_crit, m, rr.estimate,
-              agrees=rr.lo > max(HIGH_R, a.null_q999), partly=rr.estimate > 0.5,
+              agrees=rr.lo > max(high_r, a.null_q999), partly=rr.estimate > 0.5,
               uncertainty=f"{boot} [{rr.lo:.3f}, {rr.hi:.3f}]; unit basis {mr.estimate:.3f}",
               detail="agrees = continuity does not need the unit basis", chapter=chapter),
     ]

@@ -74,9 +74,15 @@ class SampleRecipe:
     max_tokens: int = 48
     add_special_tokens: bool = True
     split: str = "test"
+    #: Keep only lines of at most this many characters (None: no upper bound). With
+    #: ``max_tokens`` above the longest line's length, samples are whole lines.
+    max_chars: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if out["max_chars"] is None:  # absent, so the cache keys of earlier recipes stay the same
+            del out["max_chars"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -195,10 +201,12 @@ def load_wikitext(source: str = "local", split: str = "test", timeout: float = H
     return _read_local(split)
 
 
-def body_lines(lines: list[str], min_chars: int = 100) -> list[str]:
+def body_lines(lines: list[str], min_chars: int = 100, max_chars: int | None = None) -> list[str]:
     """Body lines: non-empty, not starting with ``=`` (headings ``= Title =``, ``= = Section = =``
-    and two table-legend lines), at least ``min_chars`` characters long."""
-    return [t for t in lines if t and not t.startswith("=") and len(t) >= min_chars]
+    and two table-legend lines), at least ``min_chars`` characters long (and at most
+    ``max_chars`` when given)."""
+    top = float("inf") if max_chars is None else max_chars
+    return [t for t in lines if t and not t.startswith("=") and min_chars <= len(t) <= top]
 
 
 def check_recipe(recipe: SampleRecipe) -> SampleRecipe:
@@ -208,6 +216,8 @@ def check_recipe(recipe: SampleRecipe) -> SampleRecipe:
     check_int(recipe.n, "n")
     check_int(recipe.min_chars, "min_chars", minimum=0)
     check_int(recipe.max_tokens, "max_tokens")
+    if recipe.max_chars is not None and check_int(recipe.max_chars, "max_chars") < recipe.min_chars:
+        raise ValueError(f"max_chars ({recipe.max_chars}) must be at least min_chars ({recipe.min_chars}), or None")
     if not isinstance(recipe.add_special_tokens, bool):
         raise ValueError(f"add_special_tokens must be True or False, got {recipe.add_special_tokens!r}")
     if not isinstance(recipe.split, str):
@@ -226,7 +236,7 @@ def build_samples(tokenizer, recipe: SampleRecipe = SampleRecipe(), lines: list[
     check_recipe(recipe)
     if lines is None:
         lines = load_wikitext(split=recipe.split)
-    body = body_lines(lines, recipe.min_chars)
+    body = body_lines(lines, recipe.min_chars, recipe.max_chars)
     if len(body) < recipe.n:
         raise ValueError(
             f"The recipe builds at most {len(body)} samples from the {recipe.split} split with "

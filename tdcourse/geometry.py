@@ -47,6 +47,7 @@ from .verdicts import Verdict, judge
 __all__ = [
     "DEFAULT_TAUS",
     "DEFAULT_TRIM",
+    "MIN_VELOCITY_RATIO",
     "norms",
     "fraction_above",
     "hoyer_density",
@@ -66,6 +67,11 @@ DEFAULT_TAUS = (0.1, 0.5, 1.0)
 #: Share of units (largest |h| per vector) left out by the trimmed variants: 1 % (6 of 576
 #: SmolLM2-135M units, 41 of 4096 Llama 3.1 8B units).
 DEFAULT_TRIM = 0.01
+#: C6's effect-size floor: the mean velocity over the last third of the steps must be at least
+#: this many times that over the first third (for a step kind to count as accelerating), so
+#: that a curve that rises by a few per cent, significantly but barely, is not read as the
+#: paper's acceleration.
+MIN_VELOCITY_RATIO = 1.5
 
 
 # --------------------------------------------------------------------------- validation
@@ -426,7 +432,8 @@ _RISE = ("the Spearman ρ of the sample-mean curve with depth and the late-third
 
 def verdicts(run, chapter: str = "", n_boot: int = 1000, seed: int = 0,
              taus: Sequence[float] = DEFAULT_TAUS, trim: float = DEFAULT_TRIM,
-             density: dict[str, np.ndarray] | None = None) -> list[Verdict]:
+             density: dict[str, np.ndarray] | None = None, skip_sites: int = 0,
+             min_ratio: float | None = MIN_VELOCITY_RATIO) -> list[Verdict]:
     """Claims C4 (density), C5 (cosine) and C6 (velocity) for one run.
 
     Parameters
@@ -439,17 +446,33 @@ def verdicts(run, chapter: str = "", n_boot: int = 1000, seed: int = 0,
     density : dict, optional
         ``density_indices(run.acts, taus, trim)`` computed already (the chapter's), reused
         instead of computed again (at Llama 3.1 8B's size it is the costly part).
+    skip_sites : int, default 0
+        Leave out the first ``skip_sites`` sites (an even number: whole layers) from every
+        curve; 2 drops the embedding's site pair, i.e. the first attention and MLP steps.
+    min_ratio : float or None, default :data:`MIN_VELOCITY_RATIO`
+        C6's effect-size floor on late / early velocity (None: no floor, the criterion
+        before the robustness page).
 
     Returns
     -------
     list of Verdict
         ``[C4, C5, C6]``.
+
+    Raises
+    ------
+    ValueError
+        ``skip_sites`` odd, negative, or leaving fewer than 6 sites.
     """
     acts = _as_acts(run.acts)
+    if skip_sites % 2 or skip_sites < 0 or acts.shape[1] - skip_sites < 6:
+        raise ValueError(f"skip_sites must be an even number >= 0 that leaves at least 6 of the {acts.shape[1]} "
+                         f"sites, got {skip_sites}")
+    acts = acts[:, skip_sites:]
     out = []
 
     # C4: primary index = trimmed Hoyer; the claim must hold for every index family to agree.
-    dens = density if density is not None else density_indices(acts, taus, trim)
+    dens = ({k: v[:, skip_sites:] for k, v in density.items()} if density is not None
+            else density_indices(acts, taus, trim))
     rises = {k: _rise(k, v, n_boot, seed) for k, v in dens.items()}
     primary = rises["Hoyer, trimmed"]
     n_up = sum(r.rises for r in rises.values())
@@ -489,13 +512,20 @@ def verdicts(run, chapter: str = "", n_boot: int = 1000, seed: int = 0,
     rel = _rise("relative", velocity(acts, "site", relative=True), n_boot, seed)
     t = vs.trend
     rel_word = "also rises" if rel.rises else ("falls" if rel.falls else "shows no clear trend")
+
+    def fast(r: _Rise) -> bool:
+        return r.rises and (min_ratio is None or r.trend.ratio.estimate >= min_ratio)
+
+    floor = ("" if min_ratio is None else
+             f" and its late-third / early-third ratio (mean curve) is at least {min_ratio:g}")
     out.append(judge(
         "C6", "The residual stream accelerates: its velocity ‖h_l+1 − h_l‖ grows with depth.",
-        f"velocity ‖h_l+1 − h_l‖ per sample; it rises when {_RISE}. Agrees: it rises for site steps and "
-        "for whole-layer steps; partly: for one of them",
-        run.label, t.rho.estimate, agrees=vs.rises and vl.rises, partly=vs.rises or vl.rises,
+        f"velocity ‖h_l+1 − h_l‖ per sample; it rises when {_RISE}{floor}. Agrees: it rises for site steps "
+        "and for whole-layer steps; partly: for one of them",
+        run.label, t.rho.estimate, agrees=fast(vs) and fast(vl), partly=fast(vs) or fast(vl),
         uncertainty=f"ρ 95 % CI [{t.rho.lo:.3f}, {t.rho.hi:.3f}]; late / early {t.ratio}",
-        detail=f"value = Spearman ρ (site steps); layer steps ρ = {vl.trend.rho.estimate:.3f}. Relative "
+        detail=f"value = Spearman ρ (site steps); layer steps ρ = {vl.trend.rho.estimate:.3f}, late / early "
+               f"{vl.trend.ratio.estimate:.3g}. Relative "
                f"velocity ‖h_l+1 − h_l‖/‖h_l‖ {rel_word} (ρ = {rel.trend.rho.estimate:.3f}, late / early "
                f"{rel.trend.ratio.estimate:.3g}): "
                + ("the speed-up is more than norm growth." if rel.rises else

@@ -41,6 +41,7 @@ from .exercises import report
 from .verdicts import Verdict, judge
 
 __all__ = [
+    "N_UNITS",
     "successive",
     "pick_units",
     "same_input_groups",
@@ -62,6 +63,10 @@ __all__ = [
 
 # Points per k-d tree in knn_mi (columns × samples): bounds memory to a few tens of MB.
 _KNN_CHUNK = 1 << 18
+
+#: Units (drawn at random, seeded) on which the chapter and the scoreboard estimate the MI
+#: profile: one number for both (all 576 of SmolLM2's would take minutes on a laptop CPU).
+N_UNITS = 32
 
 
 # --------------------------------------------------------------------------- inputs
@@ -544,7 +549,7 @@ class MIProfile:
     bins: int
 
 
-def mi_profile(acts: np.ndarray, n_units: int = 64, seed: int = 0, k: int = 3, bins: int = 10) -> MIProfile:
+def mi_profile(acts: np.ndarray, n_units: int = N_UNITS, seed: int = 0, k: int = 3, bins: int = 10) -> MIProfile:
     """Every estimator on the same seeded subset of units (see :class:`MIProfile`).
 
     Parameters
@@ -568,7 +573,7 @@ def mi_profile(acts: np.ndarray, n_units: int = 64, seed: int = 0, k: int = 3, b
     return MIProfile(units=units, mi=mi, null=null, r=pearson(x, y), k=k, bins=bins)
 
 
-def verdicts(run, chapter: str = "", profile: MIProfile | None = None, n_units: int = 64, seed: int = 0,
+def verdicts(run, chapter: str = "", profile: MIProfile | None = None, n_units: int = N_UNITS, seed: int = 0,
              k: int = 3, bins: int = 10, early_frac: float = 0.25, n_boot: int = 1000) -> list[Verdict]:
     """Claim C8 for one run.
 

@@ -954,19 +954,25 @@ class LowDim:
     pc_mean: np.ndarray
 
 
-def analyse(run, n_boot: int = 1000, seed: int = 0, n_pcs: int = 10, **ae_kwargs) -> LowDim:
+def analyse(run, n_boot: int = 1000, seed: int = 0, n_pcs: int = 10, ae_seed: int | None = None,
+            spectra: tuple[SiteSpectra, SiteSpectra] | None = None, **ae_kwargs) -> LowDim:
     """Run the chapter's analysis on one :class:`~tdcourse.capture.Activations`.
 
     Trains the autoencoder (:func:`train_autoencoder` with ``ae_kwargs``), fits an
     ``n_pcs``-component pooled PCA on the same training samples, reads the held-out NMSE per
     site of the autoencoder and of the first two PCs, computes raw and standardised per-site
     spectra, and bootstraps the mean latent path.
+
+    ``ae_seed`` (default: ``seed``) seeds the autoencoder alone (its train / held-out split,
+    initial weights and minibatch order), the bootstraps keep ``seed``. ``spectra``: the
+    ``(raw, std)`` of :func:`site_spectra_both` on this run with ``n_boot`` and ``seed``,
+    computed already (they do not depend on the autoencoder), reused instead of computed again.
     """
     if n_pcs < 2:
         raise ValueError(f"n_pcs must be at least 2, got {n_pcs}")
     acts = _check_acts(run.acts, "run.acts")
-    ae = train_autoencoder(acts, seed=seed, **ae_kwargs)
-    raw, std = site_spectra_both(acts, n_boot=n_boot, seed=seed)
+    ae = train_autoencoder(acts, seed=seed if ae_seed is None else ae_seed, **ae_kwargs)
+    raw, std = spectra if spectra is not None else site_spectra_both(acts, n_boot=n_boot, seed=seed)
     pca = pooled_pca(acts, n_pcs, fit_idx=ae.train_idx, seed=seed)
     pca_nmse, _ = site_nmse(pca.sq_error(acts, k=2), ae.spread, ae.test_idx)
     ae_nmse, ae_boot = ae.nmse(n_boot=n_boot, seed=seed)

@@ -716,10 +716,12 @@ class Flows:
             raise ValueError(f"space must be 'full', 'pca' or 'random', got {space!r}")
         return recovery_ratio(self.after(arr, j), k, **kw)
 
-    def inward(self, j: int, k: int = 1, space: str = "pca") -> Interval:
+    def inward(self, j: int, k: int = 1, space: str = "pca", min_pull: float = 0.0) -> Interval:
         """Fraction of grid points whose displacement shrinks along its own direction ``k`` layers
         after injection layer ``layers[j]`` (inward arrows), with a Wilson interval.
-        ``space``: ``"pca"`` (the flow field's arrows), ``"full"`` or ``"random"``."""
+        ``space``: ``"pca"`` (the flow field's arrows), ``"full"`` or ``"random"``.
+        ``min_pull`` in [0, 1): count an arrow as inward only if it shrinks by at least this
+        share (kept fraction < 1 − min_pull); 0, the default, counts any shrink."""
         from .stats import proportion_ci
 
         arr = {"full": self.kept, "pca": self.kept_pc, "random": self.kept_random}.get(space)
@@ -728,9 +730,11 @@ class Flows:
         after = self.after(arr, j)
         if not 1 <= k < after.shape[1]:
             raise ValueError(f"k must be in 1 … {after.shape[1] - 1} for injection layer {self.layers[j]}, got {k}")
+        if not 0 <= min_pull < 1:
+            raise ValueError(f"min_pull must lie in [0, 1), got {min_pull}")
         x = after[:, k]
         x = x[np.isfinite(x)]
-        return proportion_ci(int((x < 1).sum()), x.size)
+        return proportion_ci(int((x < 1 - min_pull).sum()), x.size)
 
     def arrows(self, j: int, k: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """What :func:`tdcourse.plots.flow_field` draws for injection layer ``layers[j]``.
@@ -963,7 +967,7 @@ def _early_late(flows: Flows) -> tuple[list[int], list[int]]:
 
 
 def verdicts(run: Activations, chapter: str = "", flows: Flows | None = None, k: int = 1,
-             n_boot: int = 2000, seed: int = 0, **kwargs) -> list[Verdict]:
+             n_boot: int = 2000, seed: int = 0, min_pull: float = 0.0, **kwargs) -> list[Verdict]:
     """C13 on one model: the two readings of "states flow back toward the unperturbed trajectory".
 
     Parameters
@@ -976,6 +980,9 @@ def verdicts(run: Activations, chapter: str = "", flows: Flows | None = None, k:
         Layers after the injection at which both are read (1: one layer, available at every
         injection layer including the last).
     n_boot, seed : bootstrap settings (resampling grid points)
+    min_pull : float in [0, 1), default 0
+        Inward arrows: count an arrow only if it shrinks by at least this share (see
+        :meth:`Flows.inward`); 0 counts any shrink (the robustness page also tries 0.05).
     **kwargs
         Passed to :func:`flow_fields` when ``flows`` is None.
 
@@ -1018,10 +1025,10 @@ def verdicts(run: Activations, chapter: str = "", flows: Flows | None = None, k:
         chapter=chapter)
 
     # inward arrows, PCA plane
-    f = {j: flows.inward(j, k, space="pca") for j in early + late}
+    f = {j: flows.inward(j, k, space="pca", min_pull=min_pull) for j in early + late}
 
     def frac(x):
-        return np.mean(x < 1, axis=-1)
+        return np.mean(x < 1 - min_pull, axis=-1)
 
     boots = {j: _boot_stat(flows.after(flows.kept_pc, j)[:, k], frac, n_boot, rng) for j in early + late}
     diff = np.mean([boots[j] for j in early], 0) - np.mean([boots[j] for j in late], 0)
@@ -1032,7 +1039,9 @@ def verdicts(run: Activations, chapter: str = "", flows: Flows | None = None, k:
     weaker = lo > 0
     pull = {j: 1 - float(np.nanmean(flows.after(flows.kept, j)[:, k])) for j in early + late}
     v_arrows = judge(
-        "C13", _PAPER_C13, C13_ARROWS_CRITERION, run.label, e_f, agrees=inward and weaker, partly=inward or weaker,
+        "C13", _PAPER_C13, C13_ARROWS_CRITERION if not min_pull else C13_ARROWS_CRITERION.replace(
+            "(kept fraction < 1)", f"by at least {min_pull:.0%} (kept fraction < {1 - min_pull:g})"),
+        run.label, e_f, agrees=inward and weaker, partly=inward or weaker,
         uncertainty=(f"inward fraction at layer {lay[early[0]]}: {f[early[0]]}; layer {lay[early[1]]}: {f[early[1]]}; "
                      f"layer {lay[late[0]]}: {f[late[0]]}; layer {lay[late[1]]}: {f[late[1]]}; early − late "
                      f"{e_f - l_f:.3g} [95 % CI {lo:.3g}, {hi:.3g}]"),

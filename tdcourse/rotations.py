@@ -695,6 +695,8 @@ class RotationAnalysis:
         :func:`classify_units` of ``mean.real`` and ``growth``.
     null_classes : ndarray of shape (n_shuffles_growth, d_model)
         The classes of shuffled curves (R and growth under the same site order).
+    factor : float
+        The amplitude factor of the classes (:func:`classify_units`).
     """
 
     label: str
@@ -704,6 +706,7 @@ class RotationAnalysis:
     growth_null: np.ndarray
     classes: np.ndarray
     null_classes: np.ndarray
+    factor: float = 2.0
 
     def shares(self) -> dict[str, float]:
         """Share of units in each class, ``{class: share}``."""
@@ -722,6 +725,7 @@ def analyse(
     n_shuffles_per_sample: int = 40,
     n_shuffles_growth: int = 200,
     seed: int = 0,
+    factor: float = 2.0,
 ) -> RotationAnalysis:
     """Both readings of R against their nulls, and the orbit / spiral classes of the units.
 
@@ -738,6 +742,9 @@ def analyse(
     n_shuffles_growth : int
         Null draws for the orbit / spiral shares.
     seed : int
+    factor : float > 1
+        Amplitude growth that makes an outward spiral (:func:`classify_units`; the
+        robustness page also tries 1.5 and 3.5).
 
     Returns
     -------
@@ -752,10 +759,11 @@ def analyse(
     perms = layer_permutations(traj.shape[-1], n_shuffles_growth, seed + 1)
     growth_null = shuffled(traj, amplitude_growth, perms=perms)
     r_null = shuffled(traj, rotation_count, perms=perms)
-    classes = classify_units(mean.real, growth)
-    null_classes = classify_units(r_null.ravel(), growth_null.ravel()).reshape(r_null.shape)
+    classes = classify_units(mean.real, growth, factor=factor)
+    null_classes = classify_units(r_null.ravel(), growth_null.ravel(), factor=factor).reshape(r_null.shape)
     return RotationAnalysis(label=label, mean=mean, per_sample=per, growth=growth,
-                            growth_null=growth_null, classes=classes, null_classes=null_classes)
+                            growth_null=growth_null, classes=classes, null_classes=null_classes,
+                            factor=float(factor))
 
 
 # --------------------------------------------------------------------------- verdicts
@@ -789,21 +797,21 @@ def _c9(test: RotationTest, model: str, chapter: str) -> Verdict:
     )
 
 
-def _c10(an: RotationAnalysis, model: str, chapter: str) -> Verdict:
+def _c10(an: RotationAnalysis, model: str, chapter: str, min_share: float = _MIN_SHARE) -> Verdict:
     sh = an.shares()
     nsh = an.null_shares()
     n_units = an.classes.size
     orbit, spiral = sh["orbit"], sh["outward spiral"]
     spiral_null_hi = float(np.quantile(nsh["outward spiral"], 0.975))
-    both = orbit >= _MIN_SHARE and spiral >= _MIN_SHARE
+    both = orbit >= min_share and spiral >= min_share
     beyond = spiral > spiral_null_hi
     ci_o = stats.proportion_ci(int(round(orbit * n_units)), n_units)
     ci_s = stats.proportion_ci(int(round(spiral * n_units)), n_units)
     return judge(
         "C10", _C10_PAPER,
         f"Mean-trajectory portraits of units that turn at least once (|R| ≥ 1): outward spiral if "
-        f"the amplitude over the last third of the sites is ≥ 2× that over the first third, orbit "
-        f"if it stays within a factor 2. Agrees if both classes hold ≥ {_MIN_SHARE:.0%} of units "
+        f"the amplitude over the last third of the sites is ≥ {an.factor:g}× that over the first third, orbit "
+        f"if it stays within a factor {an.factor:g}. Agrees if both classes hold ≥ {min_share:.0%} of units "
         f"and the outward-spiral share exceeds the 97.5th percentile of the layer-shuffle null; "
         f"partly if only one of these holds.",
         model, spiral, agrees=both and beyond, partly=both or beyond,
@@ -817,7 +825,8 @@ def _c10(an: RotationAnalysis, model: str, chapter: str) -> Verdict:
     )
 
 
-def verdicts(run, chapter: str, analysis: RotationAnalysis | None = None, **kwargs) -> list[Verdict]:
+def verdicts(run, chapter: str, analysis: RotationAnalysis | None = None, min_share: float = _MIN_SHARE,
+             **kwargs) -> list[Verdict]:
     """The chapter's verdicts on C9 (both readings) and C10 for one run.
 
     Parameters
@@ -828,17 +837,21 @@ def verdicts(run, chapter: str, analysis: RotationAnalysis | None = None, **kwar
         Notebook file stem.
     analysis : RotationAnalysis, optional
         Reuse a computed :func:`analyse` of this run (else it is computed, with ``kwargs``).
+    min_share : float in (0, 1), default 0.05
+        C10: the share of units each class (orbit, outward spiral) must hold.
 
     Returns
     -------
     list of Verdict
         C9 (mean trajectory), C9 (per-sample R), C10.
     """
+    if not 0 < min_share < 1:
+        raise ValueError(f"min_share must lie in (0, 1), got {min_share}")
     if analysis is None:
         analysis = analyse(run.acts, label=run.label, **kwargs)
     model = run.label
     return [_c9(analysis.mean, model, chapter), _c9(analysis.per_sample, model, chapter),
-            _c10(analysis, model, chapter)]
+            _c10(analysis, model, chapter, min_share)]
 
 
 # --------------------------------------------------------------------------- exercise checks

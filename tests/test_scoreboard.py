@@ -29,7 +29,9 @@ def test_findings_are_computed_from_the_verdicts():
     vs = [_v("C1", "t", "agrees"), _v("C1", "r", "agrees"), _v("C3", "t", "agrees"), _v("C3", "r", "disagrees"),
           _v("C9", "t", "agrees"), _v("C9", "t", "disagrees"), _v("C1", "q", "agrees"), _v("C3", "q", "partly")]
     text = scoreboard.findings_markdown(vs, "t", "r", "q")
-    assert "of the 3 claims tested, **2 agree**" in text and "**1 partly**" in text
+    # the counts are the scoreboard's cells: C9's two readings count once each
+    assert "4 verdicts on 3 claims; C9 read two ways: **3 agree**" in text
+    assert "**0 partly** and **1 disagree**" in text
     assert "agrees too on C1" in text and "does not (fully) reproduce C3" in text
     assert "changes the outcome of C3" in text and "C9" in text
 
@@ -42,8 +44,17 @@ def test_collect_and_write_with_a_tiny_chapter(tmp_path, monkeypatch):
                       meta={"model": {"name": "toy", "source": "toy", "revision": None, "quant": "none",
                                       "dtype": "float32", "init": "trained", "seed": 0}})
     monkeypatch.setattr(scoreboard, "CHAPTERS", {"01_residual_stream": ("stationarity", ("C7",))})
-    found = scoreboard.write(tmp_path / "out", [run], extra_json=tmp_path / "copy.json", progress=False)
+    found = scoreboard.write(tmp_path / "out", [run], extra_json=tmp_path / "copy.json", progress=False,
+                             data_axes=False)
     assert [v.claim for v in found] == ["C7"]
     data = json.loads((tmp_path / "copy.json").read_text())
     assert data["verdicts"][0]["claim"] == "C7" and data["columns"][0] == "toy"
-    assert "C7" in (tmp_path / "out" / "scoreboard.md").read_text()
+    md = (tmp_path / "out" / "scoreboard.md").read_text()
+    assert "C7" in md and "robustness |" in md and "3/3" in md  # primary + two null seeds
+    rob = {(r["spec"], r["run"]): r["outcome"] for r in data["robustness"]}
+    assert rob[("primary", "trained")] == found[0].outcome
+    assert rob[("whole lines", "trained")] == "not run"  # data axes off
+    page = (tmp_path / "out" / "robustness.md").read_text()
+    assert "## C7" in page and "| **primary** |" in page
+    want = f"**{int(found[0].outcome == 'agrees')} agree**"  # the one cell, counted
+    assert want in (tmp_path / "out" / "findings.md").read_text()

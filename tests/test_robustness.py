@@ -1,0 +1,295 @@
+"""tdcourse.robustness: specifications per claim, fidelity of the primary one, thresholds that flip
+where they should, the fragile mark, and the data axes' recipes."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import numpy as np
+import pytest
+
+from tdcourse import continuity, geometry, information, lowdim, perturb, robustness, rotations, scoreboard, stats
+from tdcourse.capture import Activations, site_names
+from tdcourse.data import SampleRecipe, body_lines, load_wikitext
+from tdcourse.verdicts import Verdict
+
+
+def _run(acts: np.ndarray) -> Activations:
+    n, s, _ = acts.shape
+    return Activations(acts=np.asarray(acts, np.float32), sites=site_names(s // 2), texts=[""] * n, meta={})
+
+
+def _walk(n=80, s=16, d=40, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    steps = rng.standard_normal((n, s, d)) * np.linspace(0.5, 2.0, s)[None, :, None]
+    return steps.cumsum(1) + rng.standard_normal((1, 1, d)) * 3
+
+
+# --------------------------------------------------------------------------- declarations
+
+
+def test_every_claim_and_reading_has_a_primary_and_alternatives_or_a_reason():
+    rows = [f"{c} ({r})" if r else c for c in (f"C{i}" for i in range(1, 14))
+            for r in robustness.READINGS.get(c, ("",))]
+    by_row: dict[str, list[robustness.Spec]] = {}
+    for s in robustness.SPECS:
+        by_row.setdefault(s.row, []).append(s)
+    assert sorted(by_row) == sorted(rows)
+    for row, specs in by_row.items():
+        assert sum(s.primary for s in specs) == 1, row
+        assert specs[0].primary, f"{row}: the primary specification comes first"
+        alternatives = [s for s in specs if not s.primary]
+        assert alternatives or row in robustness.NO_ALTERNATIVE, f"{row} has no alternative and no stated reason"
+    names = {s.name for s in robustness.SPECS if s.claim == "C11"}
+    assert {"primary", "AE seed 1", "AE seed 2", "AE seed 3", "AE seed 4"} <= names  # >= 5 seeds
+    c6 = {s.name: s for s in robustness.SPECS if s.claim == "C6"}
+    assert c6["no floor"].kwargs == {"min_ratio": None}
+    assert {s.name for s in robustness.SPECS if s.claim == "C1"} >= {"r > 0.94"}
+    assert any(s.kwargs.get("min_pull") == 0.05 for s in robustness.SPECS if s.row == "C13 (arrows)")
+    assert any(s.compute.get("factor") == 3.5 for s in robustness.SPECS if s.claim == "C10")
+
+
+def test_spec_records_refuse_bad_declarations():
+    with pytest.raises(ValueError, match="data must be one of"):
+        robustness.Spec("C1", "x", "y", data="elsewhere")
+    with pytest.raises(ValueError, match="readings"):
+        robustness.Spec("C13", "x", "y")
+    with pytest.raises(ValueError, match="chapter's defaults"):
+        robustness.Spec("C1", "primary", "y", {"high_r": 0.9}, primary=True)
+
+
+def test_data_specs_cover_the_cheap_modules_on_both_axes():
+    ds = robustness.data_specs()
+    rows = {s.row for s in ds}
+    assert "C1" in rows and "C8" in rows and "C10" in rows
+    assert not any(r.startswith(("C11", "C12", "C13")) for r in rows)
+    assert {s.data for s in ds} == {"token 25 of 48", "whole lines"}
+
+
+# --------------------------------------------------------------------------- fidelity
+
+
+@pytest.mark.parametrize("chapter", ["01_residual_stream", "02_continuity", "03_growth", "04_information",
+                                     "05_rotations", "06_low_dimensional"])
+def test_primary_specification_reproduces_the_chapter_exactly(chapter):
+    module, claims = scoreboard.CHAPTERS[chapter]
+    run = _run(_walk())
+    found, outcomes, _ = robustness.evaluate([run], chapters={chapter: (module, claims)}, progress=False)
+    want = __import__(f"tdcourse.{module}", fromlist=["verdicts"]).verdicts(run, chapter=chapter)
+    assert found == want
+    for o in outcomes:
+        if o.spec.primary:
+            assert o.verdict == robustness._pick(want, o.spec)
+    assert {o.spec.claim for o in outcomes if o.spec.primary} == set(claims)
+
+
+def test_primary_specification_reproduces_the_teleport_verdicts(monkeypatch):
+    from test_perturb import _flows
+
+    run = _run(_walk(s=12))
+    fl = _flows(0.03, -0.2, label=run.label)
+    monkeypatch.setattr(perturb, "flow_fields", lambda r, **kw: fl)
+    found, outcomes, _ = robustness.evaluate([run], chapters={"07_teleport": ("perturb", ("C13",))}, progress=False)
+    assert found == perturb.verdicts(run, chapter="07_teleport", flows=fl)
+    by = {(o.spec.row, o.spec.name): o.outcome for o in outcomes}
+    # any shrink: 3 % pull reads as inward; at least 5 %: it does not (the issue's C13 case)
+    assert by[("C13 (arrows)", "primary")] == "agrees"
+    assert by[("C13 (arrows)", "pull ≥ 5 %")] == "partly"
+
+
+def test_information_chapter_and_scoreboard_share_one_unit_count():
+    assert information.N_UNITS == 32
+    for fn in (information.mi_profile, information.verdicts):
+        assert inspect.signature(fn).parameters["n_units"].default == information.N_UNITS
+
+
+def test_lowdim_ae_seed_changes_only_the_autoencoder_and_reuses_spectra():
+    run = _run(_walk(n=60, s=8, d=16))
+    kw = dict(n_boot=50, hidden=(8, 4), epochs=2, batch_size=128)
+    base = lowdim.analyse(run, **kw)
+    same = lowdim.analyse(run, ae_seed=0, spectra=(base.raw, base.std), **kw)
+    np.testing.assert_array_equal(same.latent_mean, base.latent_mean)  # ae_seed=seed: the chapter's fit
+    other = lowdim.analyse(run, ae_seed=1, spectra=(base.raw, base.std), **kw)
+    assert other.raw is base.raw and other.std is base.std
+    assert not np.array_equal(other.ae.test_idx, base.ae.test_idx)
+
+
+# --------------------------------------------------------------------------- thresholds flip where they should
+
+
+def test_c1_threshold_flips_between_0_8_and_0_94():
+    run = _run(_walk(n=40, s=6, d=8))
+    a = continuity.analyse(run.acts, n_boot=20)
+    a = dataclasses.replace(a, median_r=stats.Interval(0.93, 0.92, 0.94, 0.95), null_q999=0.1)
+    assert continuity.verdicts(run, analysis=a)[0].outcome == "agrees"
+    hi = continuity.verdicts(run, analysis=a, high_r=0.94)[0]
+    assert hi.outcome == "partly" and "above 0.94" in hi.criterion
+    with pytest.raises(ValueError, match="high_r"):
+        continuity.verdicts(run, analysis=a, high_r=1.2)
+
+
+def _accelerating(ratio: float, n=60, s=24, d=256, seed=0) -> np.ndarray:
+    """Trajectories whose step norms grow linearly so that late/early velocity is ``ratio``."""
+    rng = np.random.default_rng(seed)
+    k = s // 3
+    t = np.arange(s - 1, dtype=float)
+    # linear speed v = 1 + c t: late-third mean / early-third mean = ratio
+    early, late = t[:k].mean(), t[-k:].mean()
+    c = (ratio - 1) / (late - ratio * early)
+    speed = 1 + c * t
+    u = rng.standard_normal((n, s - 1, d))
+    u /= np.linalg.norm(u, axis=-1, keepdims=True)
+    x = np.concatenate([rng.standard_normal((n, 1, d)), u * speed[None, :, None]], axis=1)
+    return x.cumsum(1)
+
+
+def test_c6_effect_size_floor_reads_a_barely_rising_velocity_as_no_acceleration():
+    slow, fast = _run(_accelerating(1.12)), _run(_accelerating(4.5))
+    no_floor = geometry.verdicts(slow, n_boot=200, min_ratio=None)[2]
+    assert no_floor.outcome == "agrees"  # significant, but 12 %
+    floored = geometry.verdicts(slow, n_boot=200)[2]
+    assert floored.outcome == "disagrees" and "at least 1.5" in floored.criterion
+    assert geometry.verdicts(fast, n_boot=200)[2].outcome == "agrees"
+    assert geometry.MIN_VELOCITY_RATIO == 1.5
+
+
+def test_skip_sites_leaves_out_the_first_layer():
+    acts = _accelerating(2.0, s=12)
+    acts[:, 1] += 100.0  # a huge first step: skipping the first two sites must remove it
+    full = geometry.verdicts(_run(acts), n_boot=100, min_ratio=None)
+    skipped = geometry.verdicts(_run(acts), n_boot=100, min_ratio=None, skip_sites=2)
+    assert full[2].outcome != "agrees" and skipped[2].outcome == "agrees"
+    with pytest.raises(ValueError, match="skip_sites"):
+        geometry.verdicts(_run(acts), skip_sites=1)
+
+
+def test_c10_spiral_factor_and_share_threshold():
+    rng = np.random.default_rng(0)
+    n, s, d = 30, 24, 20
+    l = np.arange(s)
+    grow = np.linspace(1, 5, s)  # the portrait's amplitude grows 2.6x from the first third to the last
+    curves = np.sin(2 * np.pi * 3 * l / s)[None, :] * grow[None, :]
+    acts = np.repeat((curves[:, :, None] * rng.uniform(0.5, 1.5, d))[None, 0], n, 0)
+    acts = acts + 0.01 * rng.standard_normal((n, s, d))
+    a2 = rotations.analyse(acts, n_shuffles=20, n_samples=5, n_shuffles_per_sample=5, n_shuffles_growth=20)
+    a35 = rotations.analyse(acts, n_shuffles=20, n_samples=5, n_shuffles_per_sample=5, n_shuffles_growth=20,
+                            factor=3.5)
+    assert a2.factor == 2.0 and a35.factor == 3.5
+    assert a2.shares()["outward spiral"] == 1.0 and a35.shares()["orbit"] == 1.0
+    v = rotations.verdicts(_run(acts), "ch", analysis=a35)[2]
+    assert "≥ 3.5×" in v.criterion
+    # half orbits, half spirals: a 60 % share floor fails "both classes", a 5 % one passes
+    mixed = dataclasses.replace(a2, classes=np.array(["orbit", "outward spiral"] * (d // 2), dtype=object))
+    assert "Agrees if both classes hold ≥ 5%" in rotations.verdicts(_run(acts), "ch", analysis=mixed)[2].criterion
+    strict = rotations.verdicts(_run(acts), "ch", analysis=mixed, min_share=0.6)[2]
+    loose = rotations.verdicts(_run(acts), "ch", analysis=mixed)[2]
+    assert loose.outcome in ("agrees", "partly") and strict.outcome != loose.outcome
+
+
+def test_flows_inward_min_pull():
+    from test_perturb import _flows
+
+    fl = _flows(0.03, -0.2)
+    assert fl.inward(0, 1).estimate > 0.5 > fl.inward(0, 1, min_pull=0.05).estimate
+    with pytest.raises(ValueError, match="min_pull"):
+        fl.inward(0, 1, min_pull=1.0)
+
+
+# --------------------------------------------------------------------------- fragile marks and counts
+
+
+def _v(claim, model, outcome, value=1.0):
+    return Verdict(claim, f"paper says {claim}", "crit", model, value, "", outcome, chapter="x")
+
+
+def _outcomes(outcomes_by_spec: dict[str, str], claim="C11", kind="trained"):
+    out = []
+    for name, outcome in outcomes_by_spec.items():
+        spec = robustness.Spec(claim, name, "d", primary=name == "primary",
+                               compute={} if name == "primary" else {"ae_seed": len(out)})
+        out.append(robustness.Outcome(spec, kind, _v(claim, "t", outcome)))
+    return out
+
+
+def test_fragile_when_the_primary_outcome_is_not_a_strict_majority():
+    outs = _outcomes({"primary": "disagrees", "s1": "agrees", "s2": "partly", "s3": "disagrees", "s4": "agrees"})
+    r = robustness.summarise(outs)[("C11", "trained")]
+    assert (r.n, r.same, r.agrees, r.fragile) == (5, 2, 2, True)
+    assert r.text == "disagrees in 2 of 5"
+    solid = robustness.summarise(_outcomes({"primary": "agrees", "s1": "agrees", "s2": "partly"}))
+    assert not solid[("C11", "trained")].fragile
+    tie = robustness.summarise(_outcomes({"primary": "agrees", "s1": "partly"}))
+    assert tie[("C11", "trained")].fragile  # 1 of 2 is no majority
+
+
+def test_fragile_mark_on_scoreboard_and_landing_page():
+    vs = [_v("C11", "t", "disagrees", 0.087), _v("C1", "t", "agrees", 0.9)]
+    robust = robustness.summarise(
+        _outcomes({"primary": "disagrees", "s1": "agrees", "s2": "agrees"}) +
+        _outcomes({"primary": "agrees", "s1": "agrees"}, claim="C1"))
+    md = scoreboard.to_markdown(vs, ["t"], robust, {"t": "trained"})
+    c11 = next(r for r in md.splitlines() if r.startswith("| **C11**"))
+    c1 = next(r for r in md.splitlines() if r.startswith("| **C1**"))
+    assert "**disagrees** ✗ (0.087) ⚠ fragile" in c11 and c11.rstrip().endswith("1/3 ⚠ |")
+    assert "fragile" not in c1 and c1.rstrip().endswith("2/2 |")
+    assert "The number in parentheses" in md
+    text = scoreboard.findings_markdown(vs, "t", None, None, robust, {"t": "trained"})
+    assert "**fragile**" in text and ": C11." in text
+    page = robustness.to_markdown(_outcomes({"primary": "disagrees", "s1": "agrees", "s2": "agrees"}),
+                                  kinds=["trained"])
+    assert "**disagrees** ✗ in 1 of 3 ⚠ fragile" in page
+
+
+def test_landing_page_counts_equal_the_scoreboard_cells():
+    vs = [_v("C9", "t", "agrees"), _v("C9", "t", "partly"), _v("C13", "t", "disagrees"),
+          _v("C13", "t", "disagrees"), _v("C11", "t", "disagrees"), _v("C1", "t", "agrees"),
+          _v("C1", "r", "agrees"), _v("C13", "r", "agrees"), _v("C13", "r", "agrees")]
+    md = scoreboard.to_markdown(vs, ["t", "r"])
+    col = [r.split(" | ")[2] for r in md.splitlines() if r.startswith("| **C")]
+    cells = {o: sum(c.count(s) for c in col) for o, s in (("agrees", "**agrees**"), ("partly", "*partly*"),
+                                                            ("disagrees", "✗"))}
+    text = scoreboard.findings_markdown(vs, "t", "r", None)
+    assert cells == {"agrees": 2, "partly": 1, "disagrees": 3}
+    assert (f"**{cells['agrees']} agree**" in text and f"**{cells['partly']} partly**" in text
+            and f"**{cells['disagrees']} disagree**" in text)
+    assert "6 verdicts on 4 claims" in text and "C9, C13 read two ways" in text
+
+
+# --------------------------------------------------------------------------- data axes
+
+
+def test_whole_lines_recipe_gives_672_samples_and_keeps_old_cache_keys():
+    lines = body_lines(load_wikitext(), 100, 500)
+    assert len(lines) == 672 and all(100 <= len(t) <= 500 for t in lines)
+    assert "max_chars" not in SampleRecipe().to_dict()  # the primary captures keep their key
+    assert SampleRecipe(max_chars=500).to_dict()["max_chars"] == 500
+    recipe, n, _ = robustness.DATA["whole lines"]
+    assert n == 672 and recipe.max_chars == 500 and recipe.max_tokens >= 256
+    from tdcourse.data import check_recipe
+
+    with pytest.raises(ValueError, match="max_chars"):
+        check_recipe(SampleRecipe(max_chars=50))
+
+
+def test_token_25_of_48_is_the_state_of_token_25_in_the_full_sample(tiny_llama):
+    """The position axis reads a 25-token prefix's last token: in a causal model that is the state of
+    token 25 (index 24) of the longer sample."""
+    import torch
+
+    from tdcourse.capture import capture
+
+    model, _ = tiny_llama
+    rng = np.random.default_rng(1)
+    ids = [rng.integers(3, 100, size=40).tolist() for _ in range(3)]
+    prefix = capture(model, [x[:25] for x in ids], progress=False)
+    full = {}
+
+    def keep(pos, hidden):
+        full[pos] = hidden[:, 24].detach().numpy().copy()
+
+    from tdcourse.capture import residual_hooks
+
+    with torch.inference_mode(), residual_hooks(model, keep):
+        model.model(input_ids=torch.tensor(ids))
+    np.testing.assert_allclose(prefix, np.stack([full[p] for p in range(prefix.shape[1])], 1), atol=1e-4)
