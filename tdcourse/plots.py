@@ -520,7 +520,8 @@ def paired_scatter(
         frames.append(pd.DataFrame({"series": name, "x": x[keep], "y": y[keep], "i": keep}))
     df = pd.concat(frames, ignore_index=True).round(5)
     if shown:
-        title = alt.TitleParams(title or "", subtitle=["random subset drawn (" + "; ".join(shown) + " points)"])
+        # one line per series: a long model label must not widen the chart
+        title = alt.TitleParams(title or "", subtitle=["a random subset is drawn:"] + [f"{x} points" for x in shown])
     pts = alt.Chart(df).mark_circle(size=16, opacity=0.6).encode(
         x=alt.X("x:Q", title=x_title, scale=alt.Scale(zero=False)),
         y=alt.Y("y:Q", title=y_title, scale=alt.Scale(zero=False)),

@@ -61,7 +61,7 @@ def test_paired_scatter_samples_large_series_and_says_so():
     rows = [r for d in spec["datasets"].values() for r in d if "series" in r]
     assert len(rows) == 4000
     assert {r["series"] for r in rows} == {"trained", "random init"}
-    assert "trained: 2,000 of 4,096" in spec["title"]["subtitle"][0]
+    assert spec["title"]["subtitle"][1:] == ["trained: 2,000 of 4,096 points", "random init: 2,000 of 4,096 points"]
     # the diagonal spans all the data, not only the points drawn
     diag = [d for d in spec["datasets"].values() if len(d) == 2 and "series" not in d[0]][0]
     allx = np.concatenate([np.r_[x, y] for x, y in pairs.values()])
