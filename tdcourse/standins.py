@@ -38,7 +38,11 @@ STANDINS: dict[str, dict] = {
     "4-layer": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
                     head_dim=64, intermediate_size=512, rope_theta=10000.0, rms_norm_eps=1e-5),
 }
-_VERSION = 1  # bump when a config above changes
+_VERSION = 2  # bump when a config above or the way weights are drawn changes
+#: The stand-in's weights are drawn under ``torch.manual_seed(_WEIGHT_SEED_OFFSET + seed)``: the
+#: chapters' random-init control draws the same architecture under ``torch.manual_seed(0)``,
+#: and a stand-in drawn with that seed would be its own control.
+_WEIGHT_SEED_OFFSET = 10_000
 
 
 def standin_config(kind: str, vocab_size: int, bos_token_id: int | None, eos_token_id: int | None):
@@ -62,7 +66,9 @@ def build_standin(kind: str = "8b-shape", seed: int = 0, rebuild: bool = False) 
     kind : {"8b-shape", "4-layer"}
         See the module docstring.
     seed : int
-        Seed of the random weights (``torch.manual_seed``), part of the folder name.
+        Seed of the random weights, part of the folder name; the weights are drawn under
+        ``torch.manual_seed(10_000 + seed)``, so that they differ from the random-init control
+        (``load_model(folder, init="random", seed=0)``) the chapters compare them with.
     rebuild : bool
         Build again even if the folder exists.
 
@@ -102,7 +108,7 @@ def build_standin(kind: str = "8b-shape", seed: int = 0, rebuild: bool = False) 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-standin-{kind}-", dir=target.parent))
     try:
-        torch.manual_seed(seed)
+        torch.manual_seed(_WEIGHT_SEED_OFFSET + seed)
         model = LlamaForCausalLM(config).eval()
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)

@@ -40,3 +40,8 @@ def test_4_layer_standin_loads_and_captures_like_a_hub_model():
     ids = [tok("The residual stream")["input_ids"], tok("of a model")["input_ids"]]
     acts = capture(model, ids, progress=False)
     assert acts.shape == (2, 8, 256)
+    # the chapters' random-init control (seed 0) must be another model than the stand-in itself
+    control, _ = load_model(str(folder), init="random", seed=0)
+    w, c = model.model.layers[0].mlp.up_proj.weight, control.model.layers[0].mlp.up_proj.weight
+    assert w.shape == c.shape and not (w == c).all()
+    assert not (capture(control, ids, progress=False) == acts).all()
