@@ -70,6 +70,10 @@ __all__ = [
     "load_activations",
     "load_runs",
     "activations_dir",
+    "results_dir",
+    "result_path",
+    "save_result",
+    "load_result",
     "check_cache_room",
     "clean_stale_temporaries",
     "find_entries",
@@ -1040,6 +1044,66 @@ def load_activations(
 # A workshop: the instructor captures on a GPU, exports one .tar, laptops import it and run
 # every chapter offline (load_activations finds the imported entries, see above).
 
+# --------------------------------------------------------------------------- derived results
+
+
+def results_dir() -> Path:
+    """``<TDCOURSE_CACHE>/results/``: results computed from a capture that need the model itself
+    (chapter 7's teleport experiment), kept so that a machine without the model can read them.
+    Exported and imported with the capture they belong to."""
+    path = env.cache_dir() / "results"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def result_path(meta: dict[str, Any], name: str) -> Path:
+    """Where result ``name`` computed from the capture with metadata ``meta`` is kept:
+    ``results/<cache_key(meta)>-<name>.npz``. ``name`` must be letters, digits, ``-`` or ``_``."""
+    if not name or not all(c.isalnum() or c in "-_" for c in name):
+        raise ValueError(f"result name must be letters, digits, '-' or '_', got {name!r}")
+    return results_dir() / f"{cache_key(meta)}-{name}.npz"
+
+
+def save_result(meta: dict[str, Any], name: str, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> Path:
+    """Keep ``arrays`` (and the JSON-able ``info``) as result ``name`` of the capture ``meta``.
+
+    Written to a temporary file in the same folder, then renamed into place: a reader never
+    sees half a file. Returns the file's path.
+    """
+    path = result_path(meta, name)
+    tmp = path.parent / f"{_tmp_name()}.npz"
+    try:
+        np.savez(tmp, __info__=np.frombuffer(json.dumps(info).encode(), dtype=np.uint8), **arrays)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    return path
+
+
+def load_result(meta: dict[str, Any], name: str) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+    """Result ``name`` of the capture ``meta`` as ``(arrays, info)``, or None if not kept.
+
+    Raises
+    ------
+    CacheError
+        The file exists but is damaged (its zip checksums fail); the message says to delete it.
+    """
+    import zipfile
+
+    path = result_path(meta, name)
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        info = json.loads(arrays.pop("__info__").tobytes().decode())
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as err:
+        raise CacheError(f"The kept result {path} is damaged ({err}). Delete it; it is computed again "
+                         "where the model can be loaded.") from err
+    return arrays, info
+
+
 EXPORT_FORMAT = "tdcourse-activations-export"
 EXPORT_VERSION = 1
 _EXPORT_ROOT = "tdcourse-export"
@@ -1059,8 +1123,9 @@ def export_activations(
 
     The file holds every matching entry (the trained captures, of whatever precision, unless
     ``quant`` / ``dtype`` narrow them, and the random-init control with ``seed``) with its
-    ``meta.json`` and a manifest of checksums; no model weights. Each entry is verified
-    before it is written. Install it elsewhere with :func:`import_activations`.
+    ``meta.json``, the results kept for it (:func:`save_result`: chapter 7's teleport
+    experiment, where it ran) and a manifest of checksums; no model weights. Each entry is
+    verified before it is written. Install it elsewhere with :func:`import_activations`.
 
     Parameters
     ----------
@@ -1106,6 +1171,8 @@ def export_activations(
         meta_bytes = (path / "meta.json").read_bytes()
         manifest["entries"].append({"name": path.name, "meta_sha256": hashlib.sha256(meta_bytes).hexdigest(),
                                     "acts_bytes": (path / "acts.npy").stat().st_size})
+    results = sorted(p for path, meta in entries for p in results_dir().glob(f"{cache_key(meta)}-*.npz"))
+    manifest["results"] = [{"name": p.name, "sha256": _file_digest(p, "sha256")} for p in results]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f"{_tmp_name()}.tar"
     try:
@@ -1119,6 +1186,8 @@ def export_activations(
             for path, _ in entries:
                 for fname in ("meta.json", "acts.npy"):
                     tar.add(path / fname, arcname=f"{_EXPORT_ROOT}/{path.name}/{fname}", recursive=False)
+            for p in results:
+                tar.add(p, arcname=f"{_EXPORT_ROOT}/results/{p.name}", recursive=False)
         os.replace(tmp, out)
     finally:
         with contextlib.suppress(OSError):
@@ -1143,7 +1212,8 @@ def import_activations(file: str | Path) -> list[Path]:
     Returns
     -------
     list of pathlib.Path
-        The installed entry folders.
+        The installed entry folders, then the kept results installed with them (chapter 7's
+        teleport results, see :func:`save_result`).
 
     Raises
     ------
@@ -1215,6 +1285,22 @@ def import_activations(file: str | Path) -> list[Path]:
             finally:
                 if tmp.exists():
                     shutil.rmtree(tmp, ignore_errors=True)
+        for r in manifest.get("results", []):
+            name = r.get("name", "") if isinstance(r, dict) else ""
+            if not (name.endswith(".npz") and all(c.isalnum() or c in "-_." for c in name)):
+                raise CacheError(f"{damaged} (a result has an unexpected name: {name!r})")
+            blob = member_bytes(f"{_EXPORT_ROOT}/results/{name}")
+            if hashlib.sha256(blob).hexdigest() != r.get("sha256"):
+                raise CacheError(f"{damaged} (results/{name} does not match the manifest's checksum)")
+            target = results_dir() / name
+            tmp = target.parent / f"{_tmp_name()}.npz"
+            try:
+                tmp.write_bytes(blob)
+                os.replace(tmp, target)
+            finally:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+            installed.append(target)
     return installed
 
 

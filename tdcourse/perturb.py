@@ -34,8 +34,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from .capture import Activations, _layer_input, check_acts, residual_hooks, site_names
-from .models import decoder_layers
+from .capture import Activations, _layer_input, check_acts, load_result, residual_hooks, save_result, site_names
+from .models import ModelLoadError, decoder_layers
 from .stats import Interval
 from .verdicts import Verdict, judge
 
@@ -816,6 +816,48 @@ def _free_memory() -> None:
         pass
 
 
+#: Bump when :func:`flow_fields` computes something else from the same inputs; the kept results
+#: are also keyed by this module's source text and the torch / transformers versions.
+FLOWS_FORMAT = 1
+_FLOW_ARRAYS = ("coords", "natural", "natural_pc", "moved_pc", "dist", "dist_pc", "dist_random", "kept", "kept_pc",
+                "kept_random", "kl", "kl_random", "top1_kept", "top1_kept_random")
+
+
+def _flows_name(prompt, paper_layers, n_grid, extent, mode, seed) -> str:
+    """Name of the kept result of :func:`flow_fields` with these settings (see ``capture.result_path``)."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    import torch
+    import transformers
+
+    blob = json.dumps({"prompt": prompt, "paper_layers": [int(x) for x in paper_layers], "n_grid": int(n_grid),
+                       "extent": float(extent), "mode": mode, "seed": int(seed), "format": FLOWS_FORMAT,
+                       "code": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
+                       "torch": torch.__version__.split("+")[0], "transformers": transformers.__version__},
+                      sort_keys=True)
+    return f"flows-{mode}-{hashlib.sha256(blob.encode()).hexdigest()[:20]}"
+
+
+def _flows_to_arrays(fl: Flows) -> tuple[dict, dict]:
+    arrays = {k: np.asarray(getattr(fl, k)) for k in _FLOW_ARRAYS}
+    for f in ("mean", "components", "std", "explained"):
+        arrays[f"plane_{f}"] = np.stack([getattr(p, f) for p in fl.planes])
+    info = {"label": fl.label, "prompt": fl.prompt, "layers": list(fl.layers), "paper_layers": list(fl.paper_layers),
+            "n_grid": fl.n_grid, "extent": fl.extent, "top1": fl.top1, "mode": fl.mode}
+    return arrays, info
+
+
+def _flows_from_arrays(arrays: dict, info: dict) -> Flows:
+    planes = tuple(Plane(mean=arrays["plane_mean"][j], components=arrays["plane_components"][j],
+                         std=arrays["plane_std"][j], explained=arrays["plane_explained"][j])
+                   for j in range(len(info["layers"])))
+    return Flows(label=info["label"], prompt=info["prompt"], layers=tuple(info["layers"]),
+                 paper_layers=tuple(info["paper_layers"]), n_grid=int(info["n_grid"]), extent=float(info["extent"]),
+                 planes=planes, top1=int(info["top1"]), mode=info["mode"], **{k: arrays[k] for k in _FLOW_ARRAYS})
+
+
 def model_for(run: Activations):
     """Load the model that produced ``run`` (the spec in ``run.meta``): ``(model, tokenizer)``."""
     from .models import load_model
@@ -849,8 +891,10 @@ def flow_fields(
     run : Activations
         The N-sample capture (the planes are fitted on it; its ``meta`` names the model).
     model, tokenizer : optional
-        The model that produced ``run``; loaded from ``run.meta`` when None (then freed
-        before this returns).
+        The model that produced ``run``. When None, a result kept from an earlier call on the
+        same capture with the same settings (``capture.load_result``; exported and imported
+        with the capture) is returned without loading anything; otherwise the model is loaded
+        from ``run.meta``, freed before this returns, and the result is kept.
     prompt : str
         The seed prompt (tokenized with the model's default special tokens).
     paper_layers : sequence of int
@@ -872,15 +916,30 @@ def flow_fields(
         raise ValueError(f"mode must be 'replace' (the protocol) or 'shift', got {mode!r}")
     check_acts(run.acts, name="run.acts")  # no flow field from NaN or inf (and before loading a model)
     if model is None or tokenizer is None:
+        # Kept from an earlier run on this capture (or imported with it): no model needed.
+        name = _flows_name(prompt, paper_layers, n_grid, extent, mode, seed)
+        kept = load_result(run.meta, name) if run.meta.get("model") else None
+        if kept is not None:
+            return _flows_from_arrays(*kept)
         # Load the model for this call only and free it before returning, so that a chapter
         # looping over runs never holds two models (an 8B in bf16 is 16 GB).
-        model, tokenizer = model_for(run)
         try:
-            return flow_fields(run, model, tokenizer, prompt=prompt, paper_layers=paper_layers, n_grid=n_grid,
-                               extent=extent, mode=mode, seed=seed)
+            model, tokenizer = model_for(run)
+        except (ModelLoadError, ValueError) as err:  # offline, gated, folder gone: say what to do
+            raise ModelLoadError(
+                f"{err} The teleport experiment runs the model itself, and no kept result of it exists for "
+                "this capture here: run this chapter where the model loads, then export the captures "
+                "(python -m tdcourse export) and import them here; the export carries the kept results."
+            ) from err
+        try:
+            flows = flow_fields(run, model, tokenizer, prompt=prompt, paper_layers=paper_layers, n_grid=n_grid,
+                                extent=extent, mode=mode, seed=seed)
         finally:
             del model
             _free_memory()
+        if run.meta.get("model"):
+            save_result(run.meta, name, *_flows_to_arrays(flows))
+        return flows
     n_layers = len(decoder_layers(model))
     if n_layers != run.n_layers or model.config.hidden_size != run.d_model:
         raise ValueError(f"the model ({n_layers} layers, d_model {model.config.hidden_size}) did not produce this run "
