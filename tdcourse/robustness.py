@@ -18,8 +18,9 @@ Two kinds of specification:
   token 25 does not depend on the tokens after it, so this *is* the state at token 25 of the
   48-token sample), and whole WikiText lines of 100-500 characters (N = 672 from the test
   split) instead of the first 48 tokens of the first 1000 lines. They are captured once into
-  the cache (trained model and control; the 4-bit copy is not captured again, see
-  :data:`DATA_KINDS`).
+  the cache for the trained model and the control (:data:`DATA_KINDS`; the 4-bit copy is not
+  captured again); the build captures the 25-token axis and reads the whole-lines one only if
+  it is cached (:data:`CAPTURED_AXES`: its capture costs about two minutes per model).
 
 A verdict is **fragile** on a run when its primary outcome is not held by a strict majority of
 the specifications computed on that run (:attr:`Robustness.fragile`).
@@ -40,7 +41,7 @@ from .data import SampleRecipe
 from .verdicts import Verdict
 
 __all__ = ["RUN_KINDS", "DATA", "PRIMARY_DATA", "DATA_KINDS", "DATA_MODULES", "READINGS", "Spec", "SPECS",
-           "Outcome", "Robustness", "specs_for", "data_specs", "evaluate", "summarise", "load_data_runs",
+           "Outcome", "Robustness", "CAPTURED_AXES", "specs_for", "data_specs", "evaluate", "summarise", "load_data_runs",
            "to_markdown", "SYMBOL"]
 
 #: The runs every specification is evaluated on, in the scoreboard's column order.
@@ -413,8 +414,8 @@ def evaluate(
             for spec in mine:
                 run = primary_runs[kind] if spec.data == PRIMARY_DATA else data_runs.get(spec.data, {}).get(kind)
                 if run is None:
-                    why = ("not captured on this data axis" if spec.data != PRIMARY_DATA and kind not in DATA_KINDS
-                           else "capture not available")
+                    why = ("the 4-bit copy is not captured on the data axes" if kind not in DATA_KINDS
+                           else "not captured in this build")
                     outcomes.append(Outcome(spec, kind, None, why))
                     continue
                 outcomes.append(Outcome(spec, kind, _pick(verdicts_of(spec, run), spec)))
@@ -441,20 +442,47 @@ def summarise(outcomes: Sequence[Outcome]) -> dict[tuple[str, str], Robustness]:
     return out
 
 
-def load_data_runs(runs: Sequence[Activations], axes: Sequence[str] | None = None,
-                   progress: bool = True) -> dict[str, dict[str, Activations]]:
-    """The data axes' captures of the model behind ``runs`` (captured once, then read from the cache).
+#: Data axes the scoreboard captures when they are not cached. "whole lines" is read when it is
+#: cached but not captured by the book's build: its lines are about twice as long as the 48-token
+#: samples, so its capture costs about two minutes per model on two CPU cores (the 25-token one
+#: about half a minute). Capture it once with ``load_data_runs(runs, capture=list(DATA))``.
+CAPTURED_AXES = ("token 25 of 48",)
 
-    For each axis of :data:`DATA` other than the primary, the trained model and the control
-    (:data:`DATA_KINDS`). N is the primary run's for "token 25 of 48" and 672 for "whole
-    lines". A capture that cannot be made here (no model, no room) is left out with a printed
-    reason; its specifications then show "not run".
+
+def load_data_runs(runs: Sequence[Activations], axes: Sequence[str] | None = None,
+                   capture: Sequence[str] = CAPTURED_AXES, progress: bool = True) -> dict[str, dict[str, Activations]]:
+    """The data axes' runs of the model behind ``runs``, for :data:`DATA_KINDS` (trained, control).
+
+    Parameters
+    ----------
+    runs : sequence of Activations
+        The scoreboard's runs; the model, its dtype and the control's seed are read from their
+        ``meta``. N is the primary run's for "token 25 of 48" and 672 for "whole lines".
+    axes : sequence of str or None
+        Keys of :data:`DATA` (default: every axis but the primary).
+    capture : sequence of str
+        Axes captured (once, into the cache) when not cached; the others are used only if a
+        capture is cached already (default :data:`CAPTURED_AXES`).
+    progress : bool
+
+    Returns
+    -------
+    dict
+        ``{axis: {kind: Activations}}``; a run that is not cached and not captured, or cannot
+        be captured here (no model, no room), is left out with a printed reason, and its
+        specifications show "not run".
     """
-    from .capture import load_activations
+    from dataclasses import replace
+
+    from .capture import find_entries, load_activations, read_activations
 
     axes = [a for a in DATA if a != PRIMARY_DATA] if axes is None else list(axes)
+    unknown = [a for a in list(axes) + list(capture) if a not in DATA]
+    if unknown:
+        raise ValueError(f"unknown data axes {unknown}: use keys of robustness.DATA {list(DATA)}")
     spec = runs[0].meta.get("model", {})
     name = spec.get("name")
+    ctrl = next((r.meta["model"] for r in runs if r.meta.get("model", {}).get("init") == "random"), {})
     out: dict[str, dict[str, Activations]] = {}
     for axis in axes:
         recipe, n, _what = DATA[axis]
@@ -462,12 +490,20 @@ def load_data_runs(runs: Sequence[Activations], axes: Sequence[str] | None = Non
         got = {}
         for kind in DATA_KINDS:
             init = "random" if kind == "control" else "trained"
-            ctrl = next((r.meta["model"] for r in runs if r.meta.get("model", {}).get("init") == "random"), {})
+            seed = int(ctrl.get("seed", 0)) if kind == "control" else 0
             t0 = time.perf_counter()
             try:
-                got[kind] = load_activations(model=name, n=n, quant="none", dtype=spec.get("dtype"), init=init,
-                                             seed=int(ctrl.get("seed", 0)) if kind == "control" else 0,
-                                             recipe=recipe, progress=False)
+                if axis in capture:
+                    got[kind] = load_activations(model=name, n=n, quant="none", dtype=spec.get("dtype"), init=init,
+                                                 seed=seed, recipe=recipe, progress=False)
+                else:
+                    found = find_entries(name, replace(recipe, n=n), init=init, seed=seed, quant="none",
+                                         dtype=spec.get("dtype"))
+                    if not found:
+                        if progress:
+                            print(f"  data axis {axis!r}, {kind}: not cached, not captured by the build")
+                        continue
+                    got[kind] = read_activations(found[0][0], expect_meta=found[0][1])
             except Exception as err:  # noqa: BLE001 - the page says which capture is missing and why
                 print(f"  data axis {axis!r}, {kind}: not captured ({type(err).__name__}: {err})")
                 continue
@@ -499,7 +535,7 @@ def to_markdown(outcomes: Sequence[Outcome], kinds: Sequence[str] = RUN_KINDS,
     """
     labels = dict(labels or {})
     summ = summarise(outcomes)
-    rows = list(dict.fromkeys(o.spec.row for o in outcomes))
+    rows = sorted(dict.fromkeys(o.spec.row for o in outcomes), key=lambda r: int(r.split()[0][1:]))
     head = [f"| claim | " + " | ".join(labels.get(k, k) for k in kinds) + " |", "|---|" + "---|" * len(kinds)]
     for row in rows:
         cells = []

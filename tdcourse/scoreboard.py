@@ -6,8 +6,13 @@ and its random-init control, and writes
 
 - ``scoreboard.md``: the table (claims × model runs), each cell the outcome with its number,
   linking to the chapter; included by the book's scoreboard page;
-- ``findings.md``: a short summary of the table, included by the landing page;
-- ``verdicts.json``: every verdict, machine-readable (the build copies it beside the book).
+- ``findings.md``: a short summary of the table, included by the landing page (its counts are
+  the table's cells; fragile verdicts are named);
+- ``robustness.md``: every claim under its alternative specifications
+  (:mod:`tdcourse.robustness`), included by the book's robustness page; the table's robustness
+  column and its "⚠ fragile" marks come from the same computation;
+- ``verdicts.json``: every verdict and every specification's outcome, machine-readable (the
+  build copies it beside the book).
 
 The Llama 3.1 8B column is filled from verdicts that the chapters saved (``verdicts.save``)
 when someone ran them with ``MODEL = "meta-llama/Llama-3.1-8B"`` and this cache; otherwise it
@@ -203,7 +208,7 @@ def findings_markdown(verdicts: Sequence[Verdict], trained: str, control: str | 
     read = f"; {', '.join(twice)} read two ways" if twice else ""
     lines = [f"On **{trained}**, the scoreboard shows {n} verdicts on {len(claims)} claims{read}: "
              f"**{t['agrees']} agree** with the paper, **{t['partly']} partly** and **{t['disagrees']} disagree** "
-             f"(the {_SYMBOL['disagrees'].split()[-1]} cells)."]
+             f"({_SYMBOL['disagrees'].split()[-1]})."]
 
     def rows(model):
         out = {}
@@ -220,8 +225,12 @@ def findings_markdown(verdicts: Sequence[Verdict], trained: str, control: str | 
     frag_t = fragile(trained)
     if robust:
         lines.append(f"{len(frag_t)} of them {'is' if len(frag_t) == 1 else 'are'} **fragile** ({FRAGILE} on the "
-                     "scoreboard: most alternative specifications on {doc}`robustness` give another outcome)"
-                     + (f": {', '.join(frag_t)}." if frag_t else "."))
+                     "scoreboard: no strict majority of the claim's specifications on {doc}`robustness` gives "
+                     "that outcome)" + (f": {', '.join(frag_t)}." if frag_t else "."))
+        others = [(name, fragile(m)) for name, m in (("the 4-bit copy", quant), ("the control", control)) if m]
+        others = [f"on {name}: {', '.join(f)}" for name, f in others if f]
+        if others:
+            lines.append(f"Fragile {'; '.join(others)}.")
     by = {}
     for v in verdicts:
         by.setdefault((v.claim, v.model), set()).add(v.outcome)
@@ -299,8 +308,12 @@ def write(out_dir: Path, runs: Sequence[Activations], extra_json: Path | None = 
               f"{sum(len(v) for v in data_runs.values())} data-axis captures. On this machine the chapters' own "
               f"verdicts (the scoreboard) took {sec.get('primary', 0):.0f} s, the alternatives "
               f"{sec.get('alternatives', 0):.0f} s and reading or capturing the data axes {t_data:.0f} s.*")
+    runs_line = "Runs: " + "; ".join(f"**{k}** = {l}" for l, k in kinds.items()) + "."
+    axes = [a for a in robustness.DATA if a != robustness.PRIMARY_DATA]
+    runs_line += " Data axes in this build: " + "; ".join(
+        f"*{a}*: " + (", ".join(data_runs[a]) if data_runs.get(a) else "not run (not cached here)") for a in axes) + "."
     (out_dir / "robustness.md").write_text(robustness.to_markdown(
-        outcomes, kinds=list(dict.fromkeys(kinds.values())), labels={k: l for l, k in kinds.items()}, timing=timing))
+        outcomes, kinds=list(dict.fromkeys(kinds.values())), timing=runs_line + " " + timing))
     blob = json.dumps({"generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "columns": columns,
                        "runs": [r.meta for r in runs], "verdicts": [v.to_dict() for v in found],
                        "robustness": [o.to_dict() for o in outcomes],

@@ -293,3 +293,15 @@ def test_token_25_of_48_is_the_state_of_token_25_in_the_full_sample(tiny_llama):
     with torch.inference_mode(), residual_hooks(model, keep):
         model.model(input_ids=torch.tensor(ids))
     np.testing.assert_allclose(prefix, np.stack([full[p] for p in range(prefix.shape[1])], 1), atol=1e-4)
+
+
+def test_data_runs_are_left_out_with_a_reason_when_they_cannot_be_had(capsys):
+    run = Activations(acts=np.zeros((4, 4, 3), np.float32), sites=site_names(2), texts=[""] * 4,
+                      meta={"model": {"name": "/nonexistent/model-folder", "source": "local", "revision": None,
+                                      "quant": "none", "dtype": "float32", "init": "trained", "seed": 0}})
+    got = robustness.load_data_runs([run], capture=["token 25 of 48"])
+    assert got == {"token 25 of 48": {}, "whole lines": {}}
+    said = capsys.readouterr().out
+    assert "'token 25 of 48', trained: not captured" in said and "'whole lines', trained: not cached" in said
+    with pytest.raises(ValueError, match="unknown data axes"):
+        robustness.load_data_runs([run], axes=["middle"])
