@@ -185,6 +185,45 @@ def verdicts(run, chapter: str = "", n_null: int = 3, seed: int = 0,
         chapter=chapter)]
 
 
+def findings_notes(runs, results: dict, found) -> list[str]:
+    """Chapter 1's "what we found", as sentences computed from its results.
+
+    Parameters
+    ----------
+    runs : list of Activations
+        The trained run first, then the random-init control (if any).
+    results : dict
+        ``{run.label: Stationarity}`` from :func:`stationarity`.
+    found : list of Verdict
+        The chapter's verdicts, in the order of ``runs`` (from :func:`verdicts`).
+
+    Returns
+    -------
+    list of str
+        One paragraph each, for :func:`tdcourse.verdicts.findings`.
+    """
+    out = []
+    for run in runs:
+        r = results[run.label]
+        q99 = float(np.quantile(r.null_drift, 0.99))
+        out.append(
+            f"{run.label}: {r.frac_drifting:.1%} of units drift beyond the null's 99th percentile "
+            f"(median drift ratio F = {np.median(r.drift):.3g}; without drift, in the site-shuffled "
+            f"null, F stays below {q99:.3g} for 99 % of units). The median unit's variance grows "
+            f"{10 ** np.median(r.var_log_ratio):.3g}-fold from site 1 to the last site.")
+    trained, *control = found
+    out.append(f"The paper: the residual stream is non-stationary. Our run on {trained.model}: "
+               f"{trained.outcome}.")
+    if control:
+        same = control[0].outcome == trained.outcome
+        out.append(f"Random-init control: {control[0].outcome}. "
+                   + ("Non-stationarity is therefore not a product of training: a stack of residual "
+                      "additions with random weights drifts too (each block adds to the sum, so the "
+                      "variance grows). Training shapes how it drifts, not whether it does." if same else
+                      "The control differs, so training is what makes the stream drift."))
+    return out
+
+
 def check_site_means(fn) -> bool:
     """Check a learner's ``fn(acts) -> ndarray (n_sites, d_model)`` of per-site means; prints the result."""
     rng = np.random.default_rng(1)

@@ -18,7 +18,8 @@ from typing import Iterable
 
 from . import env
 
-__all__ = ["OUTCOMES", "TABLE_CSS", "Verdict", "judge", "table", "save", "load_all", "verdict_dir"]
+__all__ = ["OUTCOMES", "TABLE_CSS", "Verdict", "Findings", "findings", "say", "judge", "table", "styled",
+           "save", "load_all", "verdict_dir"]
 
 OUTCOMES = ("agrees", "partly", "disagrees", "not run")
 
@@ -172,3 +173,164 @@ def load_all() -> list[Verdict]:
     for path in sorted(verdict_dir().glob("*.json")):
         out.extend(Verdict(**v) for v in json.loads(path.read_text()))
     return out
+
+
+def styled(df, index: bool = False, uuid: str | None = None):
+    """A DataFrame as a reader's table: whole texts that wrap, no 0…n index column.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        The table. A meaningful index (e.g. model names) is kept with ``index=True``.
+    index : bool, default False
+        Show the index column.
+    uuid : str, optional
+        Fixed HTML id (a stable page); default: derived from the table's content.
+
+    Returns
+    -------
+    pandas.io.formats.style.Styler
+        Floats with 4 significant digits, text HTML-escaped, cells wrapping (:data:`TABLE_CSS`).
+
+    Raises
+    ------
+    TypeError
+        If ``df`` is not a DataFrame.
+    """
+    import hashlib
+
+    import pandas as pd
+
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"df must be a pandas DataFrame, got {type(df).__name__}; "
+                        "wrap a Series with .to_frame() first.")
+    if uuid is None:
+        uuid = "table_" + hashlib.sha1(df.to_csv().encode()).hexdigest()[:10]
+    sty = df.style.format(precision=4, escape="html", na_rep="—").set_uuid(uuid).set_table_styles(TABLE_CSS)
+    return sty if index else sty.hide(axis="index")
+
+
+@dataclass(frozen=True)
+class Findings:
+    """A chapter's "what we found": paragraphs a reader reads, then tables.
+
+    Made by :func:`findings`. In a notebook and in the book it renders as HTML paragraphs
+    (``_repr_html_``) followed by its tables; as text (``str``, ``repr``) it is wrapped at
+    ``width`` characters, so it fits a ~690 px book column or a terminal.
+
+    Attributes
+    ----------
+    paragraphs : tuple of str
+        Plain sentences (no markup), one paragraph each.
+    tables : tuple
+        pandas Stylers (e.g. from :func:`styled` and :func:`table`), shown in order.
+    width : int
+        Wrap width of the text form, in characters.
+    """
+
+    paragraphs: tuple
+    tables: tuple = ()
+    width: int = 80
+
+    def __str__(self) -> str:
+        import textwrap
+
+        out = [textwrap.fill(p, self.width) for p in self.paragraphs]
+        for t in self.tables:
+            data = getattr(t, "data", t)
+            out.append(data.to_string(index=False) if hasattr(data, "to_string") else str(data))
+        return "\n\n".join(out)
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _repr_html_(self) -> str:
+        import html
+
+        parts = [f"<p>{html.escape(p)}</p>" for p in self.paragraphs]
+        parts += [t.to_html() if hasattr(t, "to_html") else t._repr_html_() for t in self.tables]
+        return "<div class=\"tdcourse-findings\">\n" + "\n".join(parts) + "\n</div>"
+
+
+def say(*texts: str, width: int = 80) -> None:
+    """Print each text wrapped at ``width`` characters (later lines indented by two spaces).
+
+    A chapter's printed lines then fit the book's ~690 px content column (about 80 characters
+    of monospace) instead of running off its right edge.
+
+    Raises
+    ------
+    TypeError
+        If a text is not a string.
+    """
+    import textwrap
+
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"say() prints strings; argument {i} is {type(t).__name__}.")
+        for para in t.split("\n"):
+            print(textwrap.fill(para, width, subsequent_indent="  ") if para.strip() else "")
+
+
+def _lead(items: list) -> list[str]:
+    """One sentence per claim: the outcome on each model, a disagreement said plainly."""
+    claims: dict[str, list] = {}
+    for v in items:
+        claims.setdefault(v.claim, []).append(v)
+    out = []
+    for claim, vs in claims.items():
+        runs = "; ".join(f"{v.outcome} on {v.model} (value {v.value:.3g})" for v in vs)
+        s = f"{claim}, the paper: {vs[0].paper.rstrip('.')}. Our verdict: {runs}."
+        bad = [v.model for v in vs if v.outcome == "disagrees"]
+        if bad:
+            s += f" On {' and '.join(bad)} our model disagrees with the paper on {claim}."
+        out.append(s)
+    return out
+
+
+def findings(verdicts: Iterable[Verdict], notes: Iterable[str] = (), tables: Iterable = (),
+             lead: bool = True, width: int = 80) -> Findings:
+    """A chapter's "what we found" from its verdicts and the chapter's own sentences.
+
+    Parameters
+    ----------
+    verdicts : iterable of Verdict
+        The chapter's verdicts for this run (all models).
+    notes : iterable of str
+        Sentences computed from the chapter's results by the chapter module's
+        ``findings_notes`` (numbers filled in by code, never typed); one paragraph each.
+    tables : iterable
+        Extra tables (DataFrames are passed through :func:`styled`; Stylers kept), shown
+        before the verdict table.
+    lead : bool, default True
+        Open with one sentence per claim: the paper's statement and our outcome on each model,
+        saying plainly where our model disagrees with the paper.
+    width : int, default 80
+        Wrap width of the text form.
+
+    Returns
+    -------
+    Findings
+        Renders as paragraphs, the extra tables, then :func:`table` of the verdicts.
+
+    Raises
+    ------
+    TypeError
+        If a verdict is not a :class:`Verdict` or a note is not a string.
+    """
+    import pandas as pd
+
+    items = list(verdicts)
+    for i, v in enumerate(items):
+        if not isinstance(v, Verdict):
+            raise TypeError(f"verdicts must hold Verdict records; item {i} is {type(v).__name__}.")
+    paras = _lead(items) if lead else []
+    for i, n in enumerate(notes):
+        if not isinstance(n, str):
+            raise TypeError(f"notes must be strings (one paragraph each); item {i} is {type(n).__name__}.")
+        if n.strip():
+            paras.append(" ".join(n.split()))
+    shown = [styled(t) if isinstance(t, pd.DataFrame) else t for t in tables]
+    if items:
+        shown.append(table(items))
+    return Findings(tuple(paras), tuple(shown), width)
