@@ -603,6 +603,54 @@ def _report(ok: bool, msg: str) -> bool:
     return ok
 
 
+def findings_notes(runs, results: dict, found, high_r: float = HIGH_R) -> list[str]:
+    """Chapter 2's "what we found", as sentences computed from its results.
+
+    Parameters
+    ----------
+    runs : list of Activations
+        The trained run first, then the random-init control (if any).
+    results : dict
+        ``{run.label: Continuity}`` from :func:`analyse`.
+    found : list of Verdict
+        The chapter's verdicts for all runs (from :func:`verdicts`).
+    high_r : float
+        The "highly correlated" threshold of C1 (:data:`HIGH_R`).
+
+    Returns
+    -------
+    list of str
+        One paragraph each, for :func:`tdcourse.verdicts.findings`.
+    """
+    by = {(v.claim, v.model): v for v in found}
+    trained = runs[0].label
+    control = runs[1].label if len(runs) > 1 else None
+    words = {"C1": "most units stay highly correlated from site to site",
+             "C2": "that correlation rises with depth for most units",
+             "C3": "it is higher within a layer than across layers",
+             "C1 (random basis)": "(beyond the paper) random directions are as continuous as units"}
+    out = []
+    for claim, text in words.items():
+        if (claim, trained) not in by:
+            continue
+        t = by[(claim, trained)]
+        line = (f"{claim}: {text}. {trained}: {t.outcome} ({t.value:.3g}; "
+                f"{t.uncertainty.split(';')[0]}).")
+        if control and (claim, control) in by:
+            c = by[(claim, control)]
+            line += (f" Control: {c.outcome} ({c.value:.3g})"
+                     + (": the architecture alone gives it." if c.outcome == t.outcome == "agrees" else
+                        ": here training makes the difference." if c.outcome != t.outcome else "."))
+        out.append(line)
+    t_unit, t_rot = results[trained].median_r, results[trained].median_r_rot
+    out.append(
+        f"In the trained model the units are "
+        f"{'less' if t_rot.estimate > t_unit.estimate else 'more'} continuous than random directions "
+        f"(median r {t_unit.estimate:.3f} vs {t_rot.estimate:.3f}): the unit basis is "
+        f"{'not special; continuity comes from the residual additions' if t_rot.lo > high_r else 'special here'}.")
+    return out
+
+
 def check_adjacent_corr(fn: Callable[[np.ndarray], np.ndarray]) -> bool:
     """Check a learner's ``fn(acts) -> ndarray (n_sites - 1, d_model)`` against :func:`adjacent_corr`.
 

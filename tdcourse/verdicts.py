@@ -279,11 +279,11 @@ def _lead(items: list) -> list[str]:
         claims.setdefault(v.claim, []).append(v)
     out = []
     for claim, vs in claims.items():
-        runs = "; ".join(f"{v.outcome} on {v.model} (value {v.value:.3g})" for v in vs)
+        runs = "; ".join(f"{v.outcome} on {v.model}" for v in vs)
         s = f"{claim}, the paper: {vs[0].paper.rstrip('.')}. Our verdict: {runs}."
         bad = [v.model for v in vs if v.outcome == "disagrees"]
         if bad:
-            s += f" On {' and '.join(bad)} our model disagrees with the paper on {claim}."
+            s += f" On {' and '.join(bad)} our run disagrees with the paper: the claim does not hold there."
         out.append(s)
     return out
 
