@@ -541,6 +541,98 @@ def verdicts(run, chapter: str = "", n_boot: int = 1000, seed: int = 0,
 
 
 
+def trend_table(runs, density: dict, n_boot: int = 1000, seed: int = 0):
+    """Every density index's trend with depth, per run, as a table (chapter 3).
+
+    Parameters
+    ----------
+    runs : list of Activations
+        Runs from :func:`tdcourse.load_runs`.
+    density : dict
+        ``{run.label: {index name: (n_samples, n_sites)}}`` from :func:`density_indices`.
+    n_boot, seed : int
+        Bootstrap resamples of the samples and their seed (:func:`tdcourse.stats.curve_trend`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per run and index: ``model`` (``plots.run_tag``), ``index``, Spearman ρ with
+        depth and last-minus-first-third change with 95 % intervals, and ``rises`` (both
+        intervals above 0).
+    """
+    import pandas as pd
+
+    from .plots import run_tag
+
+    rows = []
+    for run in runs:
+        for name, v in density[run.label].items():
+            t = stats.curve_trend(v, n_boot=n_boot, seed=seed)
+            rows.append({"model": run_tag(run), "index": name,
+                         "ρ with depth [95 % CI]": f"{t.rho.estimate:+.2f} [{t.rho.lo:+.2f}, {t.rho.hi:+.2f}]",
+                         "first third": round(t.early.estimate, 3), "last third": round(t.late.estimate, 3),
+                         "last − first [95 % CI]": (f"{t.change.estimate:+.3f} [{t.change.lo:+.3f}, "
+                                                    f"{t.change.hi:+.3f}]"),
+                         "rises": bool(t.rho.lo > 0 and t.change.lo > 0)})
+    return pd.DataFrame(rows)
+
+
+def _trend_word(t) -> str:
+    """"rises", "falls" or "has no clear trend" for a :func:`tdcourse.stats.curve_trend` result."""
+    if t.rho.lo > 0 and t.change.lo > 0:
+        return "rises"
+    if t.rho.hi < 0 and t.change.hi < 0:
+        return "falls"
+    return "has no clear trend"
+
+
+def findings_notes(runs, found, density: dict, trends) -> list[str]:
+    """Chapter 3's "what we found", as sentences computed from its results.
+
+    Parameters
+    ----------
+    runs : list of Activations
+        The trained run first, then the random-init control (if any).
+    found : list of Verdict
+        The chapter's verdicts for all runs (from :func:`verdicts`).
+    density : dict
+        ``{run.label: {index: (n_samples, n_sites)}}`` from :func:`density_indices`.
+    trends : pandas.DataFrame
+        From :func:`trend_table`.
+
+    Returns
+    -------
+    list of str
+        One paragraph per run (norm growth, C4, C5, C6 with the relative velocity), then what
+        the control shares, for :func:`tdcourse.verdicts.findings`.
+    """
+    from .plots import run_tag
+
+    by = {(v.claim, v.model): v for v in found}
+    out = []
+    for run in runs:
+        c4, c5, c6 = (by[(c, run.label)] for c in ("C4", "C5", "C6"))
+        med = np.median(norms(run.acts), 0)
+        d = trends[trends.model == run_tag(run)]
+        raw_h = stats.curve_trend(density[run.label]["Hoyer"])
+        tr = stats.curve_trend(velocity(run.acts, relative=True))
+        c5_more = c5.detail.split(". ", 1)[1] if ". " in c5.detail else c5.detail
+        c6_more = c6.uncertainty.split("; ")[1] if "; " in c6.uncertainty else c6.uncertainty
+        out.append(
+            f"{run.label}. Norm: the median ‖h‖ grows {med[-1] / med[1]:.3g}-fold from {run.sites[1]} "
+            f"to {run.sites[-1]}. C4 density, {c4.outcome}: {int(d.rises.sum())} of {len(d)} indices rise; "
+            f"trimmed Hoyer ρ = {c4.value:+.2f}, raw Hoyer {_trend_word(raw_h)} (ρ = {raw_h.rho.estimate:+.2f}). "
+            f"C5 cosine, {c5.outcome}: ρ = {c5.value:+.2f} over site steps. {c5_more} "
+            f"C6 velocity, {c6.outcome}: ρ = {c6.value:+.2f}, {c6_more}; relative velocity {_trend_word(tr)} "
+            f"(last / first third {tr.ratio.estimate:.2g}).")
+    if len(runs) > 1:
+        same = [c for c in ("C4", "C5", "C6") if by[(c, runs[0].label)].outcome == by[(c, runs[1].label)].outcome]
+        out.append(f"The random-init control reaches the same outcome as the trained model for: "
+                   f"{', '.join(same) or 'no claim'}. A claim the control satisfies as well is a property of "
+                   "the residual architecture, not of training.")
+    return out
+
+
 def check_hoyer_density(fn: Callable[[np.ndarray], np.ndarray]) -> bool:
     """Compare a learner's ``fn(h) -> (...)`` (Hoyer density over the last axis, no trimming)
     with :func:`hoyer_density` on fixed vectors; prints one line per case, returns True if all pass."""

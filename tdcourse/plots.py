@@ -302,6 +302,26 @@ def flow_field(
     return alt.layer(rules, heads, path, star, title=title).properties(width=width, height=height)
 
 
+def run_tag(run) -> str:
+    """A short name of a run for chart legends: ``"random init"`` or ``"trained"``.
+
+    Parameters
+    ----------
+    run : Activations
+        A run from :func:`tdcourse.load_runs`; its ``meta["model"]["init"]`` says how its
+        weights were made.
+
+    Returns
+    -------
+    str
+        ``"random init"`` for the random-init control, else ``"trained"``.
+    """
+    meta = getattr(run, "meta", None)
+    if not isinstance(meta, dict):
+        raise TypeError(f"run must be an Activations record (with .meta), got {type(run).__name__}")
+    return "random init" if meta.get("model", {}).get("init") == "random" else "trained"
+
+
 def panels(charts: Sequence, columns: int = 5, title: str = ""):
     """Charts side by side, wrapping after ``columns`` (each keeps its own axes)."""
     alt = _alt()

@@ -283,7 +283,7 @@ def _lead(items: list) -> list[str]:
         s = f"{claim}, the paper: {vs[0].paper.rstrip('.')}. Our verdict: {runs}."
         bad = [v.model for v in vs if v.outcome == "disagrees"]
         if bad:
-            s += f" On {' and '.join(bad)} our run disagrees with the paper: the claim does not hold there."
+            s += f" On {' and '.join(bad)} the claim does not hold: our run disagrees with the paper."
         out.append(s)
     return out
 
