@@ -142,7 +142,9 @@ def turning_angles(traj: np.ndarray) -> np.ndarray:
     to ``l + 1`` of the phase portrait. It is computed as
     ``atan2(t_l × t_{l+1}, t_l · t_{l+1})`` for consecutive tangent vectors ``t``, which is the
     same angle in ``(−π, π]`` without wrapping (and 0 where a step has zero length).
-    Positive = counter-clockwise.
+    Positive = counter-clockwise. An exact reversal of direction counts as ``+π`` (half a turn
+    counter-clockwise), whatever the sign of the zero cross product: the interval is
+    ``(−π, π]``, as in the text of chapter 5 and its exercise.
 
     Parameters
     ----------
@@ -158,7 +160,17 @@ def turning_angles(traj: np.ndarray) -> np.ndarray:
     dy = np.diff(g, axis=-1)
     cross = dx[..., :-1] * dy[..., 1:] - dy[..., :-1] * dx[..., 1:]
     dot = dx[..., :-1] * dx[..., 1:] + dy[..., :-1] * dy[..., 1:]
-    return np.arctan2(cross, dot)
+    return _wrap_half_open(np.arctan2(cross, dot))
+
+
+def _wrap_half_open(angle: np.ndarray) -> np.ndarray:
+    """Map ``−π`` to ``+π`` in place, so that every angle lies in ``(−π, π]``.
+
+    ``atan2(−0.0, x < 0)`` is ``−π`` and ``atan2(+0.0, x < 0)`` is ``+π``: without this, an
+    exact reversal would count as either half turn depending on the sign of a zero.
+    """
+    angle[angle == -np.pi] = np.pi
+    return angle
 
 
 def _turning_sum(a: np.ndarray) -> np.ndarray:
@@ -185,6 +197,7 @@ def _turning_sum(a: np.ndarray) -> np.ndarray:
     dot = dx[:, :-1] * dx[:, 1:]
     dot += dy[:, :-1] * dy[:, 1:]
     np.arctan2(cross, dot, out=cross)
+    _wrap_half_open(cross)
     return cross.sum(1, dtype=np.float64)
 
 
@@ -884,6 +897,79 @@ def _check_cases() -> list[tuple[str, np.ndarray]]:
         ("a growing oscillation", np.exp(l / 30) * np.sin(2 * np.pi * l / 12)),
         ("random walk, 5 units at once (shape (5, 61))", rng.standard_normal((5, 61)).cumsum(-1)),
     ]
+
+
+def findings_notes(runs, by_run: dict, analyses: dict, norm_shares, walk64: float,
+                   white64: float) -> list[str]:
+    """Chapter 5's "what we found", as sentences computed from its results.
+
+    Parameters
+    ----------
+    runs : list of Activations
+        The trained run first, then the random-init control (if any).
+    by_run : dict
+        ``{run.label: [C9 mean-trajectory, C9 per-sample, C10]}`` from :func:`verdicts`.
+    analyses : dict
+        ``{run.label: RotationAnalysis}`` from :func:`analyse`.
+    norm_shares : pandas.DataFrame
+        Class shares after dividing out the stream's RMS, indexed by run label, columns
+        :data:`CLASSES`.
+    walk64, white64 : float
+        Mean R of a Gaussian random walk and of white noise over 64 sites
+        (:func:`reference_rotation_counts`).
+
+    Returns
+    -------
+    list of str
+        One paragraph per run, then C9 and C10 against the paper (disagreements said plainly).
+    """
+    out = []
+    for run in runs:
+        an = analyses[run.label]
+        parts = []
+        for t, name in ((an.mean, "R of the mean trajectory"), (an.per_sample, "the mean of per-sample R")):
+            fewer = abs(t.mean_real) < abs(t.null_means.mean())
+            parts.append(f"{name}: mean R = {t.mean_real:.2f} over {t.n_sites} sites ({t.abs_rescaled:.2f} turns "
+                         f"at 64 sites); shuffled {t.null_means.mean():.2f} ± {t.null_means.std():.2f}, "
+                         f"z = {t.z:.1f}: the real curves turn {'less' if fewer else 'more'} than the shuffled ones")
+        sh = an.shares()
+        ns = norm_shares.loc[run.label]
+        out.append(f"{run.label}. " + ". ".join(p[0].upper() + p[1:] for p in parts) + ". "
+                   f"Classes: {sh['orbit']:.1%} orbits, {sh['outward spiral']:.1%} outward spirals, "
+                   f"{sh['inward spiral']:.1%} inward spirals; after dividing out the stream's norm: "
+                   f"{ns['orbit']:.1%} orbits, {ns['outward spiral']:.1%} outward spirals.")
+    trained = runs[0].label
+    c9_mean, c9_sample, c10 = by_run[trained]
+    t_mean = analyses[trained].mean
+    c9 = (f"C9. The paper: units circle about 10 times over 64 sites ({PAPER_MEAN_R} quoted). Our {trained}: "
+          f"{t_mean.abs_rescaled:.2f} (mean trajectory, {c9_mean.outcome}), "
+          f"{analyses[trained].per_sample.abs_rescaled:.2f} (per sample, {c9_sample.outcome}). "
+          f"A Gaussian random walk of 64 steps turns {abs(walk64):.2f} times and white noise {abs(white64):.2f} "
+          "times: a count near 10 is what this measure gives for a curve of that length, with or without "
+          "dynamics.")
+    ctrl = runs[1].label if len(runs) > 1 else None
+    if ctrl:
+        c_mean = analyses[ctrl].mean
+        close = abs(c_mean.abs_rescaled - t_mean.abs_rescaled) < 0.25 * t_mean.abs_rescaled
+        c9 += (f" The random-init control turns {c_mean.abs_rescaled:.2f} times ({by_run[ctrl][0].outcome}): "
+               + ("within a quarter of the trained count, so the count is not a product of training."
+                  if close else "far from the trained count, so training changes it."))
+    out.append(c9)
+    c10_text = f"C10. The paper: some units orbit, others spiral outward. Our {trained}: {c10.outcome}; {c10.uncertainty}."
+    sh, sh_n = analyses[trained].shares(), norm_shares.loc[trained]
+    if sh["outward spiral"] > 0.5 and sh_n["outward spiral"] < 0.05:
+        c10_text += (f" Almost every unit spirals outward, but only {sh_n['outward spiral']:.1%} still do once "
+                     "the stream's norm is divided out: the spirals are the growth of the residual stream, not "
+                     "units leaving orbits.")
+    if ctrl:
+        cv = by_run[ctrl][2]
+        n_units = analyses[ctrl].classes.size
+        ci = stats.proportion_ci(int(round(analyses[ctrl].shares()["outward spiral"] * n_units)), n_units)
+        c10_text += (f" Random-init control: {cv.outcome}; {cv.uncertainty}."
+                     + (f" Its outward-spiral share sits on the 5 % threshold (95 % CI {ci.lo:.1%}–{ci.hi:.1%}), "
+                        "so this outcome could go either way." if ci.lo < 0.05 <= ci.hi else ""))
+    out.append(c10_text)
+    return out
 
 
 def check_rotation_count(fn: Callable[[np.ndarray], np.ndarray]) -> bool:

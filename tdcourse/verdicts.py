@@ -279,7 +279,7 @@ def _lead(items: list) -> list[str]:
         claims.setdefault(v.claim, []).append(v)
     out = []
     for claim, vs in claims.items():
-        runs = "; ".join(f"{v.outcome} on {v.model}" for v in vs)
+        runs = "; ".join(dict.fromkeys(f"{v.outcome} on {v.model}" for v in vs))  # each reading once
         s = f"{claim}, the paper: {vs[0].paper.rstrip('.')}. Our verdict: {runs}."
         bad = [v.model for v in vs if v.outcome == "disagrees"]
         if bad:
