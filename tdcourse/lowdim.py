@@ -1093,6 +1093,51 @@ def verdicts(run, chapter: str = "06_low_dimensional", result: LowDim | None = N
 
 
 
+def findings_notes(runs, by_run: dict, results: dict, curvature) -> list[str]:
+    """Chapter 6's "what we found", as sentences computed from its results.
+
+    Parameters
+    ----------
+    runs : list of Activations
+        The trained run first, then the random-init control (if any).
+    by_run : dict
+        ``{run.label: [C11, C12 error, C12 dimension]}`` from :func:`verdicts`.
+    results : dict
+        ``{run.label: LowDim}`` from :func:`analyse`.
+    curvature : pandas.DataFrame
+        The chapter's curvature table: columns ``model``, ``space``, ``bend``.
+
+    Returns
+    -------
+    list of str
+        C11, C12 (error), C12 (dimension) against the paper, then the control's verdicts and
+        how many it shares with the trained model.
+    """
+    trained = runs[0].label
+    c11, c12_err, c12_dim = by_run[trained]
+    r = results[trained]
+    bends = curvature.set_index(["model", "space"])["bend"]
+    ten = f"PC1–PC{r.pc_mean.shape[1]}"
+    out = [
+        f"C11. The paper: the 2-D latent path is curved. Our {trained}: the mean latent path bows from its "
+        f"chord by {c11.value:.3f} of the chord ({c11.outcome}; threshold 0.1); {c11.uncertainty}. The same "
+        f"mean path in {ten}: bend {bends[(trained, ten)]:.3f} (trained)"
+        + (f", {bends[(runs[1].label, ten)]:.3f} (control)." if len(runs) > 1 else "."),
+        f"C12, error. The paper: early layers are harder to reconstruct. Ours: early-third minus late-third "
+        f"NMSE = {c12_err.value:.3g} ({c12_err.outcome}); {c12_err.detail.rstrip('.')}.",
+        f"C12, dimension. The paper: later layers are lower-dimensional. Ours: raw PR early minus late = "
+        f"{c12_dim.value:.3g} ({c12_dim.outcome}); {c12_dim.uncertainty.rstrip('.')}.",
+    ]
+    if len(runs) > 1:
+        ctrl = runs[1].label
+        same = [a.outcome == b.outcome for a, b in zip(by_run[trained], by_run[ctrl])]
+        out.append("The random-init control: "
+                   + "; ".join(f"{v.claim} {v.outcome} ({v.value:.3g})" for v in by_run[ctrl]) + ". "
+                   f"Verdicts shared by the trained model and its control: {sum(same)} of {len(same)} (a shared "
+                   "verdict comes from the architecture and the scale of the stream, not from training).")
+    return out
+
+
 def check_participation_ratio(fn: Callable[[np.ndarray], Any]) -> bool:
     """Check a learner's participation ratio ``fn(x) -> float`` of a data matrix
     ``x`` of shape (n_samples, n_units) against known answers. Prints PASS/FAIL per case and

@@ -279,9 +279,21 @@ def _lead(items: list) -> list[str]:
         claims.setdefault(v.claim, []).append(v)
     out = []
     for claim, vs in claims.items():
-        runs = "; ".join(dict.fromkeys(f"{v.outcome} on {v.model}" for v in vs))  # each reading once
-        s = f"{claim}, the paper: {vs[0].paper.rstrip('.')}. Our verdict: {runs}."
-        bad = [v.model for v in vs if v.outcome == "disagrees"]
+        models: dict[str, list] = {}
+        for v in vs:
+            models.setdefault(v.model, []).append(v)
+        parts, bad = [], []
+        for model, mv in models.items():
+            if len({v.outcome for v in mv}) == 1:  # one outcome, however many readings
+                many = f" ({'both' if len(mv) == 2 else f'all {len(mv)}'} readings)" if len(mv) > 1 else ""
+                parts.append(f"{mv[0].outcome} on {model}{many}")
+                bad += [model] if mv[0].outcome == "disagrees" else []
+            else:  # readings differ: number them in the table's order
+                for i, v in enumerate(mv, 1):
+                    name = f"{model} (reading {i}: {v.criterion.split(',')[0].split(';')[0][:60]})"
+                    parts.append(f"{v.outcome} on {name}")
+                    bad += [name] if v.outcome == "disagrees" else []
+        s = f"{claim}, the paper: {vs[0].paper.rstrip('.')}. Our verdict: {'; '.join(parts)}."
         if bad:
             s += f" On {' and '.join(bad)} the claim does not hold: our run disagrees with the paper."
         out.append(s)

@@ -109,3 +109,15 @@ def test_stationarity_notes_state_the_computed_numbers():
     assert f"stays below {q99} for 99 % of units" in notes[0]
     assert f"{res.frac_drifting:.1%} of units drift" in notes[0]
     assert re.search(r"Our run on toy: agrees", notes[-1])
+
+
+def test_findings_lead_tells_readings_apart():
+    vs = [verdicts.judge("C12", "early layers harder", "held-out NMSE, early minus late", "m", 1, agrees=True),
+          verdicts.judge("C12", "early layers harder", "raw PR early minus late", "m", 1, agrees=False),
+          verdicts.judge("C12", "early layers harder", "a", "ctrl", 1, agrees=True),
+          verdicts.judge("C12", "early layers harder", "b", "ctrl", 1, agrees=True)]
+    lead = verdicts.findings(vs).paragraphs[0]
+    assert "agrees on m (reading 1: held-out NMSE" in lead
+    assert "disagrees on m (reading 2: raw PR early minus late)" in lead
+    assert "agrees on ctrl (both readings)" in lead
+    assert "On m (reading 2: raw PR early minus late) the claim does not hold" in lead
