@@ -1113,6 +1113,115 @@ def verdicts(run: Activations, chapter: str = "", flows: Flows | None = None, k:
 # --------------------------------------------------------------------------- exercises
 
 
+def layer_names(flows: "Flows") -> list[str]:
+    """Chart labels of the injection layers: ``"<our layer> (paper <paper layer>)"``.
+
+    Parameters
+    ----------
+    flows : Flows
+        From :func:`flow_fields`.
+
+    Returns
+    -------
+    list of str
+        One label per injection layer, shallow to deep.
+    """
+    return [f"{l} (paper {p})" for l, p in zip(flows.layers, flows.paper_layers)]
+
+
+def _pull_at(fl: "Flows", paper_layer: int, space: str = "full", k: int = 4) -> tuple[float, int]:
+    """``1 - κ̄`` after ``k`` layers (or to the model's end) at a paper layer, and that ``k``."""
+    j = list(fl.paper_layers).index(paper_layer)
+    k = min(k, fl.n_layers - fl.layers[j])
+    return float(1 - fl.curve(j, "kept", space)[k]), k
+
+
+def findings_table(runs, flows: dict):
+    """Chapter 7's per-layer numbers behind the verdicts, one row per model and injection layer.
+
+    Parameters
+    ----------
+    runs : list of Activations
+    flows : dict
+        ``{run.label: Flows}`` from :func:`flow_fields`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns: model, layer (ours and the paper's), contraction ratio ``r`` at k = 1 for the
+        grid and for random directions, share of inward arrows in the plane (k = 1), pull
+        ``1 - κ̄`` after 4 layers (full space) for the grid and random directions, and the
+        median KL divergence of the next token (nats) for the grid and random directions.
+    """
+    import pandas as pd
+
+    rows = []
+    for run in runs:
+        fl = flows[run.label]
+        s1, s4 = fl.summary(k=1), fl.summary(k=4)
+        for i in range(len(s1)):
+            rows.append({"model": run.label, "layer": f"{s1.layer.iloc[i]} (paper {s1['paper layer'].iloc[i]})",
+                         "r (k = 1)": s1["ratio full"].iloc[i], "r, random": s1["ratio random"].iloc[i],
+                         "inward (plane)": s1["inward plane"].iloc[i],
+                         "pull after 4": s4["pull"].iloc[i], "pull, random": s4["pull random"].iloc[i],
+                         "KL grid": s1["KL grid"].iloc[i], "KL random": s1["KL random"].iloc[i]})
+    return pd.DataFrame(rows).round(3)
+
+
+def findings_notes(runs, found, flows: dict) -> list[str]:
+    """Chapter 7's "what we found", as sentences computed from its flow fields.
+
+    Parameters
+    ----------
+    runs : list of Activations
+        The trained run first, then the random-init control (if any).
+    found : list of Verdict
+        The chapter's C13 verdicts (two readings per model, from :func:`verdicts`).
+    flows : dict
+        ``{run.label: Flows}`` from :func:`flow_fields`; must include the paper's layer 7.
+
+    Returns
+    -------
+    list of str
+        Early and late inward shares per model, the two readings against the paper (a
+        difference between them said plainly), the size of the pull against the control and
+        against random directions.
+    """
+    out = []
+    for run in runs:
+        s1 = flows[run.label].summary(k=1)
+        early = s1[s1["paper layer"].isin([0, 7])]["inward plane"].mean()
+        late = s1[s1["paper layer"].isin([23, 31])]["inward plane"].mean()
+        out.append(f"{run.label}: inward arrows in the plane one layer after injection, mean over the early "
+                   f"layers (paper 0 and 7) {early:.0%}, over the late layers (paper 23 and 31) {late:.0%}.")
+    by = {(v.model, v.criterion): v for v in found}
+    trained = runs[0].label
+    ratio_v, arrow_v = by[(trained, C13_RATIO_CRITERION)], by[(trained, C13_ARROWS_CRITERION)]
+    s = (f"The paper: lower layers pull teleported states back, deeper ones less. On {trained}: the distance "
+         f"reading {ratio_v.outcome}, the arrow reading {arrow_v.outcome}.")
+    if ratio_v.outcome != arrow_v.outcome:
+        s += (" The two readings differ: the arrows say whether a block pushes back along the displacement, "
+              "the distance also counts what the blocks write in every other direction, and here that "
+              "outweighs the pull.")
+    out.append(s)
+    pull_g, k4 = _pull_at(flows[trained], 7)
+    if len(runs) > 1:
+        ctrl = runs[1].label
+        c_arrow = by[(ctrl, C13_ARROWS_CRITERION)]
+        pull_c, _ = _pull_at(flows[ctrl], 7)
+        out.append(f"Random-init control: distance reading {by[(ctrl, C13_RATIO_CRITERION)].outcome}, arrow "
+                   f"reading {c_arrow.outcome}. Size of the pull after {k4} layers at paper layer 7: trained "
+                   f"{pull_g:.2f}, control {pull_c:.2f}"
+                   + (": the signs of the arrows come with the architecture, the size of the pull with training."
+                      if c_arrow.outcome == arrow_v.outcome and abs(pull_g) > 3 * abs(pull_c) else "."))
+    pull_r, _ = _pull_at(flows[trained], 7, "random")
+    out.append(f"In {trained}, random directions of the same length at paper layer 7 are pulled back by "
+               f"{pull_r:.2f} after {k4} layers, grid displacements by {pull_g:.2f}: "
+               + ("the pull is not specific to the plane the data vary in." if pull_r > 0.5 * pull_g
+                  else "the pull is specific to the plane the data vary in."))
+    return out
+
+
 def check_recovery_ratio(fn) -> bool:
     """Check a learner's recovery ratio against :func:`recovery_ratio` on fixed inputs.
 
