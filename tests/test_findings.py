@@ -121,3 +121,72 @@ def test_findings_lead_tells_readings_apart():
     assert "disagrees on m (reading 2: raw PR early minus late)" in lead
     assert "agrees on ctrl (both readings)" in lead
     assert "On m (reading 2: raw PR early minus late) the claim does not hold" in lead
+
+
+# --- the chapters' findings_notes on a small synthetic run: the sentences hold the computed numbers
+
+
+@pytest.fixture(scope="module")
+def toy_run():
+    from tdcourse import continuity  # noqa: F401  (imported here so a failure names this fixture)
+
+    rng = np.random.default_rng(0)
+    n_layers = 5
+    acts = np.cumsum(rng.normal(size=(60, 2 * n_layers, 16)), axis=1).astype(np.float32)
+    sites = [f"resid_{k}.{l}" for l in range(n_layers) for k in ("pre", "mid")]
+    return SimpleNamespace(label="toy", acts=acts, sites=sites, meta={"model": {}}, n_layers=n_layers, d_model=16)
+
+
+def test_continuity_notes_state_the_verdict_values(toy_run):
+    from tdcourse import continuity
+
+    res = continuity.analyse(toy_run.acts, n_boot=20, n_dirs=16, seed=0)
+    found = continuity.verdicts(toy_run, "x", analysis=res)
+    notes = continuity.findings_notes([toy_run], {"toy": res}, found)
+    by = {v.claim: v for v in found}
+    assert notes[0].startswith(f"C1: most units stay highly correlated from site to site. toy: {by['C1'].outcome} "
+                               f"({by['C1'].value:.3g};")
+    assert f"median r {res.median_r.estimate:.3f} vs {res.median_r_rot.estimate:.3f}" in notes[-1]
+
+
+def test_geometry_notes_state_growth_and_trends(toy_run):
+    from tdcourse import geometry
+
+    dens = {"toy": geometry.density_indices(toy_run.acts)}
+    found = geometry.verdicts(toy_run, "x", n_boot=50, density=dens["toy"])
+    trends = geometry.trend_table([toy_run], dens, n_boot=50)
+    assert list(trends.columns[:2]) == ["model", "index"] and set(trends.model) == {"trained"}
+    (note,) = geometry.findings_notes([toy_run], found, dens, trends)
+    med = np.median(geometry.norms(toy_run.acts), 0)
+    assert f"grows {med[-1] / med[1]:.3g}-fold" in note
+    assert f"{int(trends.rises.sum())} of {len(trends)} indices rise" in note
+
+
+def test_information_notes_state_the_dip(toy_run):
+    from tdcourse import geometry
+
+    prof = {"toy": information.mi_profile(toy_run.acts, n_units=8, seed=0)}
+    found = information.verdicts(toy_run, "x", profile=prof["toy"])
+    names = geometry.step_sites(toy_run.sites)
+    notes = information.findings_notes([toy_run], found, prof, names)
+    d = information.dip_and_recovery(prof["toy"].mi["knn"].T, seed=0)
+    assert f"falls by {d.rel_drop.estimate:.0%}" in notes[0] and names[d.low] in notes[0]
+    assert notes[-1].endswith(f"Ours on toy: {found[0].outcome}.")
+    assert information.shape_table([toy_run], prof, names).shape == (4, 8)
+
+
+def test_rotation_notes_state_counts_and_yardsticks(toy_run):
+    an = {"toy": rot.analyse(toy_run.acts, label="toy", n_shuffles=50, n_samples=20, n_shuffles_per_sample=5)}
+    by = {"toy": rot.verdicts(toy_run, "x", analysis=an["toy"])}
+    shares = pd.DataFrame([{"model": "toy"} | {c: 0.1 for c in rot.CLASSES}]).set_index("model")
+    notes = rot.findings_notes([toy_run], by, an, shares, walk64=10.9, white64=14.8)
+    assert f"{an['toy'].mean.abs_rescaled:.2f} (mean trajectory, {by['toy'][0].outcome})" in notes[1]
+    assert "random walk of 64 steps turns 10.90 times and white noise 14.80 times" in notes[1]
+    assert notes[2].startswith(f"C10. The paper: some units orbit, others spiral outward. Our toy: {by['toy'][2].outcome}")
+
+
+def test_perturb_layer_names():
+    from tdcourse import perturb
+
+    fl = SimpleNamespace(layers=(0, 7, 14), paper_layers=(0, 7, 15))
+    assert perturb.layer_names(fl) == ["0 (paper 0)", "7 (paper 7)", "14 (paper 15)"]
