@@ -58,7 +58,7 @@ test-notebooks: setup capture
 # The paper's scale without its weights (see tdcourse/standins.py): every chapter, unedited,
 # on a random-weight model with Llama 3.1 8B's activation shape (width 4096, 64 sites) and on a
 # 4-layer Llama, at a reduced N. Only the course's one setting changes (TDCOURSE_MODEL/_N).
-STANDIN_N ?= 160
+STANDIN_N ?= 128
 STANDIN_KINDS ?= 8b-shape 4-layer
 standins: setup
 	for kind in $(STANDIN_KINDS); do $(BIN)/python -m tdcourse standin --kind $$kind || exit 1; done
