@@ -175,6 +175,14 @@ def load_all() -> list[Verdict]:
     return out
 
 
+#: CSS of :func:`styled`: as :data:`TABLE_CSS`, a smaller font, and long words (site names, numbers
+#: with intervals) may break anywhere, so a table of many columns still fits a ~690 px column.
+STYLED_CSS = TABLE_CSS + [
+    {"selector": "", "props": [("font-size", "85%")]},
+    {"selector": "th, td", "props": [("overflow-wrap", "anywhere")]},
+]
+
+
 def styled(df, index: bool = False, uuid: str | None = None):
     """A DataFrame as a reader's table: whole texts that wrap, no 0…n index column.
 
@@ -206,7 +214,7 @@ def styled(df, index: bool = False, uuid: str | None = None):
                         "wrap a Series with .to_frame() first.")
     if uuid is None:
         uuid = "table_" + hashlib.sha1(df.to_csv().encode()).hexdigest()[:10]
-    sty = df.style.format(precision=4, escape="html", na_rep="—").set_uuid(uuid).set_table_styles(TABLE_CSS)
+    sty = df.style.format(precision=4, escape="html", na_rep="—").set_uuid(uuid).set_table_styles(STYLED_CSS)
     return sty if index else sty.hide(axis="index")
 
 
@@ -252,11 +260,12 @@ class Findings:
         return "<div class=\"tdcourse-findings\">\n" + "\n".join(parts) + "\n</div>"
 
 
-def say(*texts: str, width: int = 80) -> None:
+def say(*texts: str, width: int = 68) -> None:
     """Print each text wrapped at ``width`` characters (later lines indented by two spaces).
 
-    A chapter's printed lines then fit the book's ~690 px content column (about 80 characters
-    of monospace) instead of running off its right edge.
+    A chapter's printed lines then fit the book's ~690 px content column at 1280 px (77
+    characters of monospace there, 69 inside an exercise's solution box) instead of running
+    off its right edge.
 
     Raises
     ------

@@ -63,7 +63,7 @@ def test_styled_has_no_index_and_wraps():
 def test_say_wraps_long_lines(capsys):
     verdicts.say("a " * 100 + "end")
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) > 1 and all(len(line) <= 80 for line in lines)
+    assert len(lines) > 1 and all(len(line) <= 68 for line in lines)  # 69 fit a solution box at 1280 px
     assert lines[1].startswith("  ")
 
 
