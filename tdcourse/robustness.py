@@ -32,8 +32,11 @@ chapter's) and every specification's outcome; :func:`summarise` the counts per c
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .capture import Activations
@@ -42,7 +45,7 @@ from .verdicts import Verdict
 
 __all__ = ["RUN_KINDS", "DATA", "PRIMARY_DATA", "DATA_KINDS", "DATA_MODULES", "READINGS", "Spec", "SPECS",
            "Outcome", "Robustness", "CAPTURED_AXES", "specs_for", "data_specs", "evaluate", "summarise", "load_data_runs",
-           "to_markdown", "SYMBOL"]
+           "to_markdown", "SYMBOL", "save_summary", "for_runs"]
 
 #: The runs every specification is evaluated on, in the scoreboard's column order.
 RUN_KINDS = ("trained", "4-bit", "control")
@@ -584,3 +587,45 @@ def to_markdown(outcomes: Sequence[Outcome], kinds: Sequence[str] = RUN_KINDS,
                 parts.append(f"- no alternative definition: {NO_ALTERNATIVE[row]}")
             parts.append("")
     return "\n".join(parts) + "\n"
+
+
+def _summary_file():
+    from .verdicts import verdict_dir
+
+    return verdict_dir() / "robustness.json"
+
+
+def save_summary(runs: Sequence[Activations], summary: Mapping[tuple[str, str], Robustness]) -> Path:
+    """Keep :func:`summarise`'s result in ``$TDCOURSE_CACHE/verdicts/robustness.json``, each row
+    tagged with the model label and the cache key of the capture it was computed on, so that a
+    chapter's "what we found" can say how robust its verdicts are (:func:`for_runs`)."""
+    from .capture import cache_key
+
+    keys = {_kind_of(r, i): (r.label, cache_key(r.meta)) for i, r in enumerate(runs) if r.meta}
+    rows = [{"row": rb.row, "kind": kind, "model": keys[kind][0], "capture": keys[kind][1], "primary": rb.primary,
+             "n": rb.n, "same": rb.same, "agrees": rb.agrees}
+            for (row, kind), rb in summary.items() if kind in keys]
+    path = _summary_file()
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(rows, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def for_runs(runs: Sequence[Activations]) -> dict[tuple[str, str], Robustness]:
+    """``{(row, model label): Robustness}`` kept by the last scoreboard build for exactly these
+    captures (matched by cache key), for :func:`tdcourse.verdicts.findings`; empty when none was
+    computed for them (another model or N: the scoreboard computes SmolLM2's)."""
+    from .capture import cache_key
+
+    path = _summary_file()
+    if not path.exists():
+        return {}
+    try:
+        rows = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    wanted = {cache_key(r.meta): r.label for r in runs if r.meta}
+    return {(d["row"], wanted[d["capture"]]): Robustness(row=d["row"], kind=d["kind"], primary=d["primary"], n=d["n"],
+                                                          same=d["same"], agrees=d["agrees"])
+            for d in rows if isinstance(d, dict) and d.get("capture") in wanted}

@@ -297,6 +297,7 @@ def write(out_dir: Path, runs: Sequence[Activations], extra_json: Path | None = 
                                           sorted({v.model for v in found if v.model.startswith(LLAMA)}))
     kinds = {r.label: robustness._kind_of(r, i) for i, r in enumerate(runs)}
     summ = robustness.summarise(outcomes)
+    robustness.save_summary(runs, summ)  # the chapters' "what we found" say how robust their verdicts are
     (out_dir / "scoreboard.md").write_text(to_markdown(found, columns, summ, kinds))
     labels = [r.label for r in runs]
     trained = labels[0]

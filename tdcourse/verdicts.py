@@ -309,8 +309,34 @@ def _lead(items: list) -> list[str]:
     return out
 
 
+def _robustness_paragraph(items: list, robustness) -> str:
+    """How robust the chapter's verdicts are, from the scoreboard's specifications (or why not said)."""
+    if not robustness:
+        return ("How robust these verdicts are to other reasonable definitions, thresholds and samples has not "
+                "been computed for these captures: the robustness page computes it for the captures the book "
+                "is built from (python -m tdcourse scoreboard).")
+    claims = list(dict.fromkeys(v.claim for v in items))
+    models = list(dict.fromkeys(v.model for v in items))
+    parts, fragile = [], []
+    for claim in claims:
+        for model in models:
+            for (row, label), rb in robustness.items():
+                if label == model and (row == claim or row.startswith(claim + " ")):
+                    parts.append(f"{row} on {model}: {rb.text}")
+                    if rb.fragile:
+                        fragile.append(f"{row} on {model}")
+    if not parts:
+        return ""
+    s = ("Across the robustness page's specifications (the primary one and reasonable alternatives), the "
+         "primary outcome holds in: " + "; ".join(parts) + ".")
+    if fragile:
+        s += (f" FRAGILE: {', '.join(fragile)}: the primary outcome is not held by a majority of the "
+              "specifications, so read that verdict as uncertain.")
+    return s
+
+
 def findings(verdicts: Iterable[Verdict], notes: Iterable[str] = (), tables: Iterable = (),
-             lead: bool = True, width: int = 80) -> Findings:
+             lead: bool = True, width: int = 80, robustness=None) -> Findings:
     """A chapter's "what we found" from its verdicts and the chapter's own sentences.
 
     Parameters
@@ -328,6 +354,11 @@ def findings(verdicts: Iterable[Verdict], notes: Iterable[str] = (), tables: Ite
         saying plainly where our model disagrees with the paper.
     width : int, default 80
         Wrap width of the text form.
+    robustness : mapping or None
+        ``{(claim row, model label): Robustness}`` from :func:`tdcourse.robustness.for_runs`:
+        adds a paragraph giving, per claim and model, how many specifications hold the primary
+        outcome, and marks a verdict FRAGILE where they are not a majority. An empty mapping
+        says it was not computed for these captures; None leaves the paragraph out.
 
     Returns
     -------
@@ -351,6 +382,10 @@ def findings(verdicts: Iterable[Verdict], notes: Iterable[str] = (), tables: Ite
             raise TypeError(f"notes must be strings (one paragraph each); item {i} is {type(n).__name__}.")
         if n.strip():
             paras.append(" ".join(n.split()))
+    if robustness is not None:
+        rob = _robustness_paragraph(items, robustness)
+        if rob:
+            paras.append(rob)
     shown = [styled(t) if isinstance(t, pd.DataFrame) else t for t in tables]
     if items:
         shown.append(table(items))
