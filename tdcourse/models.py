@@ -50,15 +50,20 @@ __all__ = [
     "ModelTooLargeError",
     "UnsupportedModelError",
     "ResidualSiteError",
+    "ModelFiles",
     "resolve_spec",
+    "open_model",
     "load_model",
+    "load_weights",
     "load_tokenizer",
     "local_folder_digest",
     "smollm2_gguf_path",
     "model_family",
     "decoder_layers",
+    "SITE_KINDS",
     "residual_sites",
     "check_residual_sites",
+    "looks_like_path",
     "check_fits",
 ]
 
@@ -227,8 +232,8 @@ def _check_device(device) -> str | None:
     return device
 
 
-def _looks_like_path(name: str) -> bool:
-    """True for what can only be a folder path, never a hub id ``org/model``."""
+def looks_like_path(name: str) -> bool:
+    """True for a model name that can only be a folder path, never an alias or a hub id ``org/model``."""
     return (name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1
             or os.path.isabs(name))
 
@@ -398,7 +403,7 @@ def resolve_spec(
         source = ALIASES[name]
     elif folder.is_dir():
         name, source = str(folder.resolve()), "local"
-    elif _looks_like_path(name):
+    elif looks_like_path(name):
         raise ValueError(f"The model folder {name!r} does not exist (resolved: {folder.resolve()}). "
                          "Give the folder written by save_pretrained, a hub id or 'smollm2-135m'.")
     elif name.count("/") == 1 and all(name.split("/")):
@@ -679,10 +684,69 @@ def _count_params_from_config(config) -> int:
 # --------------------------------------------------------------------------- loading
 
 
-def _open(spec: ModelSpec):
-    """Tokenizer, config, resolved spec, and where and how ``from_pretrained`` reads the weights."""
+@dataclass(frozen=True)
+class ModelFiles:
+    """A resolved model, opened without its weights (:func:`open_model`).
+
+    Attributes
+    ----------
+    tokenizer : transformers.PreTrainedTokenizerBase
+        Right padding; a pad token set (the eos token) if the model has none.
+    config : transformers.PretrainedConfig
+        As published (a multimodal model's whole config; :func:`text_config` gives the text part).
+    spec : ModelSpec
+        With the revision filled in: the hub commit, or a local folder's content digest.
+    path : str or pathlib.Path
+        Where ``from_pretrained`` reads the weights (a hub id or a folder).
+    load_kwargs : dict
+        Keyword arguments for ``from_pretrained`` (token, ``local_files_only``).
+    """
+
+    tokenizer: Any
+    config: Any
+    spec: ModelSpec
+    path: Any
+    load_kwargs: dict
+    hub: dict
+
+    def __iter__(self):
+        return iter((self.tokenizer, self.config, self.spec))
+
+
+def open_model(spec: ModelSpec) -> ModelFiles:
+    """Read ``spec``'s tokenizer and config (no weights), once, for everything that follows.
+
+    A model name is resolved once (:func:`resolve_spec`), opened once (here), then the same
+    :class:`ModelFiles` builds the samples, names the cache entry and loads the weights
+    (:func:`load_weights`): the hub is asked once, a local folder is hashed once.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        From :func:`resolve_spec`.
+
+    Returns
+    -------
+    ModelFiles
+        Unpacks as ``tokenizer, config, spec``.
+
+    Raises
+    ------
+    TypeError
+        ``spec`` is not a :class:`ModelSpec`.
+    GatedModelError
+        A gated hub model without a token (before any download).
+    UnsupportedModelError
+        The architecture is not one whose residual sites the course knows (:data:`RESIDUAL_SITES`).
+    ModelLoadError
+        The files cannot be read: a local folder without config, tokenizer or weight files;
+        a hub that does not answer within ``HF_HUB_ETAG_TIMEOUT`` (default 10 s) and no
+        local copy; the message says how to work offline.
+    """
     from transformers import AutoConfig, AutoTokenizer
 
+    if not isinstance(spec, ModelSpec):
+        raise TypeError(f"spec must be a ModelSpec (from resolve_spec), got {type(spec).__name__}")
     hub: dict[str, Any] = {}
     if _is_embedded(spec.source):
         path: str | Path = _converted_smollm2_dir()
@@ -712,7 +776,7 @@ def _open(spec: ModelSpec):
     tokenizer.padding_side = "right"
     if not _is_embedded(spec.source) and not _is_local(spec.source):
         spec = replace(spec, revision=getattr(config, "_commit_hash", None))
-    return tokenizer, config, spec, path, load_kw, hub
+    return ModelFiles(tokenizer=tokenizer, config=config, spec=spec, path=path, load_kwargs=load_kw, hub=hub)
 
 
 def load_tokenizer(spec: ModelSpec):
@@ -728,18 +792,10 @@ def load_tokenizer(spec: ModelSpec):
 
     Raises
     ------
-    GatedModelError
-        A gated hub model without a token (before any download).
-    UnsupportedModelError
-        The architecture is not one whose residual sites the course knows (:data:`RESIDUAL_SITES`).
-    ModelLoadError
-        The files cannot be read: a local folder without config, tokenizer or weight files;
-        a hub that does not answer within ``HF_HUB_ETAG_TIMEOUT`` (default 10 s) and no
-        local copy; the message says how to work offline.
+    As :func:`open_model` (which this calls; use it to load the weights afterwards without
+    opening the model twice).
     """
-    if not isinstance(spec, ModelSpec):
-        raise TypeError(f"spec must be a ModelSpec (from resolve_spec), got {type(spec).__name__}")
-    tokenizer, config, spec, *_ = _open(spec)
+    tokenizer, config, spec = open_model(spec)
     return tokenizer, config, spec
 
 
@@ -786,35 +842,69 @@ def load_model(
         The weights will not fit: on a GPU this compares with its *free* memory, so a second
         model loaded while another is alive is refused with a message saying how to free it.
     UnsupportedModelError, GatedModelError, ModelLoadError
-        As for :func:`load_tokenizer`.
+        As for :func:`open_model`.
 
     Notes
     -----
-    On CUDA, trained weights stream from disk straight to the GPU (``device_map``), so the
-    host's RAM holds about one shard at a time, not the whole model.
+    ``load_model(name, ...)`` is ``load_weights(open_model(resolve_spec(name, ...)))``. On
+    CUDA, trained weights stream from disk straight to the GPU (``device_map``), so the host's
+    RAM holds about one shard at a time, not the whole model.
+    """
+    device = _check_device(device) or env.device()
+    spec = resolve_spec(name, quant=quant, dtype=dtype, init=init, seed=seed, device=device)
+    _check_quant_backend(spec, device)
+    files = open_model(spec)
+    return load_weights(files, device=device), files.tokenizer
+
+
+def _check_quant_backend(spec: ModelSpec, device: str) -> None:
+    """Refuse a 4-bit load that the installed packages cannot do, before anything is read."""
+    if spec.quant != "4bit":
+        return
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModelLoadError("4-bit loading needs bitsandbytes: pip install bitsandbytes (or use quant='none').")
+    if not device.startswith("cuda"):
+        from importlib.metadata import version
+
+        major, minor = (int(x) for x in version("bitsandbytes").split(".")[:2])
+        if (major, minor) < (0, 46):
+            raise ModelLoadError(
+                f"4-bit on the {device} needs bitsandbytes >= 0.46 (found {major}.{minor}); "
+                "upgrade it, run on a CUDA GPU, or use quant='none'."
+            )
+
+
+def load_weights(files: ModelFiles, device: str | None = None):
+    """The weights of a model opened by :func:`open_model`, in eval mode, on ``device``.
+
+    Parameters
+    ----------
+    files : ModelFiles
+    device : {"cpu", "cuda", "cuda:<index>", "mps"} or None
+        Defaults to :func:`tdcourse.env.device` (the device :func:`resolve_spec` chose the
+        precision for).
+
+    Returns
+    -------
+    transformers.PreTrainedModel
+        With ``model.tdcourse_spec = files.spec``; gradients off.
+
+    Raises
+    ------
+    ModelTooLargeError, ModelLoadError
+        As for :func:`load_model`.
     """
     import torch
     from transformers import AutoModelForCausalLM
 
+    if not isinstance(files, ModelFiles):
+        raise TypeError(f"files must be a ModelFiles (from open_model), got {type(files).__name__}")
     device = _check_device(device) or env.device()
-    spec = resolve_spec(name, quant=quant, dtype=dtype, init=init, seed=seed, device=device)
+    spec, config, path, load_kw, hub = files.spec, files.config, files.path, files.load_kwargs, files.hub
     on_cuda = device.startswith("cuda")
     tdtype = _torch_dtype(spec.dtype)
 
-    if spec.quant == "4bit":
-        if importlib.util.find_spec("bitsandbytes") is None:
-            raise ModelLoadError("4-bit loading needs bitsandbytes: pip install bitsandbytes (or use quant='none').")
-        if not on_cuda:
-            from importlib.metadata import version
-
-            major, minor = (int(x) for x in version("bitsandbytes").split(".")[:2])
-            if (major, minor) < (0, 46):
-                raise ModelLoadError(
-                    f"4-bit on the {device} needs bitsandbytes >= 0.46 (found {major}.{minor}); "
-                    "upgrade it, run on a CUDA GPU, or use quant='none'."
-                )
-
-    tokenizer, config, spec, path, load_kw, hub = _open(spec)
+    _check_quant_backend(spec, device)
 
     n_params = _count_params_from_config(config)
     if on_cuda:
@@ -858,7 +948,7 @@ def load_model(
     model.eval()
     model.requires_grad_(False)
     model.tdcourse_spec = spec
-    return model, tokenizer
+    return model
 
 
 # --------------------------------------------------------------------------- residual sites
@@ -881,6 +971,10 @@ class SiteMap(NamedTuple):
     attn_write: str
     mlp_write: str
 
+
+#: The two residual sites of every decoder layer, in the order of the site axis: ``resid_pre.l``
+#: (the layer's input, the paper's pre-Attn) then ``resid_mid.l`` (after the attention add, pre-MLP).
+SITE_KINDS = ("resid_pre", "resid_mid")
 
 _PRE_NORM = SiteMap("post_attention_layernorm", "self_attn", "mlp")
 # OLMo-2/3: h = x + post_attention_layernorm(attn(x)); out = h + post_feedforward_layernorm(mlp(h))

@@ -149,11 +149,13 @@ def test_checksum_is_verified_once_per_process_but_a_changed_file_is_checked_aga
     cap._VERIFIED.clear()
     read_activations(path)
     assert len(cap._VERIFIED) == 1
+    from tdcourse import store
+
     calls = []
-    real = cap._hasher
+    real = store._hasher
     cap_hasher = lambda algo: calls.append(algo) or real(algo)  # noqa: E731
     try:
-        cap._hasher = cap_hasher
+        store._hasher = cap_hasher
         read_activations(path)
         assert calls == []  # remembered: no second hash
         raw = bytearray(npy.read_bytes())
@@ -163,7 +165,7 @@ def test_checksum_is_verified_once_per_process_but_a_changed_file_is_checked_aga
             read_activations(path)
         assert calls
     finally:
-        cap._hasher = real
+        store._hasher = real
 
 
 def test_a_rewritten_file_within_the_timestamp_granularity_is_still_caught():

@@ -122,12 +122,12 @@ def test_full_or_read_only_cache_is_found_before_the_capture(folder, monkeypatch
     def no_model(*a, **k):
         raise AssertionError("the model was loaded before the cache was checked")
 
-    monkeypatch.setattr(cap, "load_model", no_model)
+    monkeypatch.setattr(cap, "load_weights", no_model)
     real = shutil.disk_usage
-    monkeypatch.setattr(cap.shutil, "disk_usage", lambda p: real(p)._replace(free=10 * 2**20))
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=10 * 2**20))
     with pytest.raises(CacheError, match=r"GiB free and this capture needs about .*nothing was captured"):
         load_activations(folder, n=N, progress=False)
-    monkeypatch.setattr(cap.shutil, "disk_usage", real)
+    monkeypatch.setattr(shutil, "disk_usage", real)
     with pytest.raises(CacheError, match="not writable"):
         cap.check_cache_room(100, folder=__import__("pathlib").Path("/proc/self"))
 

@@ -53,7 +53,7 @@ def test_entry_without_sites_is_one_line(capsys, monkeypatch):
     del record["sites"]
     (path / "meta.json").write_text(json.dumps(record))
     monkeypatch.setattr(cap, "_entry_dir", lambda m: path)
-    monkeypatch.setattr(cap, "load_tokenizer", lambda spec: (_Tok(), _Cfg(), spec))
+    monkeypatch.setattr(cap, "open_model", lambda spec: (_Tok(), _Cfg(), spec))
     assert main(["capture", "--n", "2"]) == 2
     line = _one_error_line(capsys)
     assert "lacks ['sites']" in line and "--rebuild" in line

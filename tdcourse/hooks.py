@@ -1,0 +1,175 @@
+"""The capture engine: plain PyTorch forward pre-hooks that read the residual stream.
+
+Sites (the paper's two per layer; TransformerLens names in code, the paper's in prose):
+
+=====================  ===========  ==============================================================
+site name              paper        the point in a HF Llama decoder layer ``l``
+=====================  ===========  ==============================================================
+``resid_pre.{l}``      pre-Attn l   input of ``model.layers[l]`` (before ``input_layernorm``)
+``resid_mid.{l}``      pre-MLP l    input of ``layers[l].post_attention_layernorm``, i.e.
+                                    ``resid_pre.{l}`` + the attention block's output
+=====================  ===========  ==============================================================
+
+That is Llama's (and Mistral's, Qwen's); families that normalise block outputs put
+``resid_mid`` elsewhere (OLMo-2: input of ``mlp``; Gemma-2/3: input of
+``pre_feedforward_layernorm``): :data:`tdcourse.models.RESIDUAL_SITES` says where, and
+:func:`tdcourse.models.check_residual_sites` checks it on the first batch of every capture.
+
+No wrapper library: the hooks see the raw residual tensors the model computes. The array
+they fill, its site order and its checks are :mod:`tdcourse.capture`'s; the cache that keeps
+it is :mod:`tdcourse.store`'s. This module imports neither.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from .data import check_int
+from .models import check_residual_sites, decoder_layers, residual_sites
+
+__all__ = ["residual_hooks", "capture"]
+
+
+def _layer_input(args: tuple, kwargs: dict):
+    return args[0] if args else kwargs["hidden_states"]
+
+
+@contextlib.contextmanager
+def residual_hooks(model, on_state) -> Iterator[None]:
+    """Call ``on_state(site_position, hidden)`` at every site during a forward pass.
+
+    ``hidden`` is the raw residual tensor of shape ``(batch, seq, d_model)`` at that site;
+    ``site_position`` indexes :func:`tdcourse.capture.site_names`. Hooks are removed on exit, also on error.
+    """
+    handles = []
+    try:
+        # resid_mid's module depends on the family (OLMo-2, Gemma-2/3): models.RESIDUAL_SITES
+        for l, (layer, mid) in enumerate(residual_sites(model)):
+            for pos, module in ((2 * l, layer), (2 * l + 1, mid)):
+                def hook(mod, args, kwargs, _pos=pos):
+                    on_state(_pos, _layer_input(args, kwargs))
+                handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _batches(input_ids: Sequence[Sequence[int]], batch_size: int) -> list[np.ndarray]:
+    """Sample indices in order, in contiguous batches of ``batch_size``."""
+    n = len(input_ids)
+    return [np.arange(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+
+
+def _pad(input_ids: Sequence[Sequence[int]], idx: np.ndarray, pad_id: int, device):
+    import torch
+
+    lengths = [len(input_ids[i]) for i in idx]
+    width = max(lengths)
+    ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(idx), width), dtype=torch.long)
+    for row, i in enumerate(idx):
+        ids[row, : lengths[row]] = torch.tensor(input_ids[i])
+        mask[row, : lengths[row]] = 1
+    return ids.to(device), mask.to(device), torch.tensor(lengths, device=device) - 1
+
+
+def _pad_id(model, pad_token_id: int | None) -> int:
+    """A token id to fill padded slots with: the given one, else the config's pad or eos id,
+    and 0 when that id is outside the embedding table (a pad token added to a tokenizer whose
+    model was not resized). Padded slots come after each sample's last real token and are
+    masked, so their value is never read: any id inside the vocabulary gives the same states."""
+    vocab = None
+    emb = getattr(model, "get_input_embeddings", lambda: None)()
+    if emb is not None and getattr(emb, "num_embeddings", None):
+        vocab = int(emb.num_embeddings)
+    candidates = [pad_token_id, model.config.pad_token_id, model.config.eos_token_id]
+    for c in candidates:
+        c = c[0] if isinstance(c, (list, tuple)) and c else c
+        if isinstance(c, int) and not isinstance(c, bool) and c >= 0 and (vocab is None or c < vocab):
+            return c
+    return 0
+
+
+def _model_device(model):
+    return next(model.parameters()).device
+
+
+def capture(
+    model,
+    input_ids: Sequence[Sequence[int]],
+    batch_size: int = 32,
+    pad_token_id: int | None = None,
+    progress: bool = True,
+) -> np.ndarray:
+    """Residual states at the last real token of each sample, at every site.
+
+    Parameters
+    ----------
+    model : transformers Llama-style causal LM
+    input_ids : sequence of n_samples token-id lists (unpadded, any lengths)
+    batch_size : int
+        Samples per forward pass (right-padded; batches group similar lengths).
+    pad_token_id : int or None
+        Defaults to the model config's pad or eos id.
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    ndarray of shape (n_samples, 2 * n_layers, d_model), float32
+        Sites ordered as :func:`tdcourse.capture.site_names`. Only the decoder (``model.model``) runs: the LM
+        head is not computed.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    batch_size = check_int(batch_size, "batch_size")
+    if len(input_ids) == 0:
+        raise ValueError("input_ids is empty")
+    if any(len(x) == 0 for x in input_ids):
+        raise ValueError("every sample needs at least one token")
+    layers = decoder_layers(model)
+    n_sites = 2 * len(layers)
+    d_model = model.config.hidden_size
+    device = _model_device(model)
+    pad_token_id = _pad_id(model, pad_token_id)
+    out = np.empty((len(input_ids), n_sites, d_model), dtype=np.float32)
+    base = getattr(model, "model", model)
+    state: dict[str, Any] = {}
+
+    def on_state(pos, hidden):
+        state["buf"][:, pos] = hidden[state["rows"], state["last"]]
+
+    # Results stay on the device and are copied to the CPU in blocks of about 256 MiB, straight
+    # into the output array: a copy per batch would make the CPU wait for the GPU instead of
+    # queueing the next batch.
+    out_t = torch.from_numpy(out)
+    pending: list[tuple[np.ndarray, Any]] = []
+    flush_bytes = 256 * 2**20
+    finite = torch.ones((), dtype=torch.bool, device=device)
+
+    def flush():
+        for idx, buf in pending:
+            out_t[idx[0] : idx[-1] + 1].copy_(buf)
+        pending.clear()
+
+    check_residual_sites(model, *_pad(input_ids, np.arange(min(4, len(input_ids))), pad_token_id, device)[:2])
+    with torch.inference_mode(), residual_hooks(model, on_state):
+        for idx in tqdm(_batches(input_ids, batch_size), desc="capture", unit="batch", disable=not progress):
+            ids, mask, last = _pad(input_ids, idx, pad_token_id, device)
+            state["rows"] = torch.arange(len(idx), device=device)
+            state["last"] = last
+            state["buf"] = torch.empty((len(idx), n_sites, d_model), dtype=torch.float32, device=device)
+            base(input_ids=ids, attention_mask=mask, use_cache=False)
+            finite &= torch.isfinite(state["buf"]).all()
+            pending.append((idx, state["buf"]))
+            if len(pending) * state["buf"].numel() * 4 >= flush_bytes:
+                flush()
+        flush()
+    if not bool(finite):
+        raise FloatingPointError("The captured activations hold NaN or inf: try float32 or bfloat16 instead of float16.")
+    return out
