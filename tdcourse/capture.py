@@ -32,9 +32,9 @@ import numpy as np
 
 from .data import SampleRecipe, build_samples, check_int, check_recipe
 from .exchange import export_activations, import_activations
-from .hooks import capture, residual_hooks
-from .models import DEFAULT_MODEL, SITE_KINDS, ModelLoadError, ModelSpec, ModelTooLargeError, load_weights, \
-    looks_like_path, open_model, resolve_spec
+from .hooks import capture, check_token_ids, residual_hooks
+from .models import DEFAULT_MODEL, SITE_KINDS, MissingModelFolderError, ModelLoadError, ModelSpec, ModelTooLargeError, \
+    UnsupportedModelError, load_weights, open_model, resolve_spec, text_config
 from .store import (FORMAT_VERSION, CacheError, _entry_dir, activations_dir, cache_key, check_cache_room,
                     clean_stale_temporaries, entry_meta, find_entries, ids_digest, load_result, pick_entry, read_entry,
                     result_path, results_dir, save_result, write_entry)
@@ -315,11 +315,13 @@ def read_activations(path: Path, expect_meta: dict[str, Any] | None = None, veri
 
 
 def _use_found(found, quant, dtype, why: str, progress: bool) -> Activations:
+    """Read the best of ``found`` (:func:`tdcourse.store.pick_entry`) and say which entry it is."""
     path, meta = pick_entry(found, quant, dtype)
     act = read_activations(path, expect_meta=meta)
     spec = meta["model"]
-    print(f"Using the cached capture {path.name} ({spec.get('quant')}, {spec.get('dtype')}, revision "
-          f"{spec.get('revision')}): {why}")
+    precision = "4-bit NF4" if spec.get("quant") == "4bit" else "full precision"
+    print(f"Using the cached capture {path.name} ({spec.get('init')}, {spec.get('quant')}, {spec.get('dtype')}: "
+          f"{precision}; revision {spec.get('revision')}): {why}")
     return act
 
 
@@ -336,6 +338,8 @@ def load_activations(
     batch_size: int = 32,
     rebuild: bool = False,
     progress: bool = True,
+    device_map: str | dict | None = None,
+    offload_folder: str | Path | None = None,
 ) -> Activations:
     """The residual stream of ``n`` WikiText-2 samples at the last token, every site.
 
@@ -346,8 +350,11 @@ def load_activations(
     used (an instructor's export, :func:`import_activations`): when the model's tokenizer
     cannot be read (offline, gated, a deleted local folder), or when ``quant="auto"`` and
     ``dtype=None`` leave the precision open and no entry of this machine's precision exists.
-    It must match the model, ``n``, the whole recipe, the data, ``init`` and ``seed`` (and
-    ``quant`` / ``dtype`` when they are given); which capture is used is printed.
+    It must match the model, ``n``, the whole recipe, the data, ``init`` and ``seed``, and
+    ``quant`` / ``dtype`` when they are given: another init, recipe, N or a pinned precision is
+    never substituted. With the precision left open, full precision comes first (``quant``
+    ``"none"``, then float32), and a 4-bit capture never stands in for the full precision this
+    machine would capture. Which entry is used, and its precision, is printed.
 
     Parameters
     ----------
@@ -364,6 +371,10 @@ def load_activations(
     rebuild : bool
         Capture again even if a cache entry exists.
     progress : bool
+    device_map, offload_folder :
+        Where the weights go, as for :func:`tdcourse.models.load_weights` (``"auto"``: split a
+        model too large for one GPU over the GPUs, the CPU and disk). Not part of the cache key:
+        the values do not change.
 
     Returns
     -------
@@ -375,7 +386,9 @@ def load_activations(
     ValueError
         An argument of the wrong type or range (the message names it).
     tdcourse.models.ModelLoadError
-        The model cannot be loaded and no matching capture is cached.
+        The model cannot be loaded and no matching capture is cached (an
+        :class:`~tdcourse.models.UnsupportedModelError` at once: no capture of a refused family
+        exists), or a sample holds a token id outside the model's vocabulary.
     CacheError
         The cache entry is broken, or the cache cannot take the capture (checked before it starts).
     """
@@ -396,9 +409,10 @@ def load_activations(
         # is found without loading the weights, and the same files load them if it is not.
         files = open_model(resolve_spec(model, quant=quant, dtype=dtype, init=init, seed=seed))
         tok, config, spec = files
+    except UnsupportedModelError:
+        raise  # no capture of a family the course refuses can be cached: nothing to fall back on
     except (ModelLoadError, OSError, ValueError) as err:
-        missing_folder = isinstance(model, str) and looks_like_path(model) and not Path(model).expanduser().is_dir()
-        if rebuild or (isinstance(err, ValueError) and not missing_folder):
+        if rebuild or (isinstance(err, ValueError) and not isinstance(err, MissingModelFolderError)):
             raise
         found = find_entries(model, recipe, init=init, seed=seed, quant=pinned_quant, dtype=dtype)
         if not found:
@@ -413,6 +427,7 @@ def load_activations(
         reason = reason if len(reason) <= 200 else reason[:197] + "..."
         return _use_found(found, quant, dtype, f"the model itself cannot be read here ({reason}).", progress)
     samples = build_samples(tok, recipe)
+    check_token_ids(samples.input_ids, getattr(text_config(config), "vocab_size", None), where=f"{spec.label}'s vocabulary")
     meta = entry_meta(spec, recipe, samples.data_sha256, ids_digest(samples.input_ids))
     path = _entry_dir(meta)
     if not rebuild:
@@ -425,14 +440,18 @@ def load_activations(
         same = [p for p, m in found if m == meta]
         if same:  # the very entry, under a name of an earlier tdcourse or copied by hand
             return read_activations(same[0], expect_meta=meta)
-        if open_precision:
-            if found:
-                return _use_found(found, quant, dtype, f"no capture in {spec.dtype} is cached on this machine and "
-                                  "quant/dtype were left open (pass them to capture here instead).", progress)
-    n_sites = 2 * int(getattr(config, "num_hidden_layers", 0) or 0)
-    width = int(getattr(config, "hidden_size", 0) or 0)
+        # Precision left open: a capture of another dtype (a GPU's bfloat16) stands in for this
+        # machine's, and full precision for 4-bit; never 4-bit for the full precision this
+        # machine would capture.
+        usable = [(p, m) for p, m in found if m["model"].get("quant") in ("none", spec.quant)]
+        if open_precision and usable:
+            return _use_found(usable, quant, dtype, f"no capture in {spec.dtype} is cached on this machine and "
+                              "quant/dtype were left open (pass them to capture here instead).", progress)
+    text = text_config(config)
+    n_sites = 2 * int(getattr(text, "num_hidden_layers", 0) or 0)
+    width = int(getattr(text, "hidden_size", 0) or 0)
     check_cache_room(len(samples.input_ids) * n_sites * width * 4 + (1 << 20))
-    mdl = load_weights(files)
+    mdl = load_weights(files, device_map=device_map, offload_folder=offload_folder)
     t0 = time.perf_counter()
     acts = capture(mdl, samples.input_ids, batch_size=batch_size, pad_token_id=tok.pad_token_id, progress=progress)
     elapsed = time.perf_counter() - t0
@@ -496,8 +515,8 @@ def load_runs(model: str = DEFAULT_MODEL, n: int = 1000, control: bool = True, *
     Chapters loop over this list, so they run either way.
     """
     runs = [load_activations(model=model, n=n, **kwargs)]
-    if control:
-        ctrl_kwargs = {k: v for k, v in kwargs.items() if k != "quant"}
+    if control:  # drawn on one device, unquantised
+        ctrl_kwargs = {k: v for k, v in kwargs.items() if k not in ("quant", "device_map", "offload_folder")}
         try:
             runs.append(load_activations(model=model, n=n, init="random", quant="none", **ctrl_kwargs))
         except ModelTooLargeError as err:

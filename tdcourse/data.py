@@ -12,9 +12,18 @@ The sample recipe (:class:`SampleRecipe`), deterministic:
 2. keep body lines: not empty, not a heading (``= Title =``, ``= = Section = =``), at least
    ``min_chars`` characters long;
 3. keep the first ``n``;
-4. tokenize each with the model's tokenizer (``add_special_tokens`` as set: Llama 3.1 then
-   starts with ``<|begin_of_text|>``, SmolLM2 adds nothing) and keep its first
-   ``max_tokens`` tokens.
+4. tokenize each with the model's tokenizer *without* the tokenizer's own special tokens,
+   then, when ``add_special_tokens`` is True, put the model's document-start token first by
+   the course's explicit rule (:func:`bos_token_id`): a tokenizer whose BOS token is one of
+   :data:`DOCUMENT_START_TOKENS` gets it (Llama 3.x ``<|begin_of_text|>``, Llama 2 / Mistral
+   ``<s>``, Gemma ``<bos>``); every other gets none (SmolLM2, whose BOS slot holds the chat
+   token ``<|im_start|>``; Qwen; OLMo-2). Keep the first ``max_tokens`` tokens.
+
+Why a rule and not the tokenizer's default: the default depends on the transformers version
+and on settings such as ``add_bos_token`` (transformers 4.57 gives SmolLM2's converted tokenizer
+``<|im_start|>`` as BOS and adds it; 5.x does not), and every sample would change with it. With
+the rule the samples are the same token ids under every allowed version. The cache key holds
+the ids' digest, so the first token is part of it.
 
 Most lines are longer than ``max_tokens`` and are cut inside a sentence, so the last token,
 the one the course reads, varies (WikiText lines nearly all end with " ."; a whole-line recipe
@@ -29,7 +38,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SampleRecipe", "Samples", "check_int", "check_recipe", "local_data_file", "load_wikitext", "body_lines", "build_samples"]
+__all__ = ["DOCUMENT_START_TOKENS", "SampleRecipe", "Samples", "bos_token_id", "check_int", "check_recipe", "local_data_file", "load_wikitext", "body_lines", "build_samples"]
 
 _LOCAL = ("datafiles", "wikitext-2-raw", "wiki.test.raw")
 HUB_TIMEOUT_S = 60.0  # wait this long for the hub copy, then use the shipped one
@@ -65,9 +74,46 @@ def check_int(value: Any, name: str, minimum: int | None = 1) -> int:
     return value
 
 
+#: BOS tokens that mark the start of a document in their family's pretraining data: a sample
+#: starts with one of these when the model's tokenizer names it as its BOS token.
+DOCUMENT_START_TOKENS = ("<|begin_of_text|>", "<s>", "<bos>")
+
+
+def bos_token_id(tokenizer) -> int | None:
+    """The token id the course puts first in every sample read by ``tokenizer``'s model, or None.
+
+    The rule (see the module docstring): the tokenizer's ``bos_token`` if its text is one of
+    :data:`DOCUMENT_START_TOKENS` and it has an id, else None. It reads the token's name, never
+    the tokenizer's ``add_bos_token`` setting, so it gives the same answer under every
+    transformers version.
+
+    Parameters
+    ----------
+    tokenizer : transformers.PreTrainedTokenizerBase or any object with ``bos_token`` and
+        ``convert_tokens_to_ids``
+
+    Returns
+    -------
+    int or None
+        E.g. 128000 for Llama 3.1 (``<|begin_of_text|>``), None for SmolLM2.
+    """
+    token = getattr(tokenizer, "bos_token", None)
+    if not isinstance(token, str) or token not in DOCUMENT_START_TOKENS:
+        return None
+    tid = tokenizer.convert_tokens_to_ids(token)
+    if isinstance(tid, bool) or not isinstance(tid, int) or tid < 0:
+        return None
+    return tid
+
+
 @dataclass(frozen=True)
 class SampleRecipe:
-    """How the N samples are built (see the module docstring). Part of the cache key."""
+    """How the N samples are built (see the module docstring). Part of the cache key.
+
+    ``add_special_tokens``: start every sample with the model's document-start token by the
+    course's rule (:func:`bos_token_id`; True, the default) or with none (False). The
+    tokenizer's own default special tokens are never used.
+    """
 
     n: int = 1000
     min_chars: int = 100
@@ -100,6 +146,8 @@ class Samples:
     recipe : SampleRecipe
     data_sha256 : str
         SHA-256 of the n source lines (joined with newlines): identifies the data.
+    bos_token_id : int or None
+        The token every sample starts with (:func:`bos_token_id`), None when none was put first.
     """
 
     texts: list[str]
@@ -107,6 +155,7 @@ class Samples:
     input_ids: list[list[int]]
     recipe: SampleRecipe
     data_sha256: str
+    bos_token_id: int | None = None
 
 
 def local_data_file() -> Path:
@@ -228,6 +277,21 @@ def check_recipe(recipe: SampleRecipe) -> SampleRecipe:
 def build_samples(tokenizer, recipe: SampleRecipe = SampleRecipe(), lines: list[str] | None = None) -> Samples:
     """Build the samples of ``recipe`` with ``tokenizer`` (see the module docstring).
 
+    Parameters
+    ----------
+    tokenizer : transformers.PreTrainedTokenizerBase
+        Called as ``tokenizer(texts, add_special_tokens=False)``; its BOS token decides the
+        first token (:func:`bos_token_id`).
+    recipe : SampleRecipe
+    lines : list of str or None
+        The split's lines (default: the shipped WikiText-2 test split, :func:`load_wikitext`).
+
+    Returns
+    -------
+    Samples
+        ``input_ids``: n lists of at most ``recipe.max_tokens`` ids, the BOS (when the rule
+        gives one) first; the same ids under every transformers version.
+
     Raises
     ------
     ValueError
@@ -244,8 +308,12 @@ def build_samples(tokenizer, recipe: SampleRecipe = SampleRecipe(), lines: list[
             "lower min_chars."
         )
     chosen = body[: recipe.n]
-    enc = tokenizer(chosen, add_special_tokens=recipe.add_special_tokens)
-    ids = [list(x[: recipe.max_tokens]) for x in enc["input_ids"]]
-    texts = tokenizer.batch_decode(ids, skip_special_tokens=False)
+    # The tokenizer's own special tokens depend on its version and settings: never used.
+    enc = tokenizer(chosen, add_special_tokens=False)
+    bos = bos_token_id(tokenizer) if recipe.add_special_tokens else None
+    first = [] if bos is None else [bos]
+    ids = [(first + [int(t) for t in x])[: recipe.max_tokens] for x in enc["input_ids"]]
+    # No clean-up of spaces: transformers 4.57 strips the space before punctuation by default.
+    texts = tokenizer.batch_decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
     digest = hashlib.sha256("\n".join(chosen).encode("utf-8")).hexdigest()
-    return Samples(texts=texts, lines=chosen, input_ids=ids, recipe=recipe, data_sha256=digest)
+    return Samples(texts=texts, lines=chosen, input_ids=ids, recipe=recipe, data_sha256=digest, bos_token_id=bos)

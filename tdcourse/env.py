@@ -11,8 +11,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CacheDirError", "TMP_PREFIX", "STALE_TMP_S", "cache_dir", "cache_dir_path", "temporary_name",
-           "clean_stale_temporaries", "where", "device", "gpu_memory_gb", "ram_gb", "hf_token", "report", "use_drive"]
+__all__ = ["CacheDirError", "TMP_PREFIX", "STALE_TMP_S", "cache_dir", "cache_dir_path", "cache_hint",
+           "room_problem", "temporary_name", "clean_stale_temporaries", "where", "device", "gpu_memory_gb", "ram_gb", "hf_token", "report", "use_drive"]
 
 
 class CacheDirError(OSError):
@@ -28,6 +28,75 @@ def cache_dir_path() -> Path:
     return Path(base) / "tdcourse"
 
 
+def _writable(folder: Path) -> bool:
+    """Whether a new folder can be made in ``folder`` (it exists, is a folder and takes writes)."""
+    return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
+
+
+def cache_hint() -> str:
+    """One sentence saying how to choose another cache folder, naming one that can be written:
+    ``$HOME/tdcourse-cache`` when the home takes writes, else one in the temporary folder (a
+    read-only home must not be suggested)."""
+    import tempfile
+
+    home = Path.home()
+    for base, shown in ((home, "$HOME/tdcourse-cache"), (Path(tempfile.gettempdir()), None)):
+        if _writable(base):
+            folder = shown or str(base / "tdcourse-cache")
+            return f"Set TDCOURSE_CACHE to a folder you can write, e.g. export TDCOURSE_CACHE={folder}"
+    return "Set TDCOURSE_CACHE to a folder you can write (your home and the temporary folder cannot be written)."
+
+
+#: Room kept free beside a write, at most: a write of fewer bytes keeps its own size free.
+ROOM_MARGIN_BYTES = 64 * 2**20
+
+
+def room_problem(folder: Path, n_bytes: int, what: str) -> str | None:
+    """None if ``folder`` can be written and its disk can take ``n_bytes`` more, else one sentence.
+
+    Writes and removes a small probe file (a read-only folder is found now, not after minutes
+    of work), then compares ``n_bytes`` plus a margin with the disk's free space
+    (:func:`shutil.disk_usage`). The margin is ``min(64 MiB, n_bytes)``: never larger than the
+    write itself, so an 8 KB write needs 16 KB, a 1 GB one 1.06 GB.
+
+    Parameters
+    ----------
+    folder : pathlib.Path
+        An existing folder, where the write will go.
+    n_bytes : int
+        What the write will take.
+    what : str
+        The write, for the message (e.g. ``"this capture"``).
+
+    Returns
+    -------
+    str or None
+        What is wrong (not writable; how much is free and needed) and what to do.
+    """
+    import shutil
+
+    probe = Path(folder) / temporary_name(".probe")
+    try:
+        with open(probe, "wb") as f:
+            f.write(b"tdcourse")
+    except OSError as err:
+        return f"The folder {folder} is not writable ({err.strerror or err}). {cache_hint()}"
+    finally:
+        try:
+            probe.unlink()
+        except OSError:
+            pass
+    n_bytes = max(int(n_bytes), 0)
+    need = n_bytes + min(ROOM_MARGIN_BYTES, n_bytes)
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        def size(b):
+            return f"{b / 2**30:.2f} GiB" if b >= 2**30 else f"{b / 2**20:.1f} MiB" if b >= 2**20 else f"{b / 2**10:.0f} KiB"
+        return (f"The folder {folder} has {size(free)} free and {what} needs about {size(need)}. Free some space "
+                "or set TDCOURSE_CACHE to a folder on a larger disk.")
+    return None
+
+
 def cache_dir() -> Path:
     """The course's one cache directory (created on first use).
 
@@ -41,7 +110,7 @@ def cache_dir() -> Path:
         message says which path and how to choose another (``TDCOURSE_CACHE``).
     """
     path = cache_dir_path()
-    hint = "Set TDCOURSE_CACHE to a folder you can write, e.g. export TDCOURSE_CACHE=$HOME/tdcourse-cache"
+    hint = cache_hint()
     if path.exists() and not path.is_dir():
         raise CacheDirError(f"The cache directory {path} is a file, not a folder. Move that file away or "
                             f"choose another folder. {hint}")

@@ -28,9 +28,9 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from .data import check_int
-from .models import check_residual_sites, decoder_layers, residual_sites
+from .models import check_residual_sites, decoder_layers, residual_sites, text_config
 
-__all__ = ["residual_hooks", "capture"]
+__all__ = ["residual_hooks", "capture", "check_token_ids", "input_device"]
 
 
 def _layer_input(args: tuple, kwargs: dict):
@@ -86,7 +86,9 @@ def _pad_id(model, pad_token_id: int | None) -> int:
     emb = getattr(model, "get_input_embeddings", lambda: None)()
     if emb is not None and getattr(emb, "num_embeddings", None):
         vocab = int(emb.num_embeddings)
-    candidates = [pad_token_id, model.config.pad_token_id, model.config.eos_token_id]
+    configs = (text_config(model), model.config)  # a multimodal wrapper keeps its ids in either
+    candidates = [pad_token_id, *(getattr(c, "pad_token_id", None) for c in configs),
+                  *(getattr(c, "eos_token_id", None) for c in configs)]
     for c in candidates:
         c = c[0] if isinstance(c, (list, tuple)) and c else c
         if isinstance(c, int) and not isinstance(c, bool) and c >= 0 and (vocab is None or c < vocab):
@@ -94,8 +96,80 @@ def _pad_id(model, pad_token_id: int | None) -> int:
     return 0
 
 
-def _model_device(model):
-    return next(model.parameters()).device
+def _vocab_size(model) -> int | None:
+    emb = getattr(model, "get_input_embeddings", lambda: None)()
+    rows = getattr(emb, "num_embeddings", None)
+    return int(rows) if rows else None
+
+
+def check_token_ids(input_ids: Sequence[Sequence[int]], vocab_size: int | None,
+                    where: str = "the model's vocabulary") -> None:
+    """Refuse token ids the model has no embedding for, before any forward pass.
+
+    Parameters
+    ----------
+    input_ids : sequence of n_samples token-id lists
+    vocab_size : int or None
+        Rows of the input embedding (None: not known, nothing checked).
+    where : str
+        What the ids must fit, for the message.
+
+    Raises
+    ------
+    ValueError
+        A sample holds an id below 0 or at least ``vocab_size`` (torch would end in an
+        ``IndexError`` deep inside the embedding): the message names the sample, the id and
+        the likely cause, a tokenizer that does not belong to the model.
+    """
+    if not vocab_size:
+        return
+    for i, ids in enumerate(input_ids):
+        arr = np.asarray(ids)
+        if arr.size and (arr.min() < 0 or arr.max() >= vocab_size):
+            bad = int(arr[(arr < 0) | (arr >= vocab_size)][0])
+            raise ValueError(
+                f"Sample {i} holds token id {bad}, outside {where} (ids 0 to {vocab_size - 1}): the tokenizer does "
+                "not belong to this model. Save the model's own tokenizer beside its weights "
+                "(tokenizer.save_pretrained(folder)), or resize the embeddings "
+                "(model.resize_token_embeddings(len(tokenizer))) before saving the model.")
+
+
+def _hook_device(module):
+    """The execution device an accelerate hook on ``module`` names, or None."""
+    hook = getattr(module, "_hf_hook", None)
+    for h in [hook, *getattr(hook, "hooks", [])]:
+        dev = getattr(h, "execution_device", None)
+        if dev is not None:
+            return dev
+    return None
+
+
+def input_device(model):
+    """Where the token ids of a forward pass go: the device the input embedding runs on.
+
+    Parameters
+    ----------
+    model : transformers causal LM, possibly dispatched by accelerate (``device_map``)
+
+    Returns
+    -------
+    torch.device
+        The execution device of the embedding's accelerate hook when it has one (its weights
+        offloaded to the CPU or disk sit on the ``meta`` device), else the device of the
+        embedding's weights, else of the first parameter not on ``meta``; the CPU otherwise.
+    """
+    import torch
+
+    emb = getattr(model, "get_input_embeddings", lambda: None)()
+    for module in (emb, model):
+        dev = _hook_device(module) if module is not None else None
+        if dev is not None:
+            return torch.device(f"cuda:{dev}" if isinstance(dev, int) else dev)
+    for module in (emb, model):
+        for p in module.parameters() if module is not None else ():
+            if p.device.type != "meta":
+                return p.device
+    return torch.device("cpu")
 
 
 def capture(
@@ -121,8 +195,26 @@ def capture(
     Returns
     -------
     ndarray of shape (n_samples, 2 * n_layers, d_model), float32
-        Sites ordered as :func:`tdcourse.capture.site_names`. Only the decoder (``model.model``) runs: the LM
-        head is not computed.
+        Sites ordered as :func:`tdcourse.capture.site_names`. Only the decoder
+        (``model.model``) runs: the LM head is not computed.
+
+    Raises
+    ------
+    ValueError
+        An empty ``input_ids`` or sample, a bad ``batch_size``, or a token id outside the
+        model's vocabulary (:func:`check_token_ids`).
+    tdcourse.models.UnsupportedModelError
+        A family whose residual sites the course does not know, or whose self-check fails
+        (:func:`tdcourse.models.check_residual_sites`, run on the first samples).
+    FloatingPointError
+        A captured value is NaN or inf.
+
+    Notes
+    -----
+    A model split over several devices (``device_map="auto"``, accelerate's CPU / disk
+    offload) works: the token ids go where the embedding runs (:func:`input_device`), each
+    hook gathers its rows on the device of the hidden state it sees, and the rows are collected
+    on the input device, then copied to the CPU in blocks of about 256 MiB.
     """
     import torch
     from tqdm.auto import tqdm
@@ -132,17 +224,23 @@ def capture(
         raise ValueError("input_ids is empty")
     if any(len(x) == 0 for x in input_ids):
         raise ValueError("every sample needs at least one token")
+    check_token_ids(input_ids, _vocab_size(model))
     layers = decoder_layers(model)
     n_sites = 2 * len(layers)
-    d_model = model.config.hidden_size
-    device = _model_device(model)
+    d_model = int(text_config(model).hidden_size)  # a multimodal wrapper's (Gemma-3) text part
+    device = input_device(model)
     pad_token_id = _pad_id(model, pad_token_id)
     out = np.empty((len(input_ids), n_sites, d_model), dtype=np.float32)
     base = getattr(model, "model", model)
     state: dict[str, Any] = {}
 
     def on_state(pos, hidden):
-        state["buf"][:, pos] = hidden[state["rows"], state["last"]]
+        # Layers may sit on several devices: gather on the hidden state's own device with the
+        # indices moved there (once per batch and device), then collect on the input device.
+        where = state["index"].get(hidden.device)
+        if where is None:
+            where = state["index"][hidden.device] = (state["rows"].to(hidden.device), state["last"].to(hidden.device))
+        state["buf"][:, pos] = hidden[where].to(device)
 
     # Results stay on the device and are copied to the CPU in blocks of about 256 MiB, straight
     # into the output array: a copy per batch would make the CPU wait for the GPU instead of
@@ -163,6 +261,7 @@ def capture(
             ids, mask, last = _pad(input_ids, idx, pad_token_id, device)
             state["rows"] = torch.arange(len(idx), device=device)
             state["last"] = last
+            state["index"] = {}
             state["buf"] = torch.empty((len(idx), n_sites, d_model), dtype=torch.float32, device=device)
             base(input_ids=ids, attention_mask=mask, use_cache=False)
             finite &= torch.isfinite(state["buf"]).all()

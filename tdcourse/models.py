@@ -50,7 +50,9 @@ __all__ = [
     "ModelTooLargeError",
     "UnsupportedModelError",
     "ResidualSiteError",
+    "MissingModelFolderError",
     "ModelFiles",
+    "classify_model_name",
     "resolve_spec",
     "open_model",
     "load_model",
@@ -61,6 +63,7 @@ __all__ = [
     "model_family",
     "decoder_layers",
     "SITE_KINDS",
+    "text_config",
     "residual_sites",
     "check_residual_sites",
     "looks_like_path",
@@ -110,6 +113,10 @@ class UnsupportedModelError(ModelLoadError):
 
 class ResidualSiteError(UnsupportedModelError):
     """The residual identities fail on this model: its sites would be read wrongly."""
+
+
+class MissingModelFolderError(ValueError):
+    """A model name that can only be a folder names none (a deleted or mistyped folder)."""
 
 
 @dataclass(frozen=True)
@@ -349,6 +356,64 @@ def _cuda_dtype() -> str:
     return "bfloat16" if torch.cuda.get_device_capability()[0] >= 8 else "float16"
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9_.][A-Za-z0-9_.-]{0,95}")
+
+
+def classify_model_name(name: str) -> tuple[str, str]:
+    """What a model name names, from the name and the file system alone (no network, no torch).
+
+    Parameters
+    ----------
+    name : str
+        An alias (:data:`ALIASES`), a hub id ``"org/model"`` or a local model folder.
+
+    Returns
+    -------
+    (name, source) : (str, str)
+        ``(alias, "embedded:…")`` or ``(alias, hub id)`` for an alias; ``(absolute path,
+        "local")`` for a folder; ``(hub id, hub id)`` for a hub id.
+
+    Raises
+    ------
+    ValueError
+        Not a non-empty string; a file, not a folder; a path to a folder that does not exist
+        (also ``models/llama-L9`` when ``models`` is a folder here: a mistyped folder, not a hub
+        id); a hub id of characters the hub refuses; an unknown word such as ``"gpt5"``.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"model name must be a non-empty string (an alias, a hub id or a folder), got {name!r}")
+    name = name.strip()
+    folder = Path(name).expanduser()
+    if name.lower() in ALIASES:
+        return name.lower(), ALIASES[name.lower()]
+    if folder.is_dir():
+        return str(folder.resolve()), "local"
+    if folder.exists():
+        raise ValueError(f"{name!r} is a file, not a model folder: give the folder that holds config.json, the "
+                         "tokenizer's files and the weights (written by save_pretrained), a hub id or 'smollm2-135m'.")
+    parent = folder.parent
+    if looks_like_path(name) or (name.count("/") == 1 and str(parent) not in ("", ".") and parent.is_dir()):
+        hint = ""
+        if parent.is_dir():
+            try:
+                near = sorted(p.name for p in parent.iterdir() if p.is_dir() and not p.name.startswith("."))
+            except OSError:
+                near = []
+            if near:
+                shown = ", ".join(near[:8]) + (", ..." if len(near) > 8 else "")
+                hint = f" The folder {parent} holds: {shown}."
+            if not looks_like_path(name):
+                hint += f" ({parent} is a folder here, so {name!r} is read as a path, not as a hub id.)"
+        raise MissingModelFolderError(f"The model folder {name!r} does not exist (resolved: {folder.resolve()}).{hint} "
+                         "Give the folder written by save_pretrained, a hub id or 'smollm2-135m'.")
+    if name.count("/") == 1 and _HUB_ID.fullmatch(name) and ".." not in name and "--" not in name:
+        return name, name
+    raise ValueError(
+        f"Unknown model {name!r}. Use one of {sorted(ALIASES)}, a Hugging Face hub id "
+        "such as 'meta-llama/Llama-3.1-8B', or a local model folder."
+    )
+
+
 def resolve_spec(
     name: str = DEFAULT_MODEL,
     quant: str = "auto",
@@ -383,9 +448,6 @@ def resolve_spec(
         that does not exist, or a CUDA device where PyTorch sees none; the message names
         the argument.
     """
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"model name must be a non-empty string (an alias, a hub id or a folder), got {name!r}")
-    name = name.strip()
     _check_choice(quant, "quant", _QUANTS)
     _check_choice(dtype, "dtype", _DTYPES, allow_none=True)
     _check_choice(init, "init", _INITS)
@@ -397,22 +459,7 @@ def resolve_spec(
         if not torch.cuda.is_available():
             raise ValueError(f"device={device!r} but PyTorch sees no CUDA GPU: use device='cpu' or None.")
 
-    folder = Path(name).expanduser()
-    if name.lower() in ALIASES:
-        name = name.lower()
-        source = ALIASES[name]
-    elif folder.is_dir():
-        name, source = str(folder.resolve()), "local"
-    elif looks_like_path(name):
-        raise ValueError(f"The model folder {name!r} does not exist (resolved: {folder.resolve()}). "
-                         "Give the folder written by save_pretrained, a hub id or 'smollm2-135m'.")
-    elif name.count("/") == 1 and all(name.split("/")):
-        source = name
-    else:
-        raise ValueError(
-            f"Unknown model {name!r}. Use one of {sorted(ALIASES)}, a Hugging Face hub id "
-            "such as 'meta-llama/Llama-3.1-8B', or a local model folder."
-        )
+    name, source = classify_model_name(name)
     if quant == "auto":
         gpu = env.gpu_memory_gb() if device.startswith("cuda") else None
         quant = "4bit" if (not _is_embedded(source) and gpu is not None and gpu < 20) else "none"
@@ -557,6 +604,12 @@ def _converted_smollm2_dir() -> Path:
                   "(edited or damaged files): converting the embedded model again.")
     models_dir.mkdir(parents=True, exist_ok=True)
     env.clean_stale_temporaries(models_dir)  # a killed conversion's leftover (dead writer, or > 6 h)
+    # Room before the ~540 MB write (not a raw SafetensorError after a minute): Q4_1 stores a
+    # weight in 5 bits, float32 in 32, so the conversion takes at most 6.4 times the GGUF file.
+    problem = env.room_problem(models_dir, int(gguf.stat().st_size * 6.4),
+                               "converting the embedded SmolLM2 (once) to float32")
+    if problem:
+        raise ModelLoadError(f"{problem} Nothing was converted.")
     print(f"Converting the embedded SmolLM2-135M ({gguf.name}) to safetensors in {target} (once, ~20 s) ...")
     tmp = models_dir / env.temporary_name("-smollm2")
     tmp.mkdir()
@@ -806,6 +859,8 @@ def load_model(
     init: str = "trained",
     seed: int = 0,
     device: str | None = None,
+    device_map: str | dict | None = None,
+    offload_folder: str | Path | None = None,
 ):
     """Load a causal LM and its tokenizer by name, in eval mode, on ``device``.
 
@@ -826,6 +881,8 @@ def load_model(
     seed : int
         Whole number >= 0.
     device : {"cpu", "cuda", "cuda:<index>", "mps"} or None
+    device_map, offload_folder :
+        As for :func:`load_weights` (``device_map="auto"`` splits a model over the GPUs).
 
     Returns
     -------
@@ -853,14 +910,35 @@ def load_model(
     device = _check_device(device) or env.device()
     spec = resolve_spec(name, quant=quant, dtype=dtype, init=init, seed=seed, device=device)
     _check_quant_backend(spec, device)
+    _check_device_map(device_map, spec)
     files = open_model(spec)
-    return load_weights(files, device=device), files.tokenizer
+    return load_weights(files, device=device, device_map=device_map, offload_folder=offload_folder), files.tokenizer
+
+
+_DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def _check_device_map(device_map, spec: ModelSpec) -> None:
+    """Refuse a device_map that is not one accelerate knows, or one for the random-init control."""
+    if device_map is None:
+        return
+    if not (isinstance(device_map, dict) or device_map in _DEVICE_MAPS):
+        raise ValueError(f"device_map must be one of {', '.join(repr(d) for d in _DEVICE_MAPS)}, a dict "
+                         f"{{module name: device}} or None; got {device_map!r}")
+    if spec.init == "random":
+        raise ValueError("device_map applies to trained weights: the random-init control is drawn on one device "
+                         "(its seed draws other numbers elsewhere); leave device_map=None for init='random'.")
+    if importlib.util.find_spec("accelerate") is None:
+        raise ModelLoadError("device_map needs the package accelerate: pip install accelerate")
 
 
 def _check_quant_backend(spec: ModelSpec, device: str) -> None:
     """Refuse a 4-bit load that the installed packages cannot do, before anything is read."""
     if spec.quant != "4bit":
         return
+    if importlib.util.find_spec("accelerate") is None:
+        raise ModelLoadError("4-bit loading needs the package accelerate (pip install 'tdcourse[quant]' brings it, "
+                             "or pip install accelerate), or use quant='none'.")
     if importlib.util.find_spec("bitsandbytes") is None:
         raise ModelLoadError("4-bit loading needs bitsandbytes: pip install bitsandbytes (or use quant='none').")
     if not device.startswith("cuda"):
@@ -874,7 +952,8 @@ def _check_quant_backend(spec: ModelSpec, device: str) -> None:
             )
 
 
-def load_weights(files: ModelFiles, device: str | None = None):
+def load_weights(files: ModelFiles, device: str | None = None, device_map: str | dict | None = None,
+                 offload_folder: str | Path | None = None):
     """The weights of a model opened by :func:`open_model`, in eval mode, on ``device``.
 
     Parameters
@@ -883,6 +962,16 @@ def load_weights(files: ModelFiles, device: str | None = None):
     device : {"cpu", "cuda", "cuda:<index>", "mps"} or None
         Defaults to :func:`tdcourse.env.device` (the device :func:`resolve_spec` chose the
         precision for).
+    device_map : {"auto", "balanced", "balanced_low_0", "sequential"}, dict or None
+        None (default): the whole model on ``device`` (on CUDA, streamed there with
+        ``device_map={"": 0}``). Otherwise passed to ``from_pretrained`` through accelerate:
+        ``"auto"`` splits a model too large for one GPU over every GPU, then the CPU, then disk
+        (``offload_folder``); a dict names the device of each module (``0``, ``"cpu"``,
+        ``"disk"``). The capture follows each hidden state's device
+        (:func:`tdcourse.hooks.capture`); values do not change, so it is not in the cache key.
+        Trained weights only.
+    offload_folder : str, path or None
+        Where accelerate keeps weights offloaded to disk (needed when a device is ``"disk"``).
 
     Returns
     -------
@@ -891,8 +980,14 @@ def load_weights(files: ModelFiles, device: str | None = None):
 
     Raises
     ------
-    ModelTooLargeError, ModelLoadError
-        As for :func:`load_model`.
+    ValueError
+        A ``device_map`` accelerate does not know, or one with ``init="random"``.
+    ModelTooLargeError
+        As for :func:`load_model` (not checked with a ``device_map``: accelerate places the
+        weights where there is room).
+    ModelLoadError
+        The weights cannot be read (a damaged or incomplete file, a hub failure): one
+        message naming the model and, for the embedded model, saying to delete its conversion.
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -900,21 +995,24 @@ def load_weights(files: ModelFiles, device: str | None = None):
     if not isinstance(files, ModelFiles):
         raise TypeError(f"files must be a ModelFiles (from open_model), got {type(files).__name__}")
     device = _check_device(device) or env.device()
+    _check_device_map(device_map, files.spec)
     spec, config, path, load_kw, hub = files.spec, files.config, files.path, files.load_kwargs, files.hub
     on_cuda = device.startswith("cuda")
     tdtype = _torch_dtype(spec.dtype)
 
     _check_quant_backend(spec, device)
 
+    split = device_map is not None  # accelerate places the weights where there is room
     n_params = _count_params_from_config(config)
-    if on_cuda:
+    if on_cuda and not split:
         available, total = _gpu_memory_gb()
         check_fits(n_params, spec.dtype, spec.quant, available, "GPU", total_gb=total)
-    elif device == "cpu" and not _is_embedded(spec.source):
+    elif device == "cpu" and not _is_embedded(spec.source) and not split:
         check_fits(n_params, spec.dtype, spec.quant, env.ram_gb(), "machine's RAM")
 
     # Where the weights go: straight onto the GPU (no full copy in host RAM), or onto the CPU.
-    device_map = {"": (0 if device == "cuda" else device)} if on_cuda or spec.quant == "4bit" else None
+    if device_map is None and (on_cuda or spec.quant == "4bit"):
+        device_map = {"": (0 if device == "cuda" else device)}
     if spec.init == "random":
         # Drawn directly on the device: an 8B model never has to fit the CPU's RAM.
         torch.manual_seed(spec.seed)
@@ -928,6 +1026,8 @@ def load_weights(files: ModelFiles, device: str | None = None):
         if device_map is not None:
             kwargs["device_map"] = device_map
             kwargs["low_cpu_mem_usage"] = True  # implied by device_map; ignored by transformers >= 5
+        if offload_folder is not None:
+            kwargs["offload_folder"] = str(offload_folder)
         if spec.quant == "4bit":
             from transformers import BitsAndBytesConfig
 
@@ -939,10 +1039,18 @@ def load_weights(files: ModelFiles, device: str | None = None):
             )
         try:
             model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        except ModelLoadError:
+            raise
         except OSError as err:
             if not (_is_embedded(spec.source) or _is_local(spec.source)):
                 raise ModelLoadError(_no_hub_message(spec, hub, err)) from err
             raise ModelLoadError(f"Could not load the weights of {spec.name}: {err}") from err
+        except Exception as err:  # a damaged file (SafetensorError), a shape mismatch, accelerate's refusals
+            what = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+            fix = (f"Delete {path} and load again: the embedded model is converted anew." if _is_embedded(spec.source)
+                   else f"If {path} was copied or downloaded partly, copy it again." if _is_local(spec.source)
+                   else "Check the arguments (device_map, offload_folder) and the files in the Hugging Face cache.")
+            raise ModelLoadError(f"Could not load the weights of {spec.name} ({what}). {fix}") from err
         if device_map is None:
             model.to(device)
     model.eval()
@@ -1003,6 +1111,25 @@ RESIDUAL_SITES: dict[str, SiteMap] = {
 }
 
 
+def text_config(config_or_model):
+    """The text model's config: ``text_config`` of a multimodal config (Gemma-3 4B and up ship
+    as ``Gemma3ForConditionalGeneration``, whose top config has no ``hidden_size``), else the
+    config itself.
+
+    Parameters
+    ----------
+    config_or_model : transformers.PretrainedConfig or PreTrainedModel
+
+    Returns
+    -------
+    transformers.PretrainedConfig
+        With ``hidden_size``, ``num_hidden_layers`` and ``vocab_size`` of the decoder the
+        course reads.
+    """
+    config = getattr(config_or_model, "config", config_or_model)
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
 def model_family(config_or_model) -> str:
     """The architecture family (``model_type`` of the text model) if the course supports it.
 
@@ -1021,8 +1148,7 @@ def model_family(config_or_model) -> str:
         For any other family, listing the supported ones.
     """
     config = getattr(config_or_model, "config", config_or_model)
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    family = getattr(text, "model_type", None) or getattr(config, "model_type", None)
+    family = getattr(text_config(config), "model_type", None) or getattr(config, "model_type", None)
     if family not in RESIDUAL_SITES:
         raise UnsupportedModelError(
             f"The course does not know where the residual after the attention add (resid_mid) is in "
@@ -1139,12 +1265,11 @@ def check_residual_sites(model, input_ids, attention_mask=None, rtol: float | No
     sites = residual_sites(model)
     n = len(sites)
     gaps = torch.zeros((n, 2), dtype=torch.float64)
-    scales: dict[int, torch.Tensor] = {}
     state: dict[tuple[str, int], torch.Tensor] = {}
     handles = []
 
     def rel(a, b, w):
-        a, b, w = a.float(), b.float(), w.float()
+        a, b, w = a.float(), b.float().to(a.device), w.float().to(a.device)
         scale = torch.stack([a.norm(), b.norm()]).max().clamp_min(1e-30)
         return ((b - a - w).norm() / scale).double().cpu()
 

@@ -11,7 +11,14 @@ once for the whole course, in one of three ways (first found wins):
    reads the same setting;
 3. the default: the embedded SmolLM2-135M, N = 1000, which needs no network.
 
-Each chapter prints the model it runs and where that choice came from.
+Each chapter prints the model it runs and where that choice came from. Every command of
+``python -m tdcourse`` that takes ``--model`` / ``--n`` uses this setting when they are not given.
+
+The setting is checked when it is written and when it is read: ``course.json`` holds only the
+keys ``model`` and ``n`` (a typo such as ``"modle"`` is refused, never ignored), the model is an
+alias, a well-formed hub id or an existing model folder (a word such as ``gpt5``, a file or a
+missing path is refused with what to give instead), and the file must be UTF-8 JSON. Each
+problem is one ``ValueError`` that names the place to fix.
 """
 
 from __future__ import annotations
@@ -22,12 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import env
-from .models import DEFAULT_MODEL
+from .models import DEFAULT_MODEL, MissingModelFolderError, classify_model_name
 
 __all__ = ["DEFAULT_N", "CourseSettings", "course_settings", "use_model", "settings_file"]
 
 DEFAULT_N = 1000
 _FILE = "course.json"
+#: The keys ``course.json`` may hold.
+KEYS = ("model", "n")
 
 
 @dataclass(frozen=True)
@@ -71,10 +80,45 @@ def _check_n(n, where: str) -> int:
     return n
 
 
-def _check_model(model, where: str) -> str:
+def _check_model(model, where: str, writing: bool = False) -> str:
+    """``model`` if it names a model (:func:`tdcourse.models.classify_model_name`), else a
+    ``ValueError`` naming ``where``. A folder is returned as its absolute path. Read back from
+    the file or the environment, a folder that no longer exists is kept (its captures may be
+    cached: :func:`tdcourse.capture.load_activations` finds them); when written it must exist."""
     if not isinstance(model, str) or not model.strip():
         raise ValueError(f"The model must be an alias, a hub id or a folder; {where} gives {model!r}.")
-    return model.strip()
+    try:
+        name, source = classify_model_name(model)
+    except MissingModelFolderError as err:
+        if writing:
+            raise ValueError(f"{where} gives {model!r}: {err}") from None
+        return model.strip()
+    except ValueError as err:
+        raise ValueError(f"{where} gives {model!r}: {err}") from None
+    if source == "local" and writing and not (Path(name) / "config.json").is_file():
+        raise ValueError(f"{where} gives {model!r}: the folder {name} has no config.json, so it is not a model "
+                         "folder. Save the model there first (model.save_pretrained(folder), "
+                         "tokenizer.save_pretrained(folder)).")
+    return name if source == "local" else model.strip()
+
+
+def _read_file(path: Path) -> dict:
+    """The settings file as a dict of known keys, or one ``ValueError`` that names the file."""
+    fix = f"delete it or run `python -m tdcourse use --model {DEFAULT_MODEL}`"
+    try:
+        saved = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text (byte {err.start} cannot be read): {fix}.") from err
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not a readable settings file ({err}): {fix}.") from err
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} must hold a JSON object such as "
+                         '{"model": "smollm2-135m", "n": 1000}: delete it or rewrite it.')
+    unknown = sorted(set(saved) - set(KEYS))
+    if unknown:
+        raise ValueError(f"{path} holds unknown keys {unknown}: it may hold only {list(KEYS)} "
+                         f"(e.g. {{\"model\": \"{DEFAULT_MODEL}\", \"n\": {DEFAULT_N}}}); {fix}.")
+    return saved
 
 
 def course_settings() -> CourseSettings:
@@ -89,20 +133,15 @@ def course_settings() -> CourseSettings:
     ------
     ValueError
         If ``TDCOURSE_N`` or the settings file holds something other than a positive whole
-        number, or the file is not valid JSON; the message names the place to fix.
+        number; ``TDCOURSE_MODEL`` or the file names no model (an unknown word, a file); the
+        file is not UTF-8 JSON or holds a key other than ``model`` and ``n``. The message
+        names the place to fix.
     """
     model_env, n_env = os.environ.get("TDCOURSE_MODEL"), os.environ.get("TDCOURSE_N")
     saved: dict = {}
     path = settings_file()
     if path.exists() and not (model_env and n_env):
-        try:
-            saved = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path} is not a readable settings file ({err}): delete it or run "
-                             "`python -m tdcourse use --model smollm2-135m`.") from err
-        if not isinstance(saved, dict):
-            raise ValueError(f"{path} must hold a JSON object such as "
-                             '{"model": "smollm2-135m", "n": 1000}: delete it or rewrite it.')
+        saved = _read_file(path)
     sources = []
     if model_env:
         model = _check_model(model_env, "TDCOURSE_MODEL")
@@ -137,12 +176,24 @@ def use_model(model: str, n: int = DEFAULT_N) -> Path:
     Returns
     -------
     pathlib.Path
-        The settings file written. Environment variables still take precedence over it.
+        The settings file written (atomically). Environment variables still take precedence over it.
+
+    Raises
+    ------
+    ValueError
+        ``model`` names no model (an unknown word such as ``"gpt5"``, a file, a folder that
+        does not exist or has no ``config.json``), or ``n`` is not a whole number >= 1.
+        Nothing is written then.
+    OSError
+        The cache folder cannot be written.
     """
-    model = _check_model(model, "use_model")
+    model = _check_model(model, "use_model", writing=True)
     n = _check_n(n, "use_model")
-    if Path(model).expanduser().is_dir():
-        model = str(Path(model).expanduser().resolve())
     path = settings_file()
-    path.write_text(json.dumps({"model": model, "n": n}, indent=1) + "\n")
+    tmp = path.parent / env.temporary_name(".json")
+    try:
+        tmp.write_text(json.dumps({"model": model, "n": n}, indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from . import env
@@ -84,11 +83,14 @@ def build_standin(kind: str = "8b-shape", seed: int = 0, rebuild: bool = False) 
     ------
     ValueError
         For an unknown ``kind`` or a negative ``seed``.
+    tdcourse.models.ModelLoadError
+        The cache's disk cannot take the weights (checked before they are drawn); nothing is
+        written, and no temporary folder is left on any failure.
     """
     import torch
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    from .models import _converted_smollm2_dir
+    from .models import ModelLoadError, _converted_smollm2_dir, _count_params_from_config
 
     if kind not in STANDINS:
         raise ValueError(f"Unknown stand-in {kind!r}: choose one of {sorted(STANDINS)}.")
@@ -106,7 +108,13 @@ def build_standin(kind: str = "8b-shape", seed: int = 0, rebuild: bool = False) 
     tok = AutoTokenizer.from_pretrained(_converted_smollm2_dir())
     config = standin_config(kind, len(tok), tok.bos_token_id, tok.eos_token_id)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-standin-{kind}-", dir=target.parent))
+    # Room before the write (the 8b-shape stand-in is 1.5 GB of float32 weights).
+    problem = env.room_problem(target.parent, 4 * _count_params_from_config(config), f"the {kind} stand-in")
+    if problem:
+        raise ModelLoadError(f"{problem} Nothing was built.")
+    tmp = target.parent / env.temporary_name(f"-standin-{kind}")  # a killed build's leftover is cleaned
+    env.clean_stale_temporaries(target.parent)
+    tmp.mkdir()
     try:
         torch.manual_seed(_WEIGHT_SEED_OFFSET + seed)
         model = LlamaForCausalLM(config).eval()

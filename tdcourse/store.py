@@ -43,6 +43,7 @@ __all__ = [
     "clean_stale_temporaries",
     "write_entry",
     "read_entry",
+    "meta_problem",
     "find_entries",
     "pick_entry",
     "results_dir",
@@ -91,7 +92,6 @@ class Entry(NamedTuple):
 
 _TMP_PREFIX = env.TMP_PREFIX
 STALE_TMP_S = env.STALE_TMP_S
-_MIN_FREE_BYTES = 64 * 2**20
 _REQUIRED_RECORD = ("meta", "shape", "sites", "texts")
 _REQUIRED_META = ("format_version", "model", "recipe", "data_sha256", "input_ids_sha256", "sites", "position")
 # (path, device, inode, size, mtime_ns, checksum) of acts.npy files verified by this process:
@@ -165,8 +165,7 @@ def activations_dir() -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise CacheError(f"The activation cache {path} cannot be created ({err}). "
-                         "Set TDCOURSE_CACHE to a folder you can write.") from err
+        raise CacheError(f"The activation cache {path} cannot be created ({err}). {env.cache_hint()}") from err
     return path
 
 
@@ -213,8 +212,8 @@ def check_cache_room(n_bytes: int, folder: Path | None = None) -> Path:
     """Make sure the activation cache can take ``n_bytes`` more, before a capture starts.
 
     Writes and removes a small probe file (a read-only folder is found now, not after the
-    capture) and compares ``n_bytes`` (plus 64 MiB) with the free space of the folder's disk
-    (:func:`shutil.disk_usage`).
+    capture) and compares ``n_bytes`` plus a margin of ``min(64 MiB, n_bytes)`` with the free
+    space of the folder's disk (:func:`tdcourse.env.room_problem`).
 
     Parameters
     ----------
@@ -235,22 +234,9 @@ def check_cache_room(n_bytes: int, folder: Path | None = None) -> Path:
         how much is needed and how to choose another folder (``TDCOURSE_CACHE``).
     """
     folder = Path(folder) if folder is not None else activations_dir()
-    probe = folder / f"{_tmp_name()}.probe"
-    try:
-        with open(probe, "wb") as f:
-            f.write(b"tdcourse")
-        probe.unlink()
-    except OSError as err:
-        with contextlib.suppress(OSError):
-            probe.unlink()
-        raise CacheError(f"The cache folder {folder} is not writable ({err.strerror or err}): nothing was captured. "
-                         "Set TDCOURSE_CACHE to a folder you can write.") from err
-    need = int(n_bytes) + _MIN_FREE_BYTES
-    free = shutil.disk_usage(folder).free
-    if free < need:
-        raise CacheError(f"The cache folder {folder} has {free / 2**30:.2f} GiB free and this capture needs about "
-                         f"{need / 2**30:.2f} GiB: nothing was captured. Free some space or set TDCOURSE_CACHE "
-                         "to a folder on a larger disk.")
+    problem = env.room_problem(folder, n_bytes, "this capture")
+    if problem:
+        raise CacheError(f"{problem} Nothing was captured.")
     return folder
 
 
@@ -291,6 +277,9 @@ def write_entry(acts: np.ndarray, sites: list[str], texts: list[str], meta: dict
     missing = [k for k in _REQUIRED_META if k not in meta]
     if missing:
         raise ValueError(f"meta lacks {missing}")
+    bad = meta_problem(meta)
+    if bad:
+        raise ValueError(bad)
     folder = activations_dir()
     clean_stale_temporaries(folder)
     target = folder / _entry_name(meta)
@@ -312,20 +301,30 @@ def write_entry(acts: np.ndarray, sites: list[str], texts: list[str], meta: dict
         _install(tmp, target)
     except OSError as err:
         raise CacheError(f"Could not write the cache entry {target} ({err.strerror or err}). Free some space or "
-                         "set TDCOURSE_CACHE to a folder you can write.") from err
+                         f"choose another cache folder. {env.cache_hint()}") from err
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 def _install(tmp: Path, target: Path) -> None:
-    """Rename the complete folder ``tmp`` to ``target`` under ``target``'s exclusive lock."""
+    """Rename the complete folder ``tmp`` to ``target`` under ``target``'s exclusive lock.
+
+    What was at ``target`` is moved aside first and removed after; if the rename fails it is
+    put back, so a failed install never loses the old entry nor leaves a temporary behind.
+    """
     with _locked(target, exclusive=True):
         old = None
         if target.exists() or target.is_symlink():
             old = target.parent / _tmp_name()
             os.replace(target, old)  # a file or folder in the way: moved aside, removed below
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if old is not None:
+                with contextlib.suppress(OSError):
+                    os.replace(old, target)
+            raise
     if old is not None:
         if old.is_dir() and not old.is_symlink():
             shutil.rmtree(old, ignore_errors=True)
@@ -348,6 +347,15 @@ def _read_npy(npy: Path, algo: str | None) -> tuple[np.ndarray, str | None]:
         header_len = f.tell()
         if fortran or dtype != np.dtype("<f4"):
             raise ValueError(f"expected a C-ordered little-endian float32 array, got {dtype} (fortran={fortran})")
+        # The header's shape against the file's size, before anything is allocated: a damaged
+        # header must not ask for an absurd array (a MemoryError, or all the machine's RAM).
+        if len(shape) != 3 or not all(isinstance(x, int) and x >= 0 for x in shape):
+            raise ValueError(f"the header holds shape {shape}, not (n_samples, n_sites, d_model)")
+        want = header_len + 4 * int(np.prod(shape, dtype=object))
+        have = os.fstat(f.fileno()).st_size
+        if have != want:
+            raise ValueError(f"the header's shape {tuple(shape)} needs {want} bytes and the file has {have}: "
+                             "the file is truncated or its header is damaged")
         if h is not None:
             f.seek(0)
             h.update(f.read(header_len))
@@ -381,6 +389,31 @@ def _record_checksum(record: dict[str, Any]) -> tuple[str, str] | None:
         return None
     if isinstance(record.get("sha256"), str):  # entries written before the checksum field
         return "sha256", record["sha256"]
+    return None
+
+
+def meta_problem(meta: Any) -> str | None:
+    """None if ``meta`` has the types an entry's key needs (:func:`entry_meta`), else what is wrong.
+
+    Checked on every read and import, so that a hand-edited or damaged ``meta.json`` (e.g.
+    ``recipe.n`` set to null) is one clear error, never a ``TypeError`` later.
+    """
+    if not isinstance(meta, dict):
+        return "meta is not an object"
+    model, recipe = meta.get("model"), meta.get("recipe")
+    if not isinstance(model, dict):
+        return "meta.model is not an object"
+    for k in ("name", "quant", "dtype", "init"):
+        if not isinstance(model.get(k), str) or not model.get(k):
+            return f"meta.model.{k} must be a non-empty string, got {model.get(k)!r}"
+    if not isinstance(recipe, dict):
+        return "meta.recipe is not an object"
+    n = recipe.get("n")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        return f"meta.recipe.n must be a whole number >= 1, got {n!r}"
+    for k in ("data_sha256", "input_ids_sha256"):
+        if not isinstance(meta.get(k), str):
+            return f"meta.{k} must be a string, got {meta.get(k)!r}"
     return None
 
 
@@ -458,6 +491,9 @@ def read_entry(path: Path, expect_meta: dict[str, Any] | None = None, verify: bo
         if meta.get("format_version") != FORMAT_VERSION:
             raise CacheError(f"{path} was written by capture format {meta.get('format_version')}, "
                              f"this tdcourse reads format {FORMAT_VERSION}. {rebuild}")
+        bad = meta_problem(meta)
+        if bad:
+            raise CacheError(f"{path / 'meta.json'} is malformed: {bad}. {rebuild}")
         sites, texts, shape = record["sites"], record["texts"], record["shape"]
         if not (isinstance(sites, list) and isinstance(texts, list) and isinstance(shape, list)
                 and all(isinstance(x, str) for x in sites) and all(isinstance(x, str) for x in texts)):
@@ -604,10 +640,27 @@ def find_entries(
 
 
 def pick_entry(found: list[tuple[Path, dict]], quant: str | None, dtype: str | None) -> tuple[Path, dict]:
-    """The best of several matching entries: the asked precision first, then full precision."""
+    """The best of several matching entries (from :func:`find_entries`).
+
+    Parameters
+    ----------
+    found : list of (pathlib.Path, dict)
+        Non-empty.
+    quant, dtype : str or None
+        The asked precision. Left open (``quant`` ``"auto"`` or None, ``dtype`` None), full
+        precision comes first: ``quant == "none"``, then ``dtype == "float32"``.
+
+    Returns
+    -------
+    (pathlib.Path, dict)
+        The asked (or full) precision first; the newest among equals.
+    """
+    want_quant = "none" if quant in (None, "auto") else quant
+    want_dtype = dtype or "float32"
+
     def rank(item):
         spec = item[1]["model"]
-        return (spec.get("quant") != (quant or "none"), spec.get("dtype") != (dtype or "float32"))
+        return (spec.get("quant") != want_quant, spec.get("dtype") != want_dtype)
 
     return sorted(found, key=rank)[0]  # stable: newest first among equals
 
@@ -635,13 +688,22 @@ def save_result(meta: dict[str, Any], name: str, arrays: dict[str, np.ndarray], 
     """Keep ``arrays`` (and the JSON-able ``info``) as result ``name`` of the capture ``meta``.
 
     Written to a temporary file in the same folder, then renamed into place: a reader never
-    sees half a file. Returns the file's path.
+    sees half a file, and no temporary is left when the write fails. Returns the file's path.
+
+    Raises
+    ------
+    ValueError
+        A ``name`` that is not letters, digits, ``-`` or ``_``.
+    CacheError
+        The file cannot be written (a full or read-only disk).
     """
     path = result_path(meta, name)
     tmp = path.parent / f"{_tmp_name()}.npz"
     try:
         np.savez(tmp, __info__=np.frombuffer(json.dumps(info).encode(), dtype=np.uint8), **arrays)
         os.replace(tmp, path)
+    except OSError as err:
+        raise CacheError(f"Could not keep the result {path} ({err.strerror or err}). {env.cache_hint()}") from err
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()

@@ -155,15 +155,46 @@ def verdict_dir() -> Path:
 
 
 def save(verdicts: Iterable[Verdict], chapter: str) -> Path:
-    """Write a chapter's verdicts to ``verdict_dir()/<chapter>.json`` (atomically, replacing)."""
+    """Write a chapter's verdicts to ``verdict_dir()/<chapter>.json`` (atomically, replacing).
+
+    Parameters
+    ----------
+    verdicts : iterable of Verdict
+    chapter : str
+        The notebook's file stem; fills each verdict's empty ``chapter``.
+
+    Returns
+    -------
+    pathlib.Path
+        The file written.
+
+    Raises
+    ------
+    OSError
+        The file cannot be written (a full or read-only disk): the message names the file and
+        what to do. The old file is left as it was, and no temporary file is left behind.
+    """
     data = [v.to_dict() for v in verdicts]
     for v in data:
         v["chapter"] = v["chapter"] or chapter
     target = verdict_dir() / f"{chapter}.json"
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, target)
+    blob = json.dumps(data, indent=1)  # before any file is opened: a failure here leaves nothing
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-verdicts-", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(blob)
+        os.replace(tmp, target)
+        tmp = None
+    except OSError as err:
+        raise OSError(err.errno, f"Could not save the verdicts to {target} ({err.strerror or err}): free some "
+                                 "space, or set TDCOURSE_CACHE to a folder you can write") from err
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
     return target
 
 

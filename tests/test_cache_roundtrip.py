@@ -124,8 +124,8 @@ def test_full_or_read_only_cache_is_found_before_the_capture(folder, monkeypatch
 
     monkeypatch.setattr(cap, "load_weights", no_model)
     real = shutil.disk_usage
-    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=10 * 2**20))
-    with pytest.raises(CacheError, match=r"GiB free and this capture needs about .*nothing was captured"):
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=2**20))
+    with pytest.raises(CacheError, match=r"free and this capture needs about .*Nothing was captured"):
         load_activations(folder, n=N, progress=False)
     monkeypatch.setattr(shutil, "disk_usage", real)
     with pytest.raises(CacheError, match="not writable"):
@@ -204,3 +204,74 @@ def test_cli_rebuild_replaces_a_file_in_the_way(folder, capsys):
     assert len(err) == 1 and "is not a folder" in err[0] and "--rebuild" in err[0]
     assert main(["capture", "--model", folder, "--n", "4", "--rebuild"]) == 0
     assert entry.is_dir() and load_activations(folder, n=4, progress=False).acts.shape == (4, 4, 32)
+
+
+# --- the fallback never substitutes another precision, init or recipe (issue 19) --------------
+
+
+def _fake_4bit(entry):
+    """Save, as the newest entry, a '4-bit' capture of the same model and samples (other values)."""
+    import copy
+
+    meta = copy.deepcopy(entry.meta)
+    meta["model"]["quant"] = "4bit"
+    return cap.save_activations(entry.acts + 1.0, entry.sites, entry.texts, meta)
+
+
+def test_auto_prefers_full_precision_and_says_which_entry(folder, tmp_path, capsys):
+    full = load_activations(folder, n=N, progress=False)
+    four = _fake_4bit(full)  # newer than the full-precision entry
+    control = load_activations(folder, n=N, init="random", quant="none", progress=False)
+    shutil.rmtree(folder)  # the model cannot be read any more
+    capsys.readouterr()
+    got = load_activations(folder, n=N, progress=False)  # quant="auto"
+    said = capsys.readouterr().out
+    assert got.path == full.path and full.path.name in said and "full precision" in said
+    np.testing.assert_array_equal(got.acts, full.acts)
+    asked = load_activations(folder, n=N, quant="4bit", progress=False)
+    assert asked.path == four and "4-bit NF4" in capsys.readouterr().out
+    assert load_activations(folder, n=N, init="random", quant="none", progress=False).path == control.path
+    for kwargs in ({"n": N + 1}, {"recipe": cap.SampleRecipe(max_tokens=20)}, {"init": "random", "seed": 3, "quant": "none"},
+                   {"dtype": "bfloat16"}):
+        with pytest.raises((ModelLoadError, ValueError)):
+            load_activations(folder, **{"n": N, "progress": False, **kwargs})
+
+
+def test_a_readable_model_is_captured_rather_than_served_in_4bit(folder, capsys):
+    """Precision left open, the model readable, only a 4-bit entry cached: on this CPU "auto" means
+    full precision, so it is captured here, never the 4-bit capture served in its place."""
+    full = load_activations(folder, n=N, progress=False)
+    _fake_4bit(full)
+    shutil.rmtree(full.path)
+    capsys.readouterr()
+    again = load_activations(folder, n=N, progress=False)
+    assert again.meta["model"]["quant"] == "none" and "Using the cached capture" not in capsys.readouterr().out
+    np.testing.assert_allclose(again.acts, full.acts, rtol=1e-6, atol=1e-6)
+
+
+def test_pick_entry_ranks_full_precision_first_whatever_the_order():
+    from pathlib import Path
+
+    from tdcourse.store import pick_entry
+
+    def e(q, d):
+        return (Path(f"{q}-{d}"), {"model": {"quant": q, "dtype": d}})
+
+    found = [e("4bit", "float32"), e("none", "bfloat16"), e("none", "float32")]
+    for quant in ("auto", None):
+        assert pick_entry(found, quant, None)[0].name == "none-float32"
+        assert pick_entry(found[::-1], quant, None)[0].name == "none-float32"
+    assert pick_entry(found, "4bit", None)[0].name == "4bit-float32"
+    assert pick_entry(found, "auto", "bfloat16")[0].name == "none-bfloat16"
+
+
+def test_an_unsupported_family_is_refused_without_advice_about_exports(tmp_path):
+    from transformers import GPT2Config
+
+    from tdcourse.models import UnsupportedModelError
+
+    path = _tiny_folder(tmp_path / "gpt2ish")
+    GPT2Config(n_layer=1, n_embd=8, n_head=2).save_pretrained(path)
+    with pytest.raises(UnsupportedModelError) as err:
+        load_activations(path, n=2, progress=False)
+    assert "export" not in str(err.value) and "gpt2" in str(err.value)

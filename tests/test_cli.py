@@ -63,7 +63,7 @@ class _Tok:
     def __call__(self, texts, add_special_tokens=True):
         return {"input_ids": [[1, 2, 3] for _ in texts]}
 
-    def batch_decode(self, ids, skip_special_tokens=False):
+    def batch_decode(self, ids, skip_special_tokens=False, clean_up_tokenization_spaces=None):
         return ["abc" for _ in ids]
 
 

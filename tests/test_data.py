@@ -8,12 +8,17 @@ from tdcourse.data import SampleRecipe, body_lines, build_samples, load_wikitext
 
 
 class CharTokenizer:
-    """Character-level stand-in for a HF tokenizer: one id per character."""
+    """Character-level stand-in for a HF tokenizer: one id per character, BOS ``<s>`` (id 1)."""
+
+    bos_token = "<s>"
+
+    def convert_tokens_to_ids(self, token):
+        return 1 if token == self.bos_token else None
 
     def __call__(self, texts, add_special_tokens=True):
         return {"input_ids": [([1] if add_special_tokens else []) + [ord(c) for c in t] for t in texts]}
 
-    def batch_decode(self, ids, skip_special_tokens=False):
+    def batch_decode(self, ids, skip_special_tokens=False, clean_up_tokenization_spaces=None):
         return ["".join(chr(i) for i in x if i != 1) for x in ids]
 
 
@@ -37,7 +42,8 @@ def test_build_samples_truncates_and_is_deterministic():
     s = build_samples(CharTokenizer(), r, lines=lines)
     assert s.lines == ["a" * 120, "c" * 200]
     assert [len(x) for x in s.input_ids] == [10, 10]
-    assert s.input_ids[0][0] == 1  # the special token is kept when asked for
+    assert s.input_ids[0][0] == 1 and s.bos_token_id == 1  # the document-start token, when asked for
+    assert s.input_ids[0][1:] == [ord("a")] * 9
     assert s.texts[1] == "c" * 9
     assert build_samples(CharTokenizer(), r, lines=lines).data_sha256 == s.data_sha256
 
@@ -101,3 +107,48 @@ def test_recipe_fields_are_validated(field, value):
 
     with pytest.raises(ValueError, match=rf"^{field} must be"):
         build_samples(CharTokenizer(), replace(SampleRecipe(n=2), **{field: value}), lines=["a" * 200] * 3)
+
+
+class ChatBosTokenizer(CharTokenizer):
+    """A tokenizer whose BOS slot holds a chat token and whose default adds it (what transformers
+    4.57 does with SmolLM2's converted tokenizer): the course's rule puts nothing first."""
+
+    bos_token = "<|im_start|>"
+
+    def __call__(self, texts, add_special_tokens=True):
+        return {"input_ids": [([7] if add_special_tokens else []) + [ord(c) for c in t] for t in texts]}
+
+
+@pytest.mark.parametrize("add", [True, False])
+def test_the_first_token_follows_the_rule_not_the_tokenizers_default(add):
+    from tdcourse.data import bos_token_id
+
+    lines = ["a" * 120, "c" * 200]
+    r = SampleRecipe(n=2, min_chars=100, max_tokens=10, add_special_tokens=add)
+    s = build_samples(ChatBosTokenizer(), r, lines=lines)
+    assert s.input_ids == [[ord("a")] * 10, [ord("c")] * 10] and s.bos_token_id is None
+    assert bos_token_id(ChatBosTokenizer()) is None and bos_token_id(CharTokenizer()) == 1
+    char = build_samples(CharTokenizer(), r, lines=lines)
+    assert char.input_ids[0][0] == (1 if add else ord("a"))
+
+
+@pytest.mark.slow
+def test_smollm2_samples_do_not_depend_on_add_bos_token():
+    """With the converted SmolLM2 tokenizer the samples are the same ids whatever its
+    ``add_bos_token`` setting (which makes its default encoding start with ``<|im_start|>``, as
+    transformers 4.57 does by default). The first sample's first ids were checked equal under
+    transformers 4.57.6 and 5.25.0 (also for a folder converted by 4.57)."""
+    from transformers import AutoTokenizer
+
+    from tdcourse.models import _converted_smollm2_dir
+
+    folder = _converted_smollm2_dir()
+    recipe = SampleRecipe(n=50)
+    plain = build_samples(AutoTokenizer.from_pretrained(folder), recipe)
+    with_bos = AutoTokenizer.from_pretrained(folder, add_bos_token=True)
+    assert with_bos("Robert")["input_ids"][0] == 1  # the setting does change the tokenizer's default ...
+    without = AutoTokenizer.from_pretrained(folder, add_bos_token=False)
+    for tok in (with_bos, without):
+        assert build_samples(tok, recipe).input_ids == plain.input_ids  # ... never the samples
+    assert plain.bos_token_id is None
+    assert plain.input_ids[0][:8] == [25268, 389, 9226, 352, 314, 354, 2321, 4771]

@@ -43,6 +43,7 @@ def test_use_model_writes_the_file_in_the_cache(tmp_path):
 def test_a_folder_is_stored_as_an_absolute_path(tmp_path, monkeypatch):
     folder = tmp_path / "my-model"
     folder.mkdir()
+    (folder / "config.json").write_text("{}")
     monkeypatch.chdir(tmp_path)
     settings.use_model("my-model", 10)
     assert settings.course_settings().model == str(folder.resolve())
@@ -79,3 +80,58 @@ def test_every_chapter_reads_the_one_setting():
         code = "\n".join("".join(c["source"]) for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code")
         assert "MODEL, N = tdcourse.course_settings()" in code, nb.name
         assert not re.search(r"^\s*(MODEL|N)\s*=", code, flags=re.M), f"{nb.name} sets MODEL or N by hand"
+
+
+# --- checked when written and when read (issue 19) -------------------------------------------
+
+
+@pytest.mark.parametrize("model, says", [
+    ("gpt5", "Unknown model 'gpt5'"),
+    ("bad id/x y", "Unknown model"),
+    ("FILE", "is a file, not a model folder"),
+    ("models/llama-L9", "does not exist.*read as a path, not as a hub id"),
+    ("./nowhere", "does not exist"),
+    ("EMPTY", "has no config.json"),
+])
+def test_use_model_refuses_what_names_no_model_and_writes_nothing(model, says, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "FILE").write_text("x")
+    (tmp_path / "EMPTY").mkdir()
+    (tmp_path / "models" / "llama-L8").mkdir(parents=True)
+    with pytest.raises(ValueError, match=says):
+        settings.use_model(model, 10)
+    assert not settings.settings_file().exists()
+    assert not [p for p in settings.settings_file().parent.iterdir() if p.name.startswith(".tmp")]
+
+
+@pytest.mark.parametrize("content, says", [
+    ({"modle": "llama-3.1-8b"}, r"unknown keys \['modle'\].*may hold only \['model', 'n'\]"),
+    ({"model": "smollm2-135m", "n": 10, "N": 5}, r"unknown keys \['N'\]"),
+    ({"model": "gpt5"}, "Unknown model 'gpt5'"),
+    ({"model": 7}, "The model must be"),
+    ({"n": "many"}, "N must be"),
+])
+def test_a_settings_file_is_checked_when_read(content, says):
+    settings.settings_file().write_text(json.dumps(content))
+    with pytest.raises(ValueError, match=says) as err:
+        settings.course_settings()
+    assert "course.json" in str(err.value)
+
+
+def test_a_settings_file_that_is_not_utf8_names_the_file():
+    settings.settings_file().write_bytes(b'{"model": "sm\xf6llm"}')
+    with pytest.raises(ValueError, match=r"course.json is not UTF-8 text.*delete it"):
+        settings.course_settings()
+
+
+def test_the_environment_is_checked_too(monkeypatch, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("TDCOURSE_MODEL", str(tmp_path / "afile"))
+    with pytest.raises(ValueError, match="TDCOURSE_MODEL.*is a file, not a model folder"):
+        settings.course_settings()
+    monkeypatch.setenv("TDCOURSE_MODEL", "gpt5")
+    with pytest.raises(ValueError, match="TDCOURSE_MODEL.*Unknown model"):
+        settings.course_settings()
+    # a folder that is gone is kept: its captures may be cached (an instructor's export)
+    monkeypatch.setenv("TDCOURSE_MODEL", str(tmp_path / "deleted-model"))
+    assert settings.course_settings().model == str(tmp_path / "deleted-model")
