@@ -157,7 +157,7 @@ def _run(args) -> int:
     return 0
 
 
-def _write_traceback(err: BaseException) -> str:
+def _write_traceback(err: BaseException, argv: list[str]) -> str:
     """Write ``err``'s full traceback to a file (the cache's ``logs/``, else the temporary folder)."""
     import os
     import tempfile
@@ -179,7 +179,7 @@ def _write_traceback(err: BaseException) -> str:
             os.makedirs(folder, exist_ok=True)
             path = os.path.join(folder, name)
             with open(path, "w", encoding="utf-8") as f:
-                f.write(f"python -m tdcourse {' '.join(sys.argv[1:])}\n\n{text}")
+                f.write(f"python -m tdcourse {' '.join(argv)}\n\n{text}")
             return path
         except OSError:
             continue
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: interrupted (nothing half-written is left in the cache)", file=sys.stderr)
         return 130
     except Exception as err:  # a bug: say so, in one line, and keep the whole story in a file
-        where = _write_traceback(err)
+        where = _write_traceback(err, list(sys.argv[1:] if argv is None else argv))
         text = " ".join(str(err).split())[:300]
         print(f"error: unexpected {type(err).__name__}{': ' + text if text else ''}. This is a bug in tdcourse; "
               f"the full traceback is in {where} (please report it with that file).", file=sys.stderr)

@@ -513,6 +513,29 @@ def load_runs(model: str = DEFAULT_MODEL, n: int = 1000, control: bool = True, *
     control cannot be built (an 8B model on a GPU too small to hold it unquantised), or with
     ``control=False``, the list holds the trained run alone and the reason is printed.
     Chapters loop over this list, so they run either way.
+
+    Parameters
+    ----------
+    model : str
+        As for :func:`load_activations`.
+    n : int
+        Number of samples, >= 1.
+    control : bool
+        Add the random-init control (seeded, unquantised, drawn on one device: ``quant``,
+        ``device_map`` and ``offload_folder`` apply to the trained run only).
+    **kwargs
+        Passed to :func:`load_activations` (``quant``, ``dtype``, ``seed``, ``recipe``,
+        ``batch_size``, ``rebuild``, ``progress``, ``device_map``, ``offload_folder``).
+
+    Returns
+    -------
+    list of Activations
+        ``[trained]`` or ``[trained, control]``, each ``acts`` of shape
+        ``(n, 2 * n_layers, d_model)`` on the same samples.
+
+    Raises
+    ------
+    As :func:`load_activations` (a control too large for the device is skipped, not raised).
     """
     runs = [load_activations(model=model, n=n, **kwargs)]
     if control:  # drawn on one device, unquantised

@@ -29,8 +29,15 @@ def cache_dir_path() -> Path:
 
 
 def _writable(folder: Path) -> bool:
-    """Whether a new folder can be made in ``folder`` (it exists, is a folder and takes writes)."""
-    return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
+    """Whether a new folder can be made in ``folder``: tried, not read from its mode bits (root
+    passes every permission check, and a read-only mount or /proc refuses writes anyway)."""
+    import tempfile
+
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=folder))
+        return True
+    except OSError:
+        return False
 
 
 def cache_hint() -> str:

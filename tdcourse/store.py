@@ -175,10 +175,17 @@ def _entry_dir(meta: dict[str, Any]) -> Path:
 
 @contextlib.contextmanager
 def _locked(entry: Path, exclusive: bool) -> Iterator[None]:
-    """Hold a lock on ``entry`` (exclusive for writers, shared for readers) where possible."""
+    """Hold a lock on ``entry`` (exclusive for writers, shared for readers) where possible.
+
+    A temporary folder (a staged import) is private to its writer: it takes no lock, so no
+    lock file is left behind for it.
+    """
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows: the atomic rename alone
+        yield
+        return
+    if entry.name.startswith(_TMP_PREFIX):
         yield
         return
     lock_dir = entry.parent / ".locks"
