@@ -6,6 +6,7 @@ The one global setting is the cache directory (``TDCOURSE_CACHE``); the course's
 are read from it or from the environment by :func:`course_settings`.
 """
 
+from . import _progress  # noqa: F401  (tqdm's text bars in Jupyter, without its ipywidgets warning)
 from .capture import Activations, CacheError, load_activations, load_runs, site_names
 from .models import DEFAULT_MODEL, load_model
 from .settings import course_settings, use_model
