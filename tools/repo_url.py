@@ -76,8 +76,8 @@ def colab_cell(url: str, ref: str) -> str:
     """The source of every chapter's second cell: on Colab, install the course library at
     ``ref`` and keep the cache on Google Drive; stop with one message if an install fails;
     elsewhere, nothing. (Formatted as ``ruff format`` leaves it.)"""
-    return f'''# On Colab: install the course library (the release this book was built from)
-# and keep its cache on Google Drive. Does nothing on a laptop or in CI.
+    return f'''# On Colab: install the course library (the release this book was built
+# from) and keep its cache on Google Drive. Does nothing elsewhere.
 import sys
 
 if "google.colab" in sys.modules:
@@ -95,8 +95,8 @@ if "google.colab" in sys.modules:
             print(done.stdout[-3000:], done.stderr[-3000:], sep="\\n")
             raise SystemExit(
                 f"Installing {{args[-1]}} failed: pip's message is above. "
-                "Check URL and REF in this cell (see the Setup page), then "
-                "run it again."
+                "Check URL and REF in this cell (see the Setup page), "
+                "then run it again."
             )
     import tdcourse.env
 
