@@ -571,7 +571,8 @@ def _control_reading(control: str, trained: str | None) -> str:
 
 
 def _robust_words(rb, max_flips: int = 2) -> str:
-    """``"robust: 6 of 6 specifications"`` or ``"FRAGILE: …; flips with a and b"``; "" if none."""
+    """``"holds in 6 of 6 specifications"`` or ``"FRAGILE: holds in 3 of 6 specifications; flips with a
+    and b"``; "" if there is no robustness record."""
     if rb is None:
         return ""
     flips = [str(f) for f in (getattr(rb, "flips", ()) or ())]
@@ -582,7 +583,7 @@ def _robust_words(rb, max_flips: int = 2) -> str:
     shown = flips[:max_flips] + ([f"{len(flips) - max_flips} more (below)"] if len(flips) > max_flips else [])
     flip = f"; flips with {_and(shown)}" if flips else ""
     edge = f"; {margin}" if isinstance(margin, str) and margin.strip() else ""
-    return (f"FRAGILE: {count} give it{flip}{edge}" if rb.fragile else f"robust: {count}{flip}{edge}")
+    return f"FRAGILE: holds in {count}{flip}{edge}" if rb.fragile else f"holds in {count}{flip}{edge}"
 
 
 def _run_names(items: list) -> dict[str, str]:
@@ -653,7 +654,7 @@ def _lines(items: list, robustness) -> list[str]:
                 else:
                     label = run_label(m) if len(trained) < 2 else m
                     plain = " with the paper" if v.outcome == "disagrees" else ""
-                    s = f"{label}: {v.outcome}{plain}" + (f" ({words})" if words else "")
+                    s = f"{label} {v.outcome}{plain}" + (f" ({words})" if words else "")
                 said.append(s)
             body = "; ".join(said)
             parts.append(f"{name[:1].upper() + name[1:]} reading: {body}" if name else body[:1].upper() + body[1:])

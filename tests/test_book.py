@@ -422,8 +422,10 @@ _CELL = '<div class="cell"><div class="cell_output"><div class="output">{}</div>
 
 
 def _chart(width: int) -> str:
-    return (f'<div id="altair-viz-{width}" class="vega-embed"><svg width="{width}" height="150">'
-            f'<g class="role-title-text"><text>{width} px</text></g></svg></div>')
+    """A drawn chart as vega-embed 7 writes it: the SVG (with its viewBox) in a chart wrapper."""
+    return (f'<div id="altair-viz-{width}" class="vega-embed"><div class="chart-wrapper">'
+            f'<svg width="{width}" height="150" viewBox="0 0 {width} 150">'
+            f'<g class="role-title-text"><text>{width} px</text></g></svg></div></div>')
 
 
 def _fixture(tmp_path: Path, name: str, cells: list[str]) -> str:

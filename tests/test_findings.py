@@ -33,7 +33,7 @@ def test_findings_renders_lines_then_notes_and_the_verdict_table_collapsed():
 def test_findings_says_a_disagreement_plainly():
     f = verdicts.findings([_v(outcome="disagrees"), _v(model="m · random init (seed 0)", outcome="disagrees")])
     (line,) = f.lines
-    assert "Trained: disagrees with the paper" in line
+    assert "Trained disagrees with the paper" in line
     assert "the control does not show it either" in line and "control: disagrees" not in line
     # no disagreement, no such words
     assert "with the paper" not in verdicts.findings([_v()]).lines[0]
@@ -119,8 +119,8 @@ def test_findings_lead_tells_readings_apart():
           verdicts.judge("C12", "early layers harder", "a", "m · random init (seed 0)", 1, agrees=True),
           verdicts.judge("C12", "early layers harder", "b", "m · random init (seed 0)", 1, agrees=True)]
     (line,) = verdicts.findings(vs).lines
-    assert "Error reading: trained: agrees; the control shows it too → the architecture" in line
-    assert "Dimension reading: trained: disagrees with the paper; the control shows it, the trained model does not" in line
+    assert "Error reading: trained agrees; the control shows it too → the architecture" in line
+    assert "Dimension reading: trained disagrees with the paper; the control shows it, the trained model does not" in line
 
 
 # --- the chapters' findings_notes on a small synthetic run: the sentences hold the computed numbers

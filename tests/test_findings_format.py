@@ -51,7 +51,7 @@ def test_the_control_is_read_as_a_control(trained, control, said):
     line = _line([_v(outcome=trained), _v(model=CONTROL, outcome=control)])
     assert said in line
     # the control is never said to agree or disagree with the paper
-    assert "control: agrees" not in line and "control: disagrees" not in line
+    assert not re.search(r"control:? (agrees|partly|disagrees)", line)
     assert line.count("with the paper") == (trained == "disagrees")
 
 
@@ -59,9 +59,9 @@ def test_one_line_per_claim_with_the_claim_in_short_and_each_run():
     found = [_v("C1"), _v("C2", outcome="disagrees"), _v("C1", model=CONTROL), _v("C2", model=CONTROL)]
     lines = verdicts.findings(found).lines
     assert lines == (
-        "C1 · units stay highly correlated from one site to the next. Trained: agrees; the control shows it "
+        "C1 · units stay highly correlated from one site to the next. Trained agrees; the control shows it "
         "too → the architecture.",
-        "C2 · that correlation rises with depth. Trained: disagrees with the paper; the control shows it, the "
+        "C2 · that correlation rises with depth. Trained disagrees with the paper; the control shows it, the "
         "trained model does not → training removes it.",
     )
 
@@ -78,8 +78,8 @@ def test_a_claim_read_two_ways_names_each_reading():
              _v("C13", model=CONTROL, outcome="disagrees", criterion="share of inward arrows > 1/2")]
     f = verdicts.findings(found)
     (line,) = f.lines
-    assert "Distance reading: trained: agrees; the control does not → training." in line
-    assert "Arrows reading: trained: disagrees with the paper; the control does not show it either." in line
+    assert "Distance reading: trained agrees; the control does not → training." in line
+    assert "Arrows reading: trained disagrees with the paper; the control does not show it either." in line
     assert "reading 1" not in line and LONG[:40] not in line  # named, not numbered or cut from the criterion
     # each criterion once, whole, in the details
     assert ("C13 (distance)", LONG) in f.criteria and ("C13 (arrows)", "share of inward arrows > 1/2") in f.criteria
@@ -102,7 +102,7 @@ def test_robustness_in_the_line_with_the_alternatives_that_flip_it():
                                             margin=None)}
     f = verdicts.findings([_v(), _v(model=CONTROL)], robustness=rob)
     (line,) = f.lines
-    assert ("Trained: agrees (FRAGILE: 3 of 6 specifications give it; flips with the 25th token of 48 and a "
+    assert ("Trained agrees (FRAGILE: holds in 3 of 6 specifications; flips with the 25th token of 48 and a "
             "5 % pull floor)") in line
     assert "FRAGILE" not in line.split("; the control")[1]  # a robust control is not marked
     details = " ".join(f.paragraphs)
@@ -113,7 +113,7 @@ def test_robustness_objects_without_flips_still_work():
     """Robustness before the robust helper's fields: no "flips with" and no empty list."""
     rob = {("C7", TRAINED): Robustness("C7", "trained", "agrees", 6, 6, 6)}
     line = _line([_v()], rob)
-    assert line == "C7 · the dynamics are non-stationary. Trained: agrees (robust: 6 of 6 specifications)."
+    assert line == "C7 · the dynamics are non-stationary. Trained agrees (holds in 6 of 6 specifications)."
 
 
 def test_no_empty_lists_and_no_cut_labels():
