@@ -107,3 +107,11 @@ def test_no_ipywidgets_warning_in_jupyter(first, warns):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     assert ("IProgress not found" in out.stderr) == warns, out.stderr
+
+
+def test_the_quant_extra_brings_accelerate():
+    """`pip install tdcourse[quant]` (the Colab cell) must be able to load a 4-bit model: transformers
+    needs accelerate for that, and raises its own raw error without it."""
+    text = (ROOT / "pyproject.toml").read_text()
+    quant = re.search(r"^quant\s*=\s*\[([^\]]*)\]", text, flags=re.M)
+    assert quant and "accelerate" in quant.group(1) and "bitsandbytes" in quant.group(1)
