@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from importlib import import_module
 
+from . import _progress  # noqa: F401  (tqdm's text bars in Jupyter, without its ipywidgets warning)
+
 __version__ = "0.1.0"
 
 #: Public name -> the submodule that defines it.

@@ -1,7 +1,11 @@
 """Altair chart builders, one per kind of figure the chapters draw.
 
 Every builder takes arrays (shapes documented) and returns an ``alt.Chart`` (or a layered /
-concatenated chart) that the notebook displays. Data is passed compactly (one row per site
+concatenated chart) that the notebook displays. One visual language for the whole book: a run
+is named by :func:`label` (``"trained"``, ``"4-bit copy"``, ``"random-init control"``) and has
+the same colour in every chart (:data:`RUN_COLORS`), whatever the order of the series; so has
+each kind of null or yardstick (:data:`NULL_COLORS`: shuffles grey, random directions purple,
+the random walk brown); every builder sets its colour scale explicitly (:func:`series_colors`). Data is passed compactly (one row per site
 with arrays flattened by Vega-Lite) so a 60 × 576 heat map stays small in the page. The
 built book draws them offline through one local copy of the Vega libraries (see
 ``tools/offline_assets.py``).
@@ -12,8 +16,6 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import numpy as np
-
-
 
 
 def _alt():
@@ -27,6 +29,144 @@ def _legend(**kw):
     700-pixel page column), labels cut at 300 px, and opaque swatches (the line's colour, not a
     pale band's)."""
     return _alt().Legend(**({"orient": "top", "labelLimit": 300, "columns": 2, "symbolOpacity": 1} | kw))
+
+
+# --------------------------------------------------------------------------- the book's visual language
+
+#: Colours of the runs a chapter compares, the same in every chart of the book: one hue per run
+#: kind, its first shade for the run itself and the next ones for a run's sub-series ("trained ·
+#: within (attention)", "trained · across (MLP)"). Keys are :data:`tdcourse.verdicts.RUN_LABELS`'
+#: labels, which is what :func:`label` names a run.
+RUN_COLORS: dict[str, tuple[str, ...]] = {
+    "trained": ("#4c78a8", "#9ecae9", "#2a4a70", "#6f9fcf"),
+    "4-bit copy": ("#439894", "#8cc7c2", "#275c59", "#62b3ad"),
+    "random-init control": ("#f58518", "#ffbf79", "#a8570c", "#f9a65a"),
+}
+
+#: Nulls and yardsticks: the label a chart gives each kind and its colour, the same in every
+#: chart. Shuffles are grey (a white-noise curve is what a layer shuffle makes of any curve);
+#: random directions purple; the random walk brown. A series named ``"<label> (…)"`` (e.g.
+#: ``"layer-shuffled null (trained)"``) takes its label's colour.
+NULL_COLORS: dict[str, tuple[str, ...]] = {
+    "site-shuffled null": ("#8c8c8c", "#bdbdbd"),
+    "layer-shuffled null": ("#8c8c8c", "#bdbdbd"),
+    "shuffled-samples null": ("#8c8c8c", "#bdbdbd"),
+    "white noise": ("#8c8c8c", "#bdbdbd"),
+    "random basis": ("#b279a2", "#d6a5c9"),
+    "random direction": ("#b279a2", "#d6a5c9"),
+    "random walk": ("#9d755d", "#c9a88e"),
+}
+
+#: Every other series (estimators, kinds of step, injection layers…), in the order a chart lists
+#: them; none of these is a run's or a null's colour.
+OTHER_COLORS: tuple[str, ...] = ("#54a24b", "#e45756", "#eeca3b", "#ff9da6", "#17becf", "#bcbd22", "#6b4c9a",
+                                 "#e377c2")
+
+#: Arrows of a flow field (:func:`flow_field`): back toward the unperturbed trajectory or away.
+ARROW_COLORS = {"inward": "#54a24b", "outward": "#e45756", "arrow": "#8c8c8c"}
+
+
+def label(run) -> str:
+    """The book's one name for a run in every chart legend and title: ``"trained"``, ``"4-bit
+    copy"`` or ``"random-init control"``, whatever the model (the chapter prints the model once,
+    in its settings cell).
+
+    Parameters
+    ----------
+    run : Activations or str
+        A run from :func:`tdcourse.load_runs` (its ``meta["model"]`` says how its weights were
+        made) or a model label (:attr:`Activations.label`).
+
+    Returns
+    -------
+    str
+        A key of :data:`RUN_COLORS`; a random-init control of a seed other than 0 adds it:
+        ``"random-init control (seed 3)"``.
+
+    Raises
+    ------
+    TypeError
+        If ``run`` is neither a run nor a string.
+    """
+    from .verdicts import run_label
+
+    return run_label(run)
+
+
+def run_tag(run) -> str:
+    """Former name of :func:`label` (kept for old notebooks): the book's name for a run."""
+    if not isinstance(getattr(run, "meta", None), dict):
+        raise TypeError(f"run must be an Activations record (with .meta), got {type(run).__name__}")
+    return label(run)
+
+
+def _run_of(name: str) -> str | None:
+    """The run label a series name starts with (``"trained · within"`` → ``"trained"``), or None."""
+    head = name.split(" · ", 1)[0]
+    for run in RUN_COLORS:
+        if head == run or head.startswith(run + " ("):
+            return run
+    return None
+
+
+def _null_of(name: str) -> str | None:
+    for null in NULL_COLORS:
+        if name == null or name.startswith(null + " ") or name.startswith(null + ","):
+            return null
+    return None
+
+
+def series_colors(names: Sequence[str], colors: Mapping[str, str] | None = None) -> list[str]:
+    """The colour of each series of one chart, by the book's palette.
+
+    Parameters
+    ----------
+    names : sequence of str
+        The chart's series, in legend order (no repeats).
+    colors : {name: colour}, optional
+        Explicit colours for some series (they win).
+
+    Returns
+    -------
+    list of str
+        One CSS colour per name: a run (``"trained"``, ``"4-bit copy"``, ``"random-init
+        control"``, or ``"<run> · <what>"``) takes its hue in :data:`RUN_COLORS`, its first shade
+        for its first series in the chart, the next shade for the next; a null or yardstick
+        takes its colour in :data:`NULL_COLORS` (its second shade if another series of the
+        chart already has the first); anything else takes :data:`OTHER_COLORS` in order. So a
+        run has the same colour in every chart, however the names sort.
+    """
+    colors = dict(colors or {})
+    used: set[str] = set()
+    per_run: dict[str, int] = {}
+    n_other = 0
+    out = []
+    for name in names:
+        if name in colors:
+            c = colors[name]
+        elif (run := _run_of(name)) is not None:
+            shades = RUN_COLORS[run]
+            c = shades[per_run.get(run, 0) % len(shades)]
+            per_run[run] = per_run.get(run, 0) + 1
+        elif (null := _null_of(name)) is not None:
+            shades = NULL_COLORS[null]
+            c = next((s for s in shades if s not in used), shades[-1])
+        else:
+            c = OTHER_COLORS[n_other % len(OTHER_COLORS)]
+            n_other += 1
+        used.add(c)
+        out.append(c)
+    return out
+
+
+def _color(names: Sequence[str], colors: Mapping[str, str] | None = None, field: str = "series", legend=True):
+    """The colour encoding of a chart's series: an explicit scale (domain = the names in order,
+    range = :func:`series_colors`), the legend in that order."""
+    alt = _alt()
+    names = list(dict.fromkeys(str(n) for n in names))
+    return alt.Color(f"{field}:N", title=None, sort=names,
+                     scale=alt.Scale(domain=names, range=series_colors(names, colors)),
+                     legend=_legend() if legend else None)
 
 
 def site_frame(values: Mapping[str, np.ndarray], sites: Sequence[str], value_name: str = "value"):
@@ -166,6 +306,7 @@ def curves(
     width: int = 560,
     height: int = 260,
     x_title: str = "site (resid_pre 0, resid_mid 0, resid_pre 1, …)",
+    colors: Mapping[str, str] | None = None,
 ):
     """One line per series against site depth, with optional shaded bands.
 
@@ -176,12 +317,15 @@ def curves(
     bands : {series: (lo, hi)} with lo, hi of shape (n_sites,), optional
         E.g. quantile bands or a bootstrap interval; drawn under the line, same colour.
     log_y : bool
+    colors : {series: colour}, optional
+        Colours for some series, overriding the book's palette (:func:`series_colors`:
+        a run, a null or a yardstick has the same colour in every chart).
     """
     alt = _alt()
 
     df = site_frame(values, sites, "y")
     yscale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
-    color = alt.Color("series:N", title=None, legend=_legend())
+    color = _color(list(values) + [k for k in (bands or {}) if k not in values], colors)
     x = alt.X("depth:Q", title=x_title)
     line = alt.Chart(df).mark_line(point=alt.OverlayMarkDef(size=12)).encode(
         x=x, y=alt.Y("y:Q", title=y_title, scale=yscale), color=color,
@@ -205,6 +349,7 @@ def histograms(
     density: bool = True,
     width: int = 480,
     height: int = 240,
+    colors: Mapping[str, str] | None = None,
 ):
     """Overlaid histograms (step lines) of several samples on shared bins.
 
@@ -215,6 +360,9 @@ def histograms(
     bins : int or ndarray of bin edges
     density : bool
         Normalise each to unit area, so samples of different sizes compare.
+    colors : {series: colour}, optional
+        Colours for some series, overriding the book's palette (:func:`series_colors`:
+        a run, a null or a yardstick has the same colour in every chart).
     """
     alt = _alt()
     import pandas as pd
@@ -235,7 +383,7 @@ def histograms(
             x=alt.X("x:Q", title=x_title, bin="binned"),
             x2="x2:Q",
             y=alt.Y("count:Q", title="density" if density else "count", stack=None),
-            color=alt.Color("series:N", title=None, legend=_legend()),
+            color=_color(list(values), colors),
             tooltip=["series:N", alt.Tooltip("x:Q", format=".3g"), alt.Tooltip("count:Q", format=".3g")],
         )
         .properties(width=width, height=height)
@@ -287,10 +435,9 @@ def flow_field(
         raise ValueError(f"inward must have shape ({len(starts)},), got {np.shape(inward)}")
     arrows = pd.DataFrame({"x": starts[:, 0], "y": starts[:, 1], "x2": ends[:, 0], "y2": ends[:, 1], "arrow": kind})
     traj = pd.DataFrame({"x": trajectory[:, 0], "y": trajectory[:, 1], "step": np.arange(len(trajectory))})
-    palette = {"inward": "#4c78a8", "outward": "#f58518", "arrow": "#888888"}
-    kinds = [k for k in palette if k in set(kind)]
+    kinds = [k for k in ARROW_COLORS if k in set(kind)]
     color = alt.Color("arrow:N", title=None, legend=alt.Legend(orient="top", labelLimit=400),
-                      scale=alt.Scale(domain=kinds, range=[palette[k] for k in kinds]))
+                      scale=alt.Scale(domain=kinds, range=[ARROW_COLORS[k] for k in kinds]))
     x = alt.X("x:Q", title=x_title, scale=alt.Scale(zero=False))
     y = alt.Y("y:Q", title=y_title, scale=alt.Scale(zero=False))
     rules = alt.Chart(arrows).mark_rule(strokeWidth=1.2, opacity=0.8).encode(x=x, y=y, x2="x2:Q", y2="y2:Q", color=color)
@@ -300,26 +447,6 @@ def flow_field(
         x=x, y=y, order="step:Q", tooltip=[alt.Tooltip("step:Q", title="layers after injection")])
     star = alt.Chart(traj.iloc[:1]).mark_point(shape="diamond", size=120, filled=True, color="black").encode(x=x, y=y)
     return alt.layer(rules, heads, path, star, title=title).properties(width=width, height=height)
-
-
-def run_tag(run) -> str:
-    """A short name of a run for chart legends: ``"random init"`` or ``"trained"``.
-
-    Parameters
-    ----------
-    run : Activations
-        A run from :func:`tdcourse.load_runs`; its ``meta["model"]["init"]`` says how its
-        weights were made.
-
-    Returns
-    -------
-    str
-        ``"random init"`` for the random-init control, else ``"trained"``.
-    """
-    meta = getattr(run, "meta", None)
-    if not isinstance(meta, dict):
-        raise TypeError(f"run must be an Activations record (with .meta), got {type(run).__name__}")
-    return "random init" if meta.get("model", {}).get("init") == "random" else "trained"
 
 
 def panels(charts: Sequence, columns: int = 5, title: str = ""):
@@ -342,6 +469,7 @@ def estimates(
     log_y: bool = False,
     width: int = 420,
     height: int = 240,
+    colors: Mapping[str, str] | None = None,
 ):
     """Point estimates with interval bars, one group per x position, series side by side.
 
@@ -353,6 +481,9 @@ def estimates(
     reference : float or None
         Draw a dashed horizontal rule there (e.g. 1 for a ratio, 0.5 for a fraction).
     log_y : bool
+    colors : {series: colour}, optional
+        Colours for some series, overriding the book's palette (:func:`series_colors`:
+        a run, a null or a yardstick has the same colour in every chart).
     """
     alt = _alt()
     import pandas as pd
@@ -366,8 +497,8 @@ def estimates(
     df = pd.concat(frames, ignore_index=True)
     x = alt.X("group:N", title=x_title, sort=list(groups), axis=alt.Axis(labelAngle=0))
     yscale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
-    color = alt.Color("series:N", title=None, legend=_legend())
-    offset = alt.XOffset("series:N")
+    color = _color(list(values), colors)
+    offset = alt.XOffset("series:N", sort=list(values))
     base = alt.Chart(df)
     bars = base.mark_rule(strokeWidth=2).encode(x=x, xOffset=offset, y=alt.Y("lo:Q", title=y_title, scale=yscale), y2="hi:Q", color=color)
     pts = base.mark_point(filled=True, size=50).encode(
@@ -391,6 +522,7 @@ def step_lines(
     dashed: Sequence[str] = (),
     width: int = 420,
     height: int = 240,
+    colors: Mapping[str, str] | None = None,
 ):
     """One line per series against a shared numeric x (e.g. layers after an injection).
 
@@ -404,6 +536,9 @@ def step_lines(
     log_y : bool
     dashed : sequence of str
         Series drawn dashed (e.g. controls).
+    colors : {series: colour}, optional
+        Colours for some series, overriding the book's palette (:func:`series_colors`:
+        a run, a null or a yardstick has the same colour in every chart).
     """
     alt = _alt()
     import pandas as pd
@@ -421,7 +556,7 @@ def step_lines(
     yscale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
     line = alt.Chart(df).mark_line(point=alt.OverlayMarkDef(size=14)).encode(
         x=alt.X("x:Q", title=x_title), y=alt.Y("y:Q", title=y_title, scale=yscale),
-        color=alt.Color("series:N", title=None, sort=list(values), legend=_legend()),
+        color=_color(list(values), colors),
         strokeDash=alt.StrokeDash("style:N", legend=None,
                                   scale=alt.Scale(domain=["solid", "dashed"], range=[[1, 0], [5, 3]])),
         tooltip=["series:N", alt.Tooltip("x:Q"), alt.Tooltip("y:Q", format=".4g")])
@@ -498,6 +633,7 @@ def paired_scatter(
     height: int = 320,
     max_points: int = 4000,
     seed: int = 0,
+    colors: Mapping[str, str] | None = None,
 ):
     """Scatter of paired values (e.g. a unit's real statistic against its null), one colour per series.
 
@@ -513,6 +649,9 @@ def paired_scatter(
         stays small and offline (Altair's 5,000-row limit is never reached).
     seed : int
         Seed of that subset.
+    colors : {series: colour}, optional
+        Colours for some series, overriding the book's palette (:func:`series_colors`:
+        a run, a null or a yardstick has the same colour in every chart).
 
     Returns
     -------
@@ -545,7 +684,7 @@ def paired_scatter(
     pts = alt.Chart(df).mark_circle(size=16, opacity=0.6).encode(
         x=alt.X("x:Q", title=x_title, scale=alt.Scale(zero=False)),
         y=alt.Y("y:Q", title=y_title, scale=alt.Scale(zero=False)),
-        color=alt.Color("series:N", title=None, legend=_legend()),
+        color=_color(list(pairs), colors),
         tooltip=["series:N", alt.Tooltip("i:Q", title="index"), alt.Tooltip("x:Q", format=".3g"),
                  alt.Tooltip("y:Q", format=".3g")],
     )
@@ -563,12 +702,16 @@ def xy_lines(
     title: str = "",
     width: int = 420,
     height: int = 260,
+    colors: Mapping[str, str] | None = None,
 ):
     """One line with points per series, against any numeric x (:func:`curves` is for site depth).
 
     Parameters
     ----------
     values : {series: (x, y)} with x, y ndarrays of shape (n_points,)
+    colors : {series: colour}, optional
+        Colours for some series, overriding the book's palette (:func:`series_colors`:
+        a run, a null or a yardstick has the same colour in every chart).
     """
     alt = _alt()
     import pandas as pd
@@ -587,7 +730,7 @@ def xy_lines(
         .encode(
             x=alt.X("x:Q", title=x_title),
             y=alt.Y("y:Q", title=y_title),
-            color=alt.Color("series:N", title=None, legend=_legend()),
+            color=_color(list(values), colors),
             tooltip=["series:N", alt.Tooltip("x:Q", format=".4g"), alt.Tooltip("y:Q", format=".4g")],
         )
         .properties(width=width, height=height)
@@ -679,6 +822,7 @@ def band_lines(
     log_y: bool = False,
     width: int = 560,
     height: int = 240,
+    colors: Mapping[str, str] | None = None,
 ):
     """Lines against a numeric x with optional shaded bands (:func:`curves` draws against site
     depth; this draws against anything else, e.g. the steps between consecutive sites).
@@ -693,6 +837,9 @@ def band_lines(
     reference : float or None
         A dashed horizontal rule there (e.g. a null level).
     log_y : bool
+    colors : {series: colour}, optional
+        Colours for some series, overriding the book's palette (:func:`series_colors`:
+        a run, a null or a yardstick has the same colour in every chart).
     """
     alt = _alt()
     import pandas as pd
@@ -712,7 +859,7 @@ def band_lines(
 
     df = frame(values, "y").dropna().round(6)
     yscale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
-    color = alt.Color("series:N", title=None, legend=_legend())
+    color = _color(list(values) + [k for k in (bands or {}) if k not in values], colors)
     xenc = alt.X("x:Q", title=x_title)
     layers = []
     if bands:

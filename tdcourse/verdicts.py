@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,8 +19,9 @@ from typing import Iterable
 
 from . import env
 
-__all__ = ["OUTCOMES", "TABLE_CSS", "Verdict", "Findings", "findings", "say", "judge", "table", "styled",
-           "save", "load_all", "verdict_dir"]
+__all__ = ["OUTCOMES", "TABLE_CSS", "RUN_LABELS", "CLAIMS", "READINGS", "Verdict", "Findings", "findings",
+           "say", "number", "plain_numbers", "run_kind", "run_label", "judge", "table", "styled", "save",
+           "load_all", "verdict_dir"]
 
 OUTCOMES = ("agrees", "partly", "disagrees", "not run")
 
@@ -91,17 +93,129 @@ def judge(
                    uncertainty=uncertainty, outcome=outcome, detail=detail, chapter=chapter)
 
 
-#: CSS of :func:`table`: cells wrap at word boundaries (never cut, never one long line), text
-#: aligned left and to the top, so a long criterion stays readable in a ~700 px book column.
+def number(x, digits: int = 3) -> str:
+    """A number as a reader writes it in a sentence or a table cell: never E-notation.
+
+    Parameters
+    ----------
+    x : float or int
+    digits : int, default 3
+        Significant digits kept of a number that is not a whole number.
+
+    Returns
+    -------
+    str
+        Whole numbers as integers (``"7"``, ``"1000"``), thousands separated from 10,000 on
+        (``"35,400"``); other numbers rounded to ``digits`` significant digits in positional
+        notation (``3.54e+04`` → ``"35,400"``, ``1.23e-05`` → ``"0.0000123"``); ``-0.0`` → ``"0"``;
+        NaN → ``"n/a"``; ±inf → ``"∞"`` / ``"−∞"``.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not a real number (a bool or a string included).
+    """
+    import numbers
+
+    import numpy as np
+
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
+        raise TypeError(f"number() formats a real number, got {type(x).__name__} {x!r}")
+    if int(digits) < 1:
+        raise ValueError(f"digits must be at least 1, got {digits}")
+    v = float(x)
+    if np.isnan(v):
+        return "n/a"
+    if np.isinf(v):
+        return "∞" if v > 0 else "−∞"
+    if v.is_integer() or abs(v) >= 10 ** int(digits):
+        text = f"{round(v):d}"
+        if text in ("-0",):
+            text = "0"
+    else:
+        text = np.format_float_positional(v, precision=int(digits), unique=False, fractional=False, trim="-")
+        if text.rstrip("0").rstrip(".") in ("-0", "-"):
+            text = "0"
+    sign, body = ("-", text[1:]) if text.startswith("-") else ("", text)
+    whole, _, frac = body.partition(".")
+    if len(whole) > 4:
+        whole = f"{int(whole):,}"
+    return sign + whole + ("." + frac if frac else "")
+
+
+#: A number in E-notation inside a sentence (``3.54e+04``), for :func:`plain_numbers`.
+_E_NUMBER = re.compile(r"(?<![\w.])([-+]?\d+(?:\.(\d+))?)[eE]([-+]?\d+)(?![\w.])")
+
+
+def plain_numbers(text: str) -> str:
+    """``text`` with every number in E-notation written out by :func:`number` (``"3.54e+04-fold"``
+    → ``"35,400-fold"``), keeping the significant digits it was written with.
+
+    Raises
+    ------
+    TypeError
+        If ``text`` is not a string.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"plain_numbers() takes a string, got {type(text).__name__}")
+
+    def sub(m: re.Match) -> str:
+        digits = len((m.group(1).lstrip("+-").split(".")[0]).lstrip("0") or "") + len(m.group(2) or "")
+        return number(float(m.group(0)), max(1, min(digits, 6)))
+
+    return _E_NUMBER.sub(sub, text)
+
+
+def _cell(x) -> str:
+    """One table cell: a whole number as an integer, others with 4 significant digits, never
+    E-notation, never ``-0``; booleans as yes / no; a missing value as a dash."""
+    import numbers
+
+    import numpy as np
+
+    if x is None or (isinstance(x, float) and np.isnan(x)):
+        return "—"
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else "no"
+    if isinstance(x, numbers.Real):
+        return number(x, 4)
+    return str(x)
+
+
+def _numeric(x) -> bool:
+    import numbers
+
+    import numpy as np
+
+    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
+
+
+#: CSS of :func:`table` and :func:`styled`. A table is its own box, never wider than the page
+#: column: when its columns do not fit (a phone), it scrolls sideways inside that box and nothing
+#: else on the page moves. Cells wrap between words only (never inside a word or a number:
+#: no "traine⏎d", no "134.756⏎0"); a cell holding a number never wraps at all.
 TABLE_CSS = [
-    {"selector": "", "props": [("border-collapse", "collapse"), ("max-width", "100%")]},
-    {"selector": "th, td", "props": [("white-space", "normal"), ("overflow-wrap", "break-word"),
+    {"selector": "", "props": [("border-collapse", "collapse"), ("display", "block"), ("max-width", "100%"),
+                               ("overflow-x", "auto"), ("font-size", "85%")]},
+    {"selector": "th, td", "props": [("white-space", "normal"), ("overflow-wrap", "normal"),
+                                     ("word-break", "normal"), ("hyphens", "manual"),
                                      ("text-align", "left"), ("vertical-align", "top"),
                                      ("padding", "0.25em 0.5em")]},
 ]
 
+#: Kept for callers of the former name: the same rules as :data:`TABLE_CSS`.
+STYLED_CSS = TABLE_CSS
 
-def table(verdicts: Iterable[Verdict], full: bool = False):
+
+def _reader_style(sty):
+    """Formats every cell with :func:`_cell` (index and header included) and keeps numbers on one line."""
+    sty = sty.format(_cell, escape="html").format_index(_cell, escape="html", axis=0) \
+             .format_index(_cell, escape="html", axis=1)
+    cell_style = sty.map if hasattr(sty, "map") else sty.applymap  # pandas < 2.1: applymap
+    return cell_style(lambda v: "white-space: nowrap" if _numeric(v) or isinstance(v, bool) else "")
+
+
+def table(verdicts: Iterable[Verdict], full: bool = False, criterion: bool = True, runs: bool = False):
     """The verdicts as a table for a notebook or the book: one row each, no index column.
 
     Parameters
@@ -110,16 +224,23 @@ def table(verdicts: Iterable[Verdict], full: bool = False):
         Records made by :func:`judge` (or read back by :func:`load_all`).
     full : bool, default False
         Also show the columns ``detail``, ``paper`` and ``chapter``.
+    criterion : bool, default True
+        Show the ``criterion`` column (:func:`findings` lists the criteria above its table
+        instead, once per claim).
+    runs : bool, default False
+        Name each row's run as the book's charts do (:func:`run_label`: ``trained``, ``4-bit
+        copy``, ``random-init control``), in a column ``run`` instead of ``model`` (the model
+        labels stay where two runs would get the same name).
 
     Returns
     -------
     pandas.io.formats.style.Styler
         Columns ``claim, model, outcome, value, uncertainty, criterion`` (then ``detail, paper,
-        chapter`` with ``full=True``); ``value`` printed with 4 significant digits. Every text is
-        shown whole: unlike a DataFrame's display, nothing is cut at pandas'
-        ``display.max_colwidth`` (50 characters), and the cells wrap (CSS
-        ``white-space: normal``, :data:`TABLE_CSS`) instead of running off the page. The text is
-        HTML-escaped. The underlying DataFrame (default 0…n index) is ``.data``.
+        chapter`` with ``full=True``); ``value`` printed by :func:`number` with 4 significant
+        digits. Every text is shown whole: unlike a DataFrame's display, nothing is cut at
+        pandas' ``display.max_colwidth`` (50 characters), and the cells wrap between words
+        (:data:`TABLE_CSS`) instead of running off the page. The text is HTML-escaped. The
+        underlying DataFrame (default 0…n index) is ``.data``.
 
     Raises
     ------
@@ -136,15 +257,19 @@ def table(verdicts: Iterable[Verdict], full: bool = False):
             raise TypeError(f"verdicts must hold Verdict records (made by verdicts.judge); item {i} is "
                             f"{type(v).__name__}. Build them with judge() or read them with load_all().")
     rows = [v.to_dict() for v in items]
-    cols = ["claim", "model", "outcome", "value", "uncertainty", "criterion"]
+    cols = ["claim", "model", "outcome", "value", "uncertainty"] + (["criterion"] if criterion else [])
     if full:
         cols += ["detail", "paper", "chapter"]
     df = pd.DataFrame(rows, columns=cols)
-    df["value"] = [f"{x:.4g}" for x in df["value"]]
+    df["value"] = [number(x, 4) for x in df["value"]]
+    if runs:
+        short = {m: run_label(m) for m in dict.fromkeys(df["model"])}
+        if len(set(short.values())) == len(short):  # two runs that would read alike keep their model labels
+            df["model"] = [short[m] for m in df["model"]]
+        df = df.rename(columns={"model": "run"})
     # a stable id (same verdicts, same HTML), distinct for distinct tables on one page
-    uuid = "verdicts_" + hashlib.sha1(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:10]
-    return (df.style.hide(axis="index").format(escape="html").set_uuid(uuid)
-            .set_table_styles(TABLE_CSS))
+    uuid = "verdicts_" + hashlib.sha1(json.dumps([rows, cols], sort_keys=True).encode()).hexdigest()[:10]
+    return _reader_style(df.style.hide(axis="index").set_uuid(uuid).set_table_styles(TABLE_CSS))
 
 
 def verdict_dir() -> Path:
@@ -206,16 +331,8 @@ def load_all() -> list[Verdict]:
     return out
 
 
-#: CSS of :func:`styled`: as :data:`TABLE_CSS`, a smaller font, and long words (site names, numbers
-#: with intervals) may break anywhere, so a table of many columns still fits a ~690 px column.
-STYLED_CSS = TABLE_CSS + [
-    {"selector": "", "props": [("font-size", "85%")]},
-    {"selector": "th, td", "props": [("overflow-wrap", "anywhere")]},
-]
-
-
 def styled(df, index: bool = False, uuid: str | None = None):
-    """A DataFrame as a reader's table: whole texts that wrap, no 0…n index column.
+    """A DataFrame as a reader's table: whole texts that wrap between words, no 0…n index column.
 
     Parameters
     ----------
@@ -229,7 +346,11 @@ def styled(df, index: bool = False, uuid: str | None = None):
     Returns
     -------
     pandas.io.formats.style.Styler
-        Floats with 4 significant digits, text HTML-escaped, cells wrapping (:data:`TABLE_CSS`).
+        Whole numbers shown as integers (``7``, not ``7.0000``), other numbers with 4
+        significant digits and never in E-notation or as ``-0``, booleans as yes / no, missing
+        values as a dash (:func:`number`); text HTML-escaped; cells wrap between words only and
+        a number never wraps; a table wider than the page column scrolls inside its own box
+        (:data:`TABLE_CSS`).
 
     Raises
     ------
@@ -245,39 +366,153 @@ def styled(df, index: bool = False, uuid: str | None = None):
                         "wrap a Series with .to_frame() first.")
     if uuid is None:
         uuid = "table_" + hashlib.sha1(df.to_csv().encode()).hexdigest()[:10]
-    sty = df.style.format(precision=4, escape="html", na_rep="—").set_uuid(uuid).set_table_styles(STYLED_CSS)
+    sty = _reader_style(df.style.set_uuid(uuid).set_table_styles(TABLE_CSS))
     return sty if index else sty.hide(axis="index")
+
+
+# --------------------------------------------------------------------------- runs and claims
+
+#: The kinds of run a chapter or the scoreboard compares, and the one name each has in every
+#: chart legend and every "what we found" line of the book.
+RUN_LABELS = {"trained": "trained", "4-bit": "4-bit copy", "control": "random-init control"}
+
+
+def run_kind(run_or_label) -> str:
+    """``"trained"``, ``"4-bit"`` or ``"control"``: which kind of run this is.
+
+    Parameters
+    ----------
+    run_or_label : Activations or str
+        A run (its ``meta["model"]`` says how its weights were made and stored) or a model
+        label as in :attr:`Verdict.model` (``"smollm2-135m · random init (seed 0)"``,
+        ``"smollm2-135m · 4bit"``, ``"smollm2-135m"``), or one of :data:`RUN_LABELS`' labels.
+
+    Returns
+    -------
+    str
+        A key of :data:`RUN_LABELS`. The random-init control is told by its init, the 4-bit
+        copy by its quantisation; anything else is a trained model.
+
+    Raises
+    ------
+    TypeError
+        If given neither a string nor a run with a ``meta`` dict.
+    """
+    if isinstance(run_or_label, str):
+        s = run_or_label
+        if s == RUN_LABELS["control"] or s.startswith(RUN_LABELS["control"] + " ") or "random init" in s:
+            return "control"
+        if s == RUN_LABELS["4-bit"] or "4bit" in s or "4-bit" in s:
+            return "4-bit"
+        return "trained"
+    meta = getattr(run_or_label, "meta", None)
+    if not isinstance(meta, dict):
+        raise TypeError(f"expected a run (Activations, with .meta) or a model label, got "
+                        f"{type(run_or_label).__name__}")
+    spec = meta.get("model", {}) or {}
+    if spec.get("init") == "random":
+        return "control"
+    if spec.get("quant", "none") not in ("none", None):
+        return "4-bit"
+    return "trained"
+
+
+def run_label(run_or_label) -> str:
+    """The book's one name for a run in charts and findings: ``"trained"``, ``"4-bit copy"`` or
+    ``"random-init control"`` (a control with another seed than 0: ``"random-init control (seed
+    3)"``), whatever the model. The model itself is named once, where the chapter prints its
+    setting. Takes what :func:`run_kind` takes."""
+    kind = run_kind(run_or_label)
+    label = RUN_LABELS[kind]
+    if kind == "control":
+        if isinstance(run_or_label, str):
+            m = re.search(r"seed (\d+)", run_or_label)
+            seed = int(m.group(1)) if m else 0
+        else:
+            seed = (run_or_label.meta.get("model", {}) or {}).get("seed", 0) or 0
+        if seed:
+            label += f" (seed {seed})"
+    return label
+
+
+#: Each claim in short, as in the table of the book's claims page (``book/claims.md``; a test
+#: keeps the two equal), for the first words of a chapter's "what we found" line.
+CLAIMS = {
+    "C1": "units stay highly correlated from one site to the next",
+    "C2": "that correlation rises with depth",
+    "C3": "higher within a layer than across layers",
+    "C4": "activations grow denser with depth",
+    "C5": "consecutive states align more with depth",
+    "C6": "the stream accelerates",
+    "C7": "the dynamics are non-stationary",
+    "C8": "mutual information dips early, then climbs",
+    "C9": "units circle about ten times, unlike a shuffled null",
+    "C10": "some units orbit, others spiral outward",
+    "C11": "a 2-D autoencoder shows a curved path",
+    "C12": "early sites reconstruct worse; late sites are lower-dimensional",
+    "C13": "teleported states flow back in early layers, less so later",
+}
+
+#: Rows that are not the paper's claims but a chapter's own test beside one (no claims-page entry).
+BEYOND = {"C1 (random basis)": "beyond the paper: C1 read along random directions instead of the units"}
+
+#: Claims read two ways: the name of each reading, in the order a module's ``verdicts`` returns them
+#: (as :data:`tdcourse.robustness.READINGS`).
+READINGS: dict[str, tuple[str, ...]] = {
+    "C9": ("mean trajectory", "per-sample R"),
+    "C12": ("error", "dimension"),
+    "C13": ("distance", "arrows"),
+}
 
 
 @dataclass(frozen=True)
 class Findings:
-    """A chapter's "what we found": paragraphs a reader reads, then tables.
+    """A chapter's "what we found": one line per claim, then the details in a collapsed block.
 
-    Made by :func:`findings`. In a notebook and in the book it renders as HTML paragraphs
-    (``_repr_html_``) followed by its tables; as text (``str``, ``repr``) it is wrapped at
-    ``width`` characters, so it fits a ~690 px book column or a terminal.
+    Made by :func:`findings`. In a notebook and in the book it renders as HTML (``_repr_html_``):
+    the lines as a list, then an HTML ``<details>`` block (closed; it opens with a click, in the
+    book and in JupyterLab) holding the paragraphs, the criteria and the tables. As text
+    (``str``, ``repr``) it is wrapped at ``width`` characters, so it fits a ~690 px book column
+    or a terminal.
 
     Attributes
     ----------
+    lines : tuple of str
+        One plain sentence (no markup) per claim: the paper's claim in short, our outcome on
+        each run, how robust it is.
     paragraphs : tuple of str
-        Plain sentences (no markup), one paragraph each.
+        The details: the chapter's notes (its numbers) and how robust each verdict is.
+    criteria : tuple of (str, str)
+        ``(claim or claim and reading, criterion)``, each criterion once, in full.
     tables : tuple
-        pandas Stylers (e.g. from :func:`styled` and :func:`table`), shown in order.
+        pandas Stylers (e.g. from :func:`styled` and :func:`table`), shown in order, the verdict
+        table last.
     width : int
         Wrap width of the text form, in characters.
     """
 
-    paragraphs: tuple
+    lines: tuple
+    paragraphs: tuple = ()
+    criteria: tuple = ()
     tables: tuple = ()
     width: int = 80
+
+    #: The summary line of the collapsed block.
+    SUMMARY = "The numbers, the criteria and the full verdict table"
 
     def __str__(self) -> str:
         import textwrap
 
-        out = [textwrap.fill(p, self.width) for p in self.paragraphs]
+        out = ["\n".join(textwrap.fill(line, self.width, initial_indent="- ", subsequent_indent="  ")
+                         for line in self.lines)] if self.lines else []
+        details = [textwrap.fill(p, self.width) for p in self.paragraphs]
+        details += [textwrap.fill(f"Criterion, {name}: {text}", self.width, subsequent_indent="  ")
+                    for name, text in self.criteria]
         for t in self.tables:
             data = getattr(t, "data", t)
-            out.append(data.to_string(index=False) if hasattr(data, "to_string") else str(data))
+            details.append(data.to_string(index=False) if hasattr(data, "to_string") else str(data))
+        if details:
+            out.append(f"[{self.SUMMARY}]\n\n" + "\n\n".join(details))
         return "\n\n".join(out)
 
     def __repr__(self) -> str:
@@ -286,9 +521,29 @@ class Findings:
     def _repr_html_(self) -> str:
         import html
 
-        parts = [f"<p>{html.escape(p)}</p>" for p in self.paragraphs]
-        parts += [t.to_html() if hasattr(t, "to_html") else t._repr_html_() for t in self.tables]
+        parts = []
+        if self.lines:
+            parts.append("<ul class=\"tdcourse-lines\">\n"
+                         + "\n".join(f"<li>{_line_html(line)}</li>" for line in self.lines) + "\n</ul>")
+        inner = [f"<p>{html.escape(p)}</p>" for p in self.paragraphs]
+        if self.criteria:
+            inner.append("<p><b>Criteria</b>, each stated in the chapter before its result:</p>\n<ul>\n"
+                         + "\n".join(f"<li><b>{html.escape(n)}</b>: {html.escape(c)}</li>" for n, c in self.criteria)
+                         + "\n</ul>")
+        inner += [t.to_html() if hasattr(t, "to_html") else t._repr_html_() for t in self.tables]
+        if inner:
+            parts.append(f"<details class=\"tdcourse-details\">\n<summary>{html.escape(self.SUMMARY)}</summary>\n"
+                         + "\n".join(inner) + "\n</details>")
         return "<div class=\"tdcourse-findings\">\n" + "\n".join(parts) + "\n</div>"
+
+
+def _line_html(line: str) -> str:
+    """A findings line in HTML: escaped, its claim id and the outcome words in bold."""
+    import html
+
+    text = html.escape(line)
+    text = re.sub(r"^(C\d+(?: \([^)]*\))?)", r"<b>\1</b>", text)
+    return re.sub(r"\b(agrees|partly|disagrees|FRAGILE)\b", r"<b>\1</b>", text)
 
 
 def say(*texts: str, width: int = 68) -> None:
@@ -296,7 +551,7 @@ def say(*texts: str, width: int = 68) -> None:
 
     A chapter's printed lines then fit the book's ~690 px content column at 1280 px (77
     characters of monospace there, 69 inside an exercise's solution box) instead of running
-    off its right edge.
+    off its right edge. Numbers in E-notation are written out (:func:`plain_numbers`).
 
     Raises
     ------
@@ -308,93 +563,228 @@ def say(*texts: str, width: int = 68) -> None:
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise TypeError(f"say() prints strings; argument {i} is {type(t).__name__}.")
-        for para in t.split("\n"):
+        for para in plain_numbers(t).split("\n"):
             print(textwrap.fill(para, width, subsequent_indent="  ") if para.strip() else "")
 
 
-def _lead(items: list) -> list[str]:
-    """One sentence per claim: the outcome on each model, a disagreement said plainly."""
-    claims: dict[str, list] = {}
+def _and(items: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``; never called with an empty list."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _short_paper(v: Verdict) -> str:
+    if v.claim in CLAIMS:
+        return CLAIMS[v.claim]
+    if v.claim in BEYOND:
+        return BEYOND[v.claim]
+    first = re.split(r"(?<=[.;:])\s|\s\(", v.paper.strip(), maxsplit=1)[0].rstrip(".;:")
+    return first[:1].lower() + first[1:] if first else "(no statement given)"
+
+
+_POSITIVE = ("agrees", "partly")
+
+
+def _control_reading(control: str, trained: str | None) -> str:
+    """What the random-init control shows, read as a control: the architecture or training."""
+    shows = {"agrees": "shows it", "partly": "shows part of it", "disagrees": "does not show it",
+             "not run": "was not run"}[control]
+    if control == "not run" or trained is None or trained == "not run":
+        return f"the control {shows}"
+    if trained in _POSITIVE:
+        if control == "agrees":
+            return "the control shows it too → the architecture"
+        if control == "partly":
+            return "the control shows part of it → partly the architecture, partly training"
+        return "the control does not → training"
+    if control in _POSITIVE:
+        return f"the control {shows}, the trained model does not → training removes it"
+    return "the control does not show it either"
+
+
+def _robust_words(rb, max_flips: int = 2) -> str:
+    """``"holds in 6 of 6 specifications"`` or ``"FRAGILE: holds in 3 of 6 specifications; flips with a
+    and b"``; "" if there is no robustness record."""
+    if rb is None:
+        return ""
+    flips = [str(f) for f in (getattr(rb, "flips", ()) or ())]
+    margin = getattr(rb, "margin", None)
+    n = getattr(rb, "n", None)
+    same = getattr(rb, "same", None)
+    count = f"{same} of {n} specifications" if isinstance(n, int) and isinstance(same, int) and n else rb.text
+    shown = flips[:max_flips] + ([f"{len(flips) - max_flips} more (below)"] if len(flips) > max_flips else [])
+    flip = f"; flips with {_and(shown)}" if flips else ""
+    edge = f"; {margin}" if isinstance(margin, str) and margin.strip() else ""
+    return f"FRAGILE: holds in {count}{flip}{edge}" if rb.fragile else f"holds in {count}{flip}{edge}"
+
+
+def _run_names(items: list) -> dict[str, str]:
+    """``{model label: how a sentence names that run}``: "the trained model", "the 4-bit copy",
+    "the random-init control" (:func:`run_label`), or the model's own label where two runs of the
+    verdicts would get the same name."""
+    models = list(dict.fromkeys(v.model for v in items))
+    short = {m: run_label(m) for m in models}
+    twice = {s for s in short.values() if list(short.values()).count(s) > 1}
+    the = {"trained": "the trained model", "4-bit copy": "the 4-bit copy"}
+    return {m: (m if s in twice else the.get(s, f"the {s}")) for m, s in short.items()}
+
+
+def _robustness_for(robustness, row_names: list[str], model: str):
+    if not robustness:
+        return None
+    for row in row_names:
+        rb = robustness.get((row, model))
+        if rb is not None:
+            return rb
+    return None
+
+
+def _group(items: list) -> dict:
+    """``{claim: [(reading name or "", {model: Verdict})]}`` in the verdicts' order; the i-th
+    verdict of a claim on a model is its i-th reading (the modules' order, as :data:`READINGS`)."""
+    claims: dict[str, dict[str, list]] = {}
     for v in items:
-        claims.setdefault(v.claim, []).append(v)
-    out = []
-    for claim, vs in claims.items():
-        models: dict[str, list] = {}
-        for v in vs:
-            models.setdefault(v.model, []).append(v)
-        parts, bad = [], []
-        for model, mv in models.items():
-            if len({v.outcome for v in mv}) == 1:  # one outcome, however many readings
-                many = f" ({'both' if len(mv) == 2 else f'all {len(mv)}'} readings)" if len(mv) > 1 else ""
-                parts.append(f"{mv[0].outcome} on {model}{many}")
-                bad += [model] if mv[0].outcome == "disagrees" else []
-            else:  # readings differ: number them in the table's order
-                for i, v in enumerate(mv, 1):
-                    name = f"{model} (reading {i}: {v.criterion.split(',')[0].split(';')[0][:60]})"
-                    parts.append(f"{v.outcome} on {name}")
-                    bad += [name] if v.outcome == "disagrees" else []
-        s = f"{claim}, the paper: {vs[0].paper.rstrip('.')}. Our verdict: {'; '.join(parts)}."
-        if bad:
-            s += f" On {' and '.join(bad)} the claim does not hold: our run disagrees with the paper."
-        out.append(s)
+        claims.setdefault(v.claim, {}).setdefault(v.model, []).append(v)
+    out = {}
+    for claim, models in claims.items():
+        n = max(len(vs) for vs in models.values())
+        names = READINGS.get(claim, ())
+        readings = []
+        for i in range(n):
+            name = (names[i] if i < len(names) else f"reading {i + 1}") if n > 1 else ""
+            readings.append((name, {m: vs[i] for m, vs in models.items() if i < len(vs)}))
+        out[claim] = readings
     return out
 
 
+def _lines(items: list, robustness) -> list[str]:
+    """One line per claim: the paper's claim in short, the outcome on each run (the control read
+    as a control), how robust the trained outcome is."""
+    out = []
+    for claim, readings in _group(items).items():
+        first = next(iter(readings[0][1].values()))
+        parts = []
+        for name, by_model in readings:
+            rows = [f"{claim} ({name})"] if name else []
+            rows.append(claim)
+            trained = [(m, v) for m, v in by_model.items() if run_kind(m) == "trained"]
+            t_out = trained[0][1].outcome if trained else None
+            said = []
+            for m, v in by_model.items():
+                kind = run_kind(m)
+                rb = _robustness_for(robustness, rows, m)
+                words = _robust_words(rb)
+                if kind == "control":
+                    s = _control_reading(v.outcome, t_out)
+                    if rb is not None and rb.fragile:
+                        s += f" ({words})"
+                elif kind == "4-bit" and t_out is not None:
+                    s = (f"the 4-bit copy {v.outcome} too" if v.outcome == t_out else
+                         f"the 4-bit copy {v.outcome}")
+                    if rb is not None and rb.fragile:
+                        s += f" ({words})"
+                else:
+                    label = run_label(m) if len(trained) < 2 else m
+                    plain = " with the paper" if v.outcome == "disagrees" else ""
+                    s = f"{label} {v.outcome}{plain}" + (f" ({words})" if words else "")
+                said.append(s)
+            body = "; ".join(said)
+            parts.append(f"{name[:1].upper() + name[1:]} reading: {body}" if name else body[:1].upper() + body[1:])
+        out.append(f"{claim} · {_short_paper(first)}. " + ". ".join(parts) + ".")
+    return [plain_numbers(s) for s in out]
+
+
 def _robustness_paragraph(items: list, robustness) -> str:
-    """How robust the chapter's verdicts are, from the scoreboard's specifications (or why not said)."""
+    """How robust every verdict is (each claim and reading on each run), from the scoreboard's
+    specifications, with every alternative that flips it; or why that is not said."""
     if not robustness:
         return ("How robust these verdicts are to other reasonable definitions, thresholds and samples has not "
                 "been computed for these captures: the robustness page computes it for the captures the book "
                 "is built from (python -m tdcourse scoreboard).")
-    claims = list(dict.fromkeys(v.claim for v in items))
-    models = list(dict.fromkeys(v.model for v in items))
     parts, fragile = [], []
-    for claim in claims:
-        for model in models:
-            for (row, label), rb in robustness.items():
-                if label == model and (row == claim or row.startswith(claim + " ")):
-                    parts.append(f"{row} on {model}: {rb.text}")
-                    if rb.fragile:
-                        fragile.append(f"{row} on {model}")
+    names = _run_names(items)
+    for claim, readings in _group(items).items():
+        for name, by_model in readings:
+            rows = ([f"{claim} ({name})"] if name else []) + [claim]
+            for m in by_model:
+                rb = _robustness_for(robustness, rows, m)
+                if rb is None:
+                    continue
+                where = f"{claim}{f' ({name})' if name else ''} on {names[m]}"
+                flips = [str(f) for f in (getattr(rb, "flips", ()) or ())]
+                s = f"{where}: {rb.text}"
+                if flips:
+                    s += f", flipped by {_and(flips)}"
+                margin = getattr(rb, "margin", None)
+                if margin is not None and not (isinstance(margin, str) and not margin.strip()):
+                    s += f" (distance to the threshold: {margin if isinstance(margin, str) else number(margin)})"
+                parts.append(s)
+                if rb.fragile:
+                    fragile.append(where)
     if not parts:
         return ""
     s = ("Across the robustness page's specifications (the primary one and reasonable alternatives), the "
          "primary outcome holds in: " + "; ".join(parts) + ".")
     if fragile:
-        s += (f" FRAGILE: {', '.join(fragile)}: the primary outcome is not held by a majority of the "
-              "specifications, so read that verdict as uncertain.")
-    return s
+        s += (f" FRAGILE: {_and(fragile)}: read {'that verdict' if len(fragile) == 1 else 'those verdicts'} "
+              "as uncertain.")
+    return plain_numbers(s)
+
+
+def _criteria(items: list) -> list[tuple[str, str]]:
+    """``(name, criterion)`` once per claim and reading (a criterion that differs between runs,
+    e.g. a threshold scaled to the model's depth, once per run)."""
+    out: list[tuple[str, str]] = []
+    names = _run_names(items)
+    for claim, readings in _group(items).items():
+        for name, by_model in readings:
+            texts = list(dict.fromkeys(v.criterion for v in by_model.values() if v.criterion))
+            label = f"{claim}{f' ({name})' if name else ''}"
+            if len(texts) == 1:
+                out.append((label, texts[0]))
+            else:
+                for m, v in by_model.items():
+                    if v.criterion:
+                        out.append((f"{label} on {names[m]}", v.criterion))
+    return out
 
 
 def findings(verdicts: Iterable[Verdict], notes: Iterable[str] = (), tables: Iterable = (),
              lead: bool = True, width: int = 80, robustness=None) -> Findings:
-    """A chapter's "what we found" from its verdicts and the chapter's own sentences.
+    """A chapter's "what we found": one line per claim, then its numbers in a collapsed block.
 
     Parameters
     ----------
     verdicts : iterable of Verdict
-        The chapter's verdicts for this run (all models).
+        The chapter's verdicts for this run (all models; a claim read two ways gives two verdicts
+        per model, in the order of :data:`READINGS`).
     notes : iterable of str
         Sentences computed from the chapter's results by the chapter module's
-        ``findings_notes`` (numbers filled in by code, never typed); one paragraph each.
+        ``findings_notes`` (numbers filled in by code, never typed); one paragraph each, in the
+        collapsed block. E-notation in them is written out (:func:`plain_numbers`).
     tables : iterable
-        Extra tables (DataFrames are passed through :func:`styled`; Stylers kept), shown
-        before the verdict table.
+        Extra tables (DataFrames are passed through :func:`styled`; Stylers kept), shown in the
+        collapsed block before the verdict table.
     lead : bool, default True
-        Open with one sentence per claim: the paper's statement and our outcome on each model,
-        saying plainly where our model disagrees with the paper.
+        Open with one line per claim: the claim in short (:data:`CLAIMS`), the outcome on the
+        trained model (a disagreement said plainly), the 4-bit copy's where it ran, what the
+        random-init control shows read as a control ("shows it too → the architecture", "does
+        not → training"), and how robust the trained outcome is. A claim read two ways names each
+        reading (:data:`READINGS`).
     width : int, default 80
         Wrap width of the text form.
     robustness : mapping or None
-        ``{(claim row, model label): Robustness}`` from :func:`tdcourse.robustness.for_runs`:
-        adds a paragraph giving, per claim and model, how many specifications hold the primary
-        outcome, and marks a verdict FRAGILE where they are not a majority. An empty mapping
-        says it was not computed for these captures; None leaves the paragraph out.
+        ``{(claim row, model label): Robustness}`` from :func:`tdcourse.robustness.for_runs`
+        (``rb.fragile``, ``rb.text`` and, where given, ``rb.flips``, the alternatives that change
+        the outcome in words, and ``rb.margin``): the lines say how robust each outcome is and
+        which alternatives flip it, and the collapsed block gives every count. An empty mapping
+        says it was not computed for these captures; None leaves it out.
 
     Returns
     -------
     Findings
-        Renders as paragraphs, the extra tables, then :func:`table` of the verdicts.
+        The lines, then (collapsed) the notes, the robustness paragraph, the criteria, the extra
+        tables and :func:`table` of the verdicts (without its criterion column: the criteria
+        are listed above it).
 
     Raises
     ------
@@ -407,17 +797,18 @@ def findings(verdicts: Iterable[Verdict], notes: Iterable[str] = (), tables: Ite
     for i, v in enumerate(items):
         if not isinstance(v, Verdict):
             raise TypeError(f"verdicts must hold Verdict records; item {i} is {type(v).__name__}.")
-    paras = _lead(items) if lead else []
+    paras = []
     for i, n in enumerate(notes):
         if not isinstance(n, str):
             raise TypeError(f"notes must be strings (one paragraph each); item {i} is {type(n).__name__}.")
         if n.strip():
-            paras.append(" ".join(n.split()))
+            paras.append(plain_numbers(" ".join(n.split())))
     if robustness is not None:
         rob = _robustness_paragraph(items, robustness)
         if rob:
             paras.append(rob)
     shown = [styled(t) if isinstance(t, pd.DataFrame) else t for t in tables]
     if items:
-        shown.append(table(items))
-    return Findings(tuple(paras), tuple(shown), width)
+        shown.append(table(items, criterion=False, runs=True))
+    return Findings(lines=tuple(_lines(items, robustness)) if lead else (), paragraphs=tuple(paras),
+                    criteria=tuple(_criteria(items)), tables=tuple(shown), width=width)

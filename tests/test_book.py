@@ -1,13 +1,15 @@
 """The built book, as a reader sees it: every chapter page opened in headless Chromium with
 the network blocked; each chart must be drawn and no error or traceback shown; at a 1280 px
-window every drawn chart and every printed line must fit the content column (no sideways
-scrolling), and no script on the page may throw.
+window every drawn chart, code cell, printed line and table must fit the content column (nothing
+scrolls sideways); at a 390 px phone the charts shrink to the column, code and printed lines
+wrap, and only a wide table (or a display formula) may scroll, inside its own box; no script on
+the page may throw. Every chart's colours follow the book's palette (``tdcourse.plots``).
 
 Needs the built book (``make book``) and Debian's ``chromium`` (``.ci/run`` installs it; on a
 laptop: ``sudo apt-get install chromium``, or set ``CHROMIUM=/path/to/chrome``). Without
 either, these tests are skipped with a message saying so. Screenshots go to
-``_build/screenshots/`` (``<chapter>.png``: the first 4000 px; ``<chapter>-1280.png``: the whole
-page at 1280 px, as the layout test measured it).
+``_build/screenshots/`` (``<chapter>.png``: the first 4000 px; ``<chapter>-1280.png`` and
+``<chapter>-390.png``: the whole page at 1280 px and at 390 px, as the layout test measured it).
 
 The layout test drives Chromium through the DevTools protocol over a pipe
 (``--remote-debugging-pipe``: JSON messages ending in a NUL byte on file descriptors 3 and 4),
@@ -98,6 +100,8 @@ def test_chapter_page_draws_offline(page):
 
 #: The window a learner reads the book in: a 1280 px laptop screen.
 WINDOW = (1280, 900)
+#: A phone: 390 CSS pixels wide (an iPhone 12-15).
+PHONE = (390, 844)
 #: Pixels a chart or table may pass the column's edge by (sub-pixel rounding).
 SLACK_PX = 1
 
@@ -256,7 +260,8 @@ MEASURE_JS = r"""
     return (cell ? `cell ${cells.indexOf(cell) + 1}` : 'the page') + head;
   };
   const out = {viewport: innerWidth, column: col, expected: charts().length, drawn: drawn(),
-               charts: [], texts: [], boxes: []};
+               charts: [], texts: [], boxes: [], scrollers: [],
+               page: {scroll: document.documentElement.scrollWidth, client: document.documentElement.clientWidth}};
   for (const e of document.querySelectorAll('.vega-embed')) {
     const g = e.querySelector('svg, canvas'); const r = (g || e).getBoundingClientRect();
     const t = e.querySelector('.role-title-text text');
@@ -264,7 +269,7 @@ MEASURE_JS = r"""
                      title: t ? t.textContent : ''});
   }
   const probe = document.createElement('span');
-  for (const p of article.querySelectorAll('.cell_output pre, div.output pre')) {
+  for (const p of article.querySelectorAll('.cell_output pre, div.output pre, .cell_input pre')) {
     probe.textContent = 'M'.repeat(100); p.appendChild(probe);
     const cw = probe.getBoundingClientRect().width / 100; p.removeChild(probe);
     const pcs = getComputedStyle(p);
@@ -272,21 +277,40 @@ MEASURE_JS = r"""
     const longest = p.textContent.split('\n').reduce((a, b) => b.length > a.length ? b : a, '');
     const r = p.getBoundingClientRect();
     out.texts.push({where: where(p), scroll: p.scrollWidth, client: p.clientWidth, right: r.right,
-                    shows: Math.floor(inner / cw), longest: longest.length, line: longest.slice(0, 100)});
+                    shows: Math.floor(inner / cw), longest: longest.length, line: longest.slice(0, 100),
+                    kind: p.closest('.cell_input') ? 'code line' : 'printed line'});
   }
   for (const e of article.querySelectorAll('.cell_output table, .cell_output img, .cell_output iframe')) {
     const r = e.getBoundingClientRect();
     out.boxes.push({where: where(e), tag: e.tagName.toLowerCase(), left: r.left, right: r.right, width: r.width});
+  }
+  // every box that scrolls sideways (its content wider than itself), and what it holds
+  for (const e of article.querySelectorAll('*')) {
+    if (e.scrollWidth <= e.clientWidth + 1 || e.clientWidth === 0) continue;
+    const ox = getComputedStyle(e).overflowX;
+    if (ox !== 'auto' && ox !== 'scroll') continue;
+    const table = e.matches('table') || (e.querySelector('table') !== null && !e.querySelector('pre, svg, canvas'));
+    const maths = e.matches('mjx-container, .math, .MathJax') || e.querySelector('mjx-container') !== null;
+    out.scrollers.push({where: where(e), tag: e.tagName.toLowerCase(), cls: e.className.toString().slice(0, 60),
+                        table: table, maths: maths && !table, scroll: e.scrollWidth, client: e.clientWidth});
   }
   return out;
 })()
 """
 
 
-def layout_problems(m: dict) -> list[str]:
-    """What a reader at this width cannot see, one sentence each, from :data:`MEASURE_JS`'s report."""
+def layout_problems(m: dict, phone: bool = False) -> list[str]:
+    """What a reader at this width cannot see, one sentence each, from :data:`MEASURE_JS`'s report.
+
+    On a laptop (``phone=False``) nothing may scroll sideways. On a phone, a wide table (or a
+    display formula, which cannot reflow) may scroll inside its own box; every chart, code cell
+    and printed line must fit, and the page itself must not scroll sideways.
+    """
     col = m["column"]
     problems = []
+    page = m.get("page")
+    if page and page["scroll"] > page["client"] + SLACK_PX:
+        problems.append(f"the page is {page['scroll']} px wide in a {page['client']} px window: it scrolls sideways")
     for c in m["charts"]:
         if c["right"] > col["right"] + SLACK_PX or c["left"] < col["left"] - SLACK_PX:
             title = f' "{c["title"]}"' if c["title"] else ""
@@ -294,12 +318,20 @@ def layout_problems(m: dict) -> list[str]:
                             f"{c['right'] - col['right']:.0f} px past the {col['width']:.0f} px column")
     for t in m["texts"]:
         if t["scroll"] > t["client"] + SLACK_PX or t["right"] > col["right"] + SLACK_PX:
-            problems.append(f"printed line of {t['longest']} characters in {t['where']} scrolls sideways "
-                            f"(the box shows {t['shows']}): {t['line']!r}")
+            problems.append(f"{t.get('kind', 'printed line')} of {t['longest']} characters in {t['where']} scrolls "
+                            f"sideways (the box shows {t['shows']}): {t['line']!r}")
     for b in m["boxes"]:
         if b["right"] > col["right"] + SLACK_PX:
             problems.append(f"{b['tag']} in {b['where']} is {b['width']:.0f} px wide: "
                             f"{b['right'] - col['right']:.0f} px past the {col['width']:.0f} px column")
+    for s in m.get("scrollers", []):
+        if s["tag"] == "pre":
+            continue  # code and printed lines: reported above, with their longest line
+        if phone and (s["table"] or s["maths"]):
+            continue  # a wide table or formula scrolls inside its own box: allowed on a phone
+        what = "table" if s["table"] else ("formula" if s["maths"] else f"<{s['tag']} class={s['cls']!r}>")
+        problems.append(f"{what} in {s['where']} scrolls sideways inside its box ({s['scroll']} px of content "
+                        f"in {s['client']} px)")
     return problems
 
 
@@ -312,8 +344,9 @@ def browser():
     b.close()
 
 
-def _measure(browser: Browser, url: str, shot: Path | None = None) -> tuple[dict, list[str]]:
-    target, session = browser.open(url)
+def _measure(browser: Browser, url: str, shot: Path | None = None,
+             window: tuple[int, int] = WINDOW) -> tuple[dict, list[str]]:
+    target, session = browser.open(url, *window)
     try:
         m = browser.evaluate(session, MEASURE_JS)
         if shot is not None:
@@ -323,14 +356,15 @@ def _measure(browser: Browser, url: str, shot: Path | None = None) -> tuple[dict
         browser.close_tab(target)
 
 
-_MEASURED: dict[Path, tuple[dict, list[str]]] = {}
+_MEASURED: dict[tuple[Path, int], tuple[dict, list[str]]] = {}
 
 
-def _measure_page(browser: Browser, page: Path) -> tuple[dict, list[str]]:
-    """One load per built page for both tests below (with its full-page screenshot)."""
-    if page not in _MEASURED:
-        _MEASURED[page] = _measure(browser, page.as_uri(), SHOTS / f"{page.stem}-1280.png")
-    return _MEASURED[page]
+def _measure_page(browser: Browser, page: Path, window: tuple[int, int] = WINDOW) -> tuple[dict, list[str]]:
+    """One load per built page and width for the tests below (with its full-page screenshot)."""
+    if (page, window[0]) not in _MEASURED:
+        _MEASURED[(page, window[0])] = _measure(browser, page.as_uri(), SHOTS / f"{page.stem}-{window[0]}.png",
+                                                window)
+    return _MEASURED[(page, window[0])]
 
 
 @needs_browser
@@ -345,6 +379,21 @@ def test_chapter_page_fits_the_column_at_1280px(page, browser):
     assert m["drawn"] == m["expected"], f"{m['expected'] - m['drawn']} of {m['expected']} charts were not drawn"
     problems = layout_problems(m)
     assert not problems, (f"{page.name} at {WINDOW[0]} px (content column {m['column']['width']:.0f} px):\n  "
+                          + "\n  ".join(problems))
+
+
+@needs_browser
+@pytest.mark.parametrize("page", _pages() or [None], ids=lambda p: p.stem if p else "no-pages")
+def test_chapter_page_fits_a_phone_at_390px(page, browser):
+    """At a 390 px phone the charts shrink to the column, code and printed lines wrap, and only a
+    wide table (or a display formula) scrolls, inside its own box; the page never scrolls sideways."""
+    if page is None:
+        pytest.skip("the book is not built: run `make book` first")
+    m, errors = _measure_page(browser, page, PHONE)
+    assert m["viewport"] == PHONE[0]
+    assert m["drawn"] == m["expected"], f"{m['expected'] - m['drawn']} of {m['expected']} charts were not drawn"
+    problems = layout_problems(m, phone=True)
+    assert not problems, (f"{page.name} at {PHONE[0]} px (content column {m['column']['width']:.0f} px):\n  "
                           + "\n  ".join(problems))
 
 
@@ -373,8 +422,10 @@ _CELL = '<div class="cell"><div class="cell_output"><div class="output">{}</div>
 
 
 def _chart(width: int) -> str:
-    return (f'<div id="altair-viz-{width}" class="vega-embed"><svg width="{width}" height="150">'
-            f'<g class="role-title-text"><text>{width} px</text></g></svg></div>')
+    """A drawn chart as vega-embed 7 writes it: the SVG (with its viewBox) in a chart wrapper."""
+    return (f'<div id="altair-viz-{width}" class="vega-embed"><div class="chart-wrapper">'
+            f'<svg width="{width}" height="150" viewBox="0 0 {width} 150">'
+            f'<g class="role-title-text"><text>{width} px</text></g></svg></div></div>')
 
 
 def _fixture(tmp_path: Path, name: str, cells: list[str]) -> str:
@@ -407,13 +458,55 @@ def test_layout_check_fails_on_five_panels_and_long_lines(tmp_path, browser):
 
     m, _ = _measure(browser, bad)
     problems = layout_problems(m)
-    assert len(problems) == 4, problems
-    chart, hidden, text, table = problems
+    assert len(problems) == 5, problems
+    page, chart, hidden, text, table = problems
+    assert page.startswith("the page is") and "scrolls sideways" in page
     assert chart.startswith('chart "1395 px" in cell 1 under "What we found" is 1395 px wide: 707 px past')
     assert hidden.startswith('chart "900 px" in cell 4')  # inside a closed dropdown
     assert text.startswith("printed line of 273 characters in cell 2")
     assert 60 < int(re.search(r"the box shows (\d+)", text).group(1)) < 100  # 14 px monospace in 688 px
     assert table.startswith("table in cell 3")
+
+
+# A phone-width page with the book's own stylesheet (book/_static/tdcourse.css) or without it.
+_PHONE = """<!DOCTYPE html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<style>body {{ margin: 0; font-family: sans-serif; }} article.bd-article {{ padding: 0 16px; }}
+pre {{ overflow: auto; font-family: monospace; font-size: 14px; padding: 8px; margin: 0; }}
+.vega-embed {{ display: inline-block; }} {css}</style></head><body><article class="bd-article"><section>
+<h2>What we found</h2>{cells}</section></article></body></html>"""
+_INPUT = '<div class="cell"><div class="cell_input"><pre>{}</pre></div></div>'
+
+
+def _phone_page(tmp_path: Path, name: str, css: str) -> str:
+    from tdcourse import verdicts
+
+    vs = [verdicts.judge("C9", "units circle", "a long criterion " * 6, "smollm2-135m · random init (seed 0)", 10.2,
+                         agrees=True, uncertainty="null mean 14.6 ± 0.3 over 1000 layer shuffles")]
+    cells = [_INPUT.format("x = " + "y" * 70), _CELL.format(_chart(520)), _CELL.format(verdicts.table(vs).to_html()),
+             _CELL.format("<pre>" + "C3 agrees: " + "z" * 57 + "</pre>")]
+    path = tmp_path / f"{name}.html"
+    path.write_text(_PHONE.format(css=css, cells="\n".join(cells)))
+    return path.as_uri()
+
+
+@needs_browser
+def test_phone_check_passes_the_books_css_and_fails_without_it(tmp_path, browser):
+    """At 390 px, with book/_static/tdcourse.css, a 520 px chart shrinks to the column, a 74-character
+    code line and a 68-character printed line wrap, and the verdict table scrolls inside its own box
+    (allowed); without that stylesheet the chart, the code and the printed line are each reported."""
+    css = (ROOT / "book" / "_static" / "tdcourse.css").read_text()
+    m, errors = _measure(browser, _phone_page(tmp_path, "with", css), window=PHONE)
+    assert not errors and m["viewport"] == PHONE[0]
+    assert any(s["table"] for s in m["scrollers"]), "the wide table should scroll inside its box"
+    assert layout_problems(m, phone=True) == []
+    assert any(p.startswith("table in cell 3") and "scrolls sideways inside its box" in p
+               for p in layout_problems(m)), \
+        "at a laptop width the same scrolling table is a problem"
+
+    m, _ = _measure(browser, _phone_page(tmp_path, "without", ""), window=PHONE)
+    problems = layout_problems(m, phone=True)
+    kinds = sorted(p.split(" in cell")[0].split(" of ")[0] for p in problems if not p.startswith("the page"))
+    assert kinds == ['chart "520 px"', "code line", "printed line"], problems
 
 
 @needs_browser
@@ -442,3 +535,102 @@ def test_unique_scripts_writes_an_inline_script_once():
     kept = [(s.filename, s.attributes.get("body")) for s in context["script_files"]]
     assert kept == [("_static/doctools.js", None), (None, thebe), ("_static/sphinx-thebe.js", None),
                     ("", "var x = 1")]
+
+
+# --- one visual language: every chart's colours are the book's palette -------------------------
+
+
+def chart_specs(html: str) -> list[dict]:
+    """The Vega-Lite spec of every altair chart in a built page (the first argument of the
+    ``(function(spec, embedOpt){…})(SPEC, {"mode": "vega-lite"})`` call altair writes)."""
+    decoder = json.JSONDecoder()
+    specs = []
+    for m in re.finditer(r"\}\)\((?=\{)", html):
+        spec, end = decoder.raw_decode(html, m.end())
+        if html[end:end + 20].lstrip().startswith(", {") and "vega-lite" in html[end:end + 40]:
+            specs.append(spec)
+    return specs
+
+
+def _series_colours(spec, out: list) -> list:
+    """Every colour encoding of a chart's series (``series`` / ``arrow`` fields), in layers,
+    concatenations and facets."""
+    if isinstance(spec, dict):
+        enc = spec.get("encoding")
+        colour = enc.get("color") if isinstance(enc, dict) else None
+        if isinstance(colour, dict) and colour.get("type") == "nominal":
+            out.append(colour)
+        for v in spec.values():
+            _series_colours(v, out)
+    elif isinstance(spec, list):
+        for v in spec:
+            _series_colours(v, out)
+    return out
+
+
+#: Words of a model's own label, which a legend must not show (the book's names are plots.label's).
+_MODEL_WORDS = re.compile(r"random init \(seed|smollm2|llama|· 4bit|standin", re.I)
+
+
+def palette_problems(specs: list[dict], where: str) -> list[str]:
+    """Where a chart's colours or names leave the book's palette (``tdcourse.plots``): a series
+    colour without an explicit scale, a run or a null in a colour not its own, a model label in a
+    legend."""
+    from tdcourse import plots
+
+    problems = []
+    for k, spec in enumerate(specs, 1):
+        for enc in _series_colours(spec, []):
+            scale = enc.get("scale") or {}
+            if "domain" not in scale or "range" not in scale:
+                problems.append(f"{where}, chart {k}: the colour of {enc.get('field')!r} has no explicit scale")
+                continue
+            for name, colour in zip(scale["domain"], scale["range"]):
+                name = str(name)
+                if _MODEL_WORDS.search(name):
+                    problems.append(f"{where}, chart {k}: legend names a model, {name!r} (use plots.label(run))")
+                run = plots._run_of(name)
+                if run is not None and colour not in plots.RUN_COLORS[run]:  # a run's series: its hue
+                    problems.append(f"{where}, chart {k}: {name!r} is {colour}, not the {run} hue "
+                                    f"{plots.RUN_COLORS[run]}")
+                elif name in plots.RUN_COLORS and colour != plots.RUN_COLORS[name][0]:
+                    problems.append(f"{where}, chart {k}: {name!r} is {colour}, not {plots.RUN_COLORS[name][0]}")
+                null = plots._null_of(name)
+                if null is not None and run is None and colour not in plots.NULL_COLORS[null]:
+                    problems.append(f"{where}, chart {k}: {name!r} is {colour}, not {plots.NULL_COLORS[null]}")
+    return problems
+
+
+@pytest.mark.parametrize("page", _pages() or [None], ids=lambda p: p.stem if p else "no-pages")
+def test_every_chart_uses_the_books_palette(page):
+    """In every chart of every built chapter a run (trained, 4-bit copy, random-init control) and a
+    null or yardstick have the colour and name of tdcourse.plots' palette, on an explicit scale."""
+    if page is None:
+        pytest.skip("the book is not built: run `make book` first")
+    html = page.read_text()
+    specs = chart_specs(html)
+    assert len(specs) == len(re.findall(r'<div id="altair-viz-[0-9a-f]+"', html)), "a chart's spec was not found"
+    assert palette_problems(specs, page.stem) == []
+
+
+def test_palette_check_fails_on_an_old_chart():
+    """The check itself: a chart as the book drew it before (no scale, a model label) is reported;
+    the builders' charts are not."""
+    import numpy as np
+    import altair as alt
+    import pandas as pd
+
+    from tdcourse import plots
+
+    old = alt.Chart(pd.DataFrame({"x": [1, 2], "series": ["smollm2-135m · random init (seed 0)", "trained"]})) \
+        .mark_point().encode(x="x:Q", color=alt.Color("series:N"))
+    wrong = plots.histograms({"trained": np.arange(5.0)}, "x", colors={"trained": "#f58518"})
+    assert palette_problems([old.to_dict()], "old") == ["old, chart 1: the colour of 'series' has no explicit scale"]
+    assert palette_problems([wrong.to_dict()], "w") == [
+        "w, chart 1: 'trained' is #f58518, not the trained hue ('#4c78a8', '#9ecae9', '#2a4a70', '#6f9fcf')"]
+    bad_name = plots.histograms({"smollm2-135m": np.arange(5.0)}, "x")
+    assert "legend names a model" in palette_problems([bad_name.to_dict()], "n")[0]
+    good = plots.curves({"random-init control": np.arange(6.0), "trained": np.ones(6)}, ["a"] * 6, "y")
+    html = f'<div id="altair-viz-1"></div><script>(function(spec, embedOpt){{}})({json.dumps(good.to_dict())}, ' \
+           '{"mode": "vega-lite"});</script>'
+    assert len(chart_specs(html)) == 1 and palette_problems(chart_specs(html), "g") == []

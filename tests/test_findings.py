@@ -21,22 +21,22 @@ def _v(claim="C9", model="smollm2-135m", outcome="agrees", value=0.5):
                             model=model, value=value, uncertainty="CI 0.1-0.9", outcome=outcome)
 
 
-def test_findings_renders_paragraphs_then_the_verdict_table():
+def test_findings_renders_lines_then_notes_and_the_verdict_table_collapsed():
     notes = ["The median unit grows 3.54e+04-fold from site 1 to the last site."]
     f = verdicts.findings([_v()], notes=notes)
     page = f._repr_html_()
-    assert "<p>The median unit grows 3.54e+04-fold" in page
-    assert page.index("<p>") < page.index("<table")  # paragraphs first, then the table
+    assert "<p>The median unit grows 35,400-fold" in page  # no E-notation in prose
+    assert page.index("<li>") < page.index("<details") < page.index("<p>") < page.index("<table")
     assert "a criterion" in html.unescape(page)
 
 
 def test_findings_says_a_disagreement_plainly():
-    f = verdicts.findings([_v(outcome="agrees"), _v(model="random init", outcome="disagrees")])
-    lead = f.paragraphs[0]
-    assert "agrees on smollm2-135m" in lead and "disagrees on random init" in lead
-    assert "On random init the claim does not hold: our run disagrees with the paper." in lead
-    # no disagreement, no such sentence
-    assert "does not hold" not in verdicts.findings([_v()]).paragraphs[0]
+    f = verdicts.findings([_v(outcome="disagrees"), _v(model="m · random init (seed 0)", outcome="disagrees")])
+    (line,) = f.lines
+    assert "Trained disagrees with the paper" in line
+    assert "the control does not show it either" in line and "control: disagrees" not in line
+    # no disagreement, no such words
+    assert "with the paper" not in verdicts.findings([_v()]).lines[0]
 
 
 def test_findings_text_form_fits_80_columns():
@@ -91,8 +91,10 @@ def test_explained_by_bins_is_one_for_a_step_function_and_checks_input():
 
 
 def test_run_tag():
-    assert plots.run_tag(SimpleNamespace(meta={"model": {"init": "random"}})) == "random init"
+    assert plots.run_tag(SimpleNamespace(meta={"model": {"init": "random", "seed": 0}})) == "random-init control"
+    assert plots.run_tag(SimpleNamespace(meta={"model": {"init": "random", "seed": 3}})) == "random-init control (seed 3)"
     assert plots.run_tag(SimpleNamespace(meta={"model": {}})) == "trained"
+    assert plots.label(SimpleNamespace(meta={"model": {"quant": "4bit"}})) == "4-bit copy"
     with pytest.raises(TypeError):
         plots.run_tag(object())
 
@@ -114,13 +116,11 @@ def test_stationarity_notes_state_the_computed_numbers():
 def test_findings_lead_tells_readings_apart():
     vs = [verdicts.judge("C12", "early layers harder", "held-out NMSE, early minus late", "m", 1, agrees=True),
           verdicts.judge("C12", "early layers harder", "raw PR early minus late", "m", 1, agrees=False),
-          verdicts.judge("C12", "early layers harder", "a", "ctrl", 1, agrees=True),
-          verdicts.judge("C12", "early layers harder", "b", "ctrl", 1, agrees=True)]
-    lead = verdicts.findings(vs).paragraphs[0]
-    assert "agrees on m (reading 1: held-out NMSE" in lead
-    assert "disagrees on m (reading 2: raw PR early minus late)" in lead
-    assert "agrees on ctrl (both readings)" in lead
-    assert "On m (reading 2: raw PR early minus late) the claim does not hold" in lead
+          verdicts.judge("C12", "early layers harder", "a", "m · random init (seed 0)", 1, agrees=True),
+          verdicts.judge("C12", "early layers harder", "b", "m · random init (seed 0)", 1, agrees=True)]
+    (line,) = verdicts.findings(vs).lines
+    assert "Error reading: trained agrees; the control shows it too → the architecture" in line
+    assert "Dimension reading: trained disagrees with the paper; the control shows it, the trained model does not" in line
 
 
 # --- the chapters' findings_notes on a small synthetic run: the sentences hold the computed numbers

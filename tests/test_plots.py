@@ -87,3 +87,99 @@ def test_band_charts_legend_shows_the_line_colour_in_two_columns():
         assert all('opacity="1"' in sym.split("</g>")[0] for sym in symbols)
         legend = [layer["encoding"]["color"]["legend"] for layer in spec["layer"]][0]
         assert legend["columns"] == 2 and legend["symbolOpacity"] == 1
+
+
+# --- one visual language: the same run has the same colour and name in every chart
+
+
+def _color_scales(spec) -> list[dict]:
+    """Every colour encoding of series in a Vega-Lite spec (layers, concatenations, facets)."""
+    out = []
+    if isinstance(spec, dict):
+        enc = spec.get("encoding", {})
+        c = enc.get("color") if isinstance(enc, dict) else None
+        if isinstance(c, dict) and c.get("field") in ("series", "arrow"):
+            out.append(c)
+        for v in spec.values():
+            out += _color_scales(v)
+    elif isinstance(spec, list):
+        for v in spec:
+            out += _color_scales(v)
+    return out
+
+
+def _colours(chart) -> dict[str, str]:
+    scales = _color_scales(chart.to_dict())
+    assert scales, "no series colour encoding"
+    found = {}
+    for c in scales:
+        assert "scale" in c and "domain" in c["scale"] and "range" in c["scale"], f"no explicit scale: {c}"
+        for name, col in zip(c["scale"]["domain"], c["scale"]["range"]):
+            assert found.setdefault(name, col) == col, f"{name} has two colours in one chart"
+    return found
+
+
+def _every_builder(values: dict):
+    """Each series builder, on the series ``values`` ({name: ndarray of 6 values})."""
+    sites = site_names(3)
+    x = np.arange(6.0)
+    return [
+        plots.curves(values, sites, "y", bands={k: (v - 1, v + 1) for k, v in values.items()}),
+        plots.histograms(values, "x"),
+        plots.band_lines(x, values, "x", "y", bands={k: (v - 1, v + 1) for k, v in values.items()}),
+        plots.step_lines(x, values, "x", "y", dashed=list(values)[-1:]),
+        plots.xy_lines({k: (x, v) for k, v in values.items()}, "x", "y"),
+        plots.paired_scatter({k: (x, v) for k, v in values.items()}, "x", "y"),
+        plots.estimates(["a", "b", "c", "d", "e", "f"], {k: (v, v - 1, v + 1) for k, v in values.items()}, "g", "y"),
+    ]
+
+
+def test_a_run_has_the_book_colour_in_every_builder_whatever_the_order():
+    v = {name: np.arange(6.0) + i for i, name in enumerate(
+        ["trained", "random-init control", "site-shuffled null", "4-bit copy"])}
+    for order in (list(v), list(reversed(v)), sorted(v)):
+        for chart in _every_builder({k: v[k] for k in order}):
+            got = _colours(chart)
+            assert got["trained"] == plots.RUN_COLORS["trained"][0]
+            assert got["random-init control"] == plots.RUN_COLORS["random-init control"][0]
+            assert got["4-bit copy"] == plots.RUN_COLORS["4-bit copy"][0]
+            assert got["site-shuffled null"] == plots.NULL_COLORS["site-shuffled null"][0]
+
+
+def test_sub_series_take_their_run_hue_and_others_never_a_run_colour():
+    names = ["random-init control · within (attention)", "trained · within (attention)",
+             "trained · across (MLP)", "random-init control · across (MLP)", "kNN (k = 3)", "binned (10 × 10)",
+             "layer-shuffled null (trained)", "white noise (what a layer shuffle gives)", "random walk",
+             "random basis (median r)"]
+    got = dict(zip(names, plots.series_colors(names)))
+    assert got["trained · within (attention)"] == plots.RUN_COLORS["trained"][0]
+    assert got["trained · across (MLP)"] == plots.RUN_COLORS["trained"][1]
+    assert got["random-init control · within (attention)"] == plots.RUN_COLORS["random-init control"][0]
+    assert got["random-init control · across (MLP)"] == plots.RUN_COLORS["random-init control"][1]
+    assert got["kNN (k = 3)"] == plots.OTHER_COLORS[0] and got["binned (10 × 10)"] == plots.OTHER_COLORS[1]
+    assert got["random walk"] == plots.NULL_COLORS["random walk"][0]
+    assert got["random basis (median r)"] == plots.NULL_COLORS["random basis"][0]
+    # two greys in one chart: the second takes the lighter shade
+    assert got["layer-shuffled null (trained)"] != got["white noise (what a layer shuffle gives)"]
+    run_colours = {c for shades in plots.RUN_COLORS.values() for c in shades}
+    assert not run_colours & set(plots.OTHER_COLORS) and not run_colours & set(plots.ARROW_COLORS.values())
+    assert not run_colours & {c for shades in plots.NULL_COLORS.values() for c in shades}
+    # an explicit colour wins
+    assert plots.series_colors(["trained"], {"trained": "#000000"}) == ["#000000"]
+
+
+def test_label_names_runs_as_the_book_does():
+    from types import SimpleNamespace as NS
+
+    assert plots.label(NS(meta={"model": {"init": "trained", "quant": "none"}})) == "trained"
+    assert plots.label(NS(meta={"model": {"init": "random", "seed": 0}})) == "random-init control"
+    assert plots.label(NS(meta={"model": {"quant": "4bit"}})) == "4-bit copy"
+    assert plots.label("smollm2-135m · random init (seed 0)") == "random-init control"
+    assert plots.label("llama-3.1-8b · 4bit") == "4-bit copy" and plots.label("llama-3.1-8b") == "trained"
+    with pytest.raises(TypeError):
+        plots.label(3)
+
+
+def test_flow_field_arrows_are_not_run_colours():
+    chart = plots.flow_field(np.zeros((2, 2)), np.ones((2, 2)), np.zeros((3, 2)), np.array([True, False]))
+    assert _colours(chart) == {"inward": plots.ARROW_COLORS["inward"], "outward": plots.ARROW_COLORS["outward"]}
