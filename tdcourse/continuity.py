@@ -33,6 +33,7 @@ import numpy as np
 
 from .capture import check_acts
 from . import stats
+from .memo import cached
 from .verdicts import Verdict, judge
 
 __all__ = [
@@ -479,6 +480,7 @@ def _interval(estimate: float, boots: np.ndarray, level: float = 0.95) -> stats.
     return stats.Interval(float(estimate), float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a)), level)
 
 
+@cached
 def analyse(acts: np.ndarray, n_boot: int = 100, n_perm: int = 1, n_dirs: int = 576, seed: int = 0) -> Continuity:
     """Compute every number of the chapter for one activation array.
 

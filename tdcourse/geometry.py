@@ -42,6 +42,7 @@ import numpy as np
 from .capture import check_acts
 from . import stats
 from .exercises import report, run_case
+from .memo import cached
 from .verdicts import Verdict, judge
 
 __all__ = [
@@ -226,6 +227,7 @@ def hoyer_density(h: np.ndarray, trim: float = 0.0) -> np.ndarray:
     return _per_vector(h, block)
 
 
+@cached
 def density_indices(
     acts: np.ndarray, taus: Sequence[float] = DEFAULT_TAUS, trim: float = DEFAULT_TRIM
 ) -> dict[str, np.ndarray]:

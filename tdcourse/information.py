@@ -38,6 +38,7 @@ import numpy as np
 from . import stats
 from .capture import check_acts
 from .exercises import report
+from .memo import cached
 from .verdicts import Verdict, judge
 
 __all__ = [
@@ -549,6 +550,7 @@ class MIProfile:
     bins: int
 
 
+@cached
 def mi_profile(acts: np.ndarray, n_units: int = N_UNITS, seed: int = 0, k: int = 3, bins: int = 10) -> MIProfile:
     """Every estimator on the same seeded subset of units (see :class:`MIProfile`).
 

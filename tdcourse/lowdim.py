@@ -32,7 +32,7 @@ frozen dataclasses.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -40,6 +40,7 @@ import numpy as np
 from .capture import check_acts
 from . import stats
 from .exercises import report
+from .memo import cached
 from .verdicts import Verdict, judge
 
 __all__ = [
@@ -574,7 +575,30 @@ class AutoencoderFit:
         """:func:`site_nmse` on the held-out samples."""
         return site_nmse(self.sq_error, self.spread, self.test_idx, n_boot=n_boot, seed=seed)
 
+    # Pickled (the analysis cache, :mod:`tdcourse.memo`) with the network as its weights: the
+    # network's class is built inside :func:`build_autoencoder`, so it is rebuilt from them.
+    def __getstate__(self) -> dict:
+        state = {f.name: getattr(self, f.name) for f in fields(self)}
+        model = state.pop("model")
+        if model is not None:
+            state["_model_weights"] = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+        return state
 
+    def __setstate__(self, state: dict) -> None:
+        weights = state.pop("_model_weights", None)
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+        model = None
+        if weights is not None:
+            import torch
+
+            model = build_autoencoder(len(self.mean), self.config["latent_dim"], self.config["hidden"])
+            model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+            model.eval()
+        object.__setattr__(self, "model", model)
+
+
+@cached
 def train_autoencoder(
     acts: np.ndarray,
     latent_dim: int = 2,
@@ -954,8 +978,9 @@ class LowDim:
     pc_mean: np.ndarray
 
 
+@cached
 def analyse(run, n_boot: int = 1000, seed: int = 0, n_pcs: int = 10, ae_seed: int | None = None,
-            spectra: tuple[SiteSpectra, SiteSpectra] | None = None, **ae_kwargs) -> LowDim:
+            spectra: tuple[SiteSpectra, SiteSpectra] | None = None, device: str = "cpu", **ae_kwargs) -> LowDim:
     """Run the chapter's analysis on one :class:`~tdcourse.capture.Activations`.
 
     Trains the autoencoder (:func:`train_autoencoder` with ``ae_kwargs``), fits an
@@ -967,11 +992,15 @@ def analyse(run, n_boot: int = 1000, seed: int = 0, n_pcs: int = 10, ae_seed: in
     initial weights and minibatch order), the bootstraps keep ``seed``. ``spectra``: the
     ``(raw, std)`` of :func:`site_spectra_both` on this run with ``n_boot`` and ``seed``,
     computed already (they do not depend on the autoencoder), reused instead of computed again.
+    ``device``: the autoencoder's torch device (:func:`train_autoencoder`).
+
+    The result is kept in the cache and read back by later calls with the same run and
+    arguments (:func:`tdcourse.memo.cached`): the scoreboard, the book and the tests share it.
     """
     if n_pcs < 2:
         raise ValueError(f"n_pcs must be at least 2, got {n_pcs}")
     acts = _check_acts(run.acts, "run.acts")
-    ae = train_autoencoder(acts, seed=seed if ae_seed is None else ae_seed, **ae_kwargs)
+    ae = train_autoencoder(acts, seed=seed if ae_seed is None else ae_seed, device=device, **ae_kwargs)
     raw, std = spectra if spectra is not None else site_spectra_both(acts, n_boot=n_boot, seed=seed)
     pca = pooled_pca(acts, n_pcs, fit_idx=ae.train_idx, seed=seed)
     pca_nmse, _ = site_nmse(pca.sq_error(acts, k=2), ae.spread, ae.test_idx)

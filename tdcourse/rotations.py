@@ -36,6 +36,7 @@ import numpy as np
 
 from .capture import check_acts
 from . import stats
+from .memo import cached
 from .verdicts import Verdict, judge
 
 __all__ = [
@@ -730,6 +731,7 @@ class RotationAnalysis:
         return {c: (self.null_classes == c).mean(axis=1) for c in CLASSES}
 
 
+@cached
 def analyse(
     acts: np.ndarray,
     label: str = "",

@@ -14,6 +14,7 @@ import numpy as np
 
 from .capture import check_acts
 from .exercises import report, run_case
+from .memo import cached
 from .verdicts import Verdict, judge
 
 __all__ = ["site_moments", "drift_ratio", "shuffled_sites", "Stationarity", "stationarity", "verdicts",
@@ -129,6 +130,7 @@ class Stationarity:
     var_log_ratio: np.ndarray
 
 
+@cached
 def stationarity(acts: np.ndarray, n_null: int = 3, seed: int = 0) -> Stationarity:
     """Drift of every unit against the site-shuffled null (see :func:`drift_ratio`).
 
