@@ -59,7 +59,7 @@ def test_a_changed_input_or_argument_is_a_miss(change):
     toy(a, 2, "x")
     b = a.copy()
     if change == "value":
-        b[5, 3, 1] = np.nextafter(b[5, 3, 1], np.inf)                 # one ulp of one element
+        b[5, 3, 1] = np.nextafter(b[5, 3, 1], np.float32(np.inf))     # one ulp of one element
         toy(b, 2, "x")
     elif change == "dtype":
         toy(a.astype(np.float64), 2, "x")
@@ -203,7 +203,7 @@ def _walk(n=40, s=8, d=12, seed=0) -> np.ndarray:
 def test_the_chapters_analyses_are_kept_and_equal_a_fresh_computation(name):
     """The costly analyses the chapters and the scoreboard share: the kept result (read back
     from disk) equals a fresh computation by the unwrapped function."""
-    acts = _walk()
+    acts = _walk(n=information.MIN_SAMPLES if name == "mi" else 40)
     calls = {
         "stationarity": (stationarity.stationarity, (acts,), {"n_null": 2}),
         "continuity": (continuity.analyse, (acts,), {"n_boot": 10, "n_dirs": 6}),

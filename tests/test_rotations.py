@@ -188,9 +188,11 @@ def test_classify_units():
     got = rot.classify_units(r[:5], g[:5])
     assert got.tolist() == ["orbit", "outward spiral", "inward spiral", "no full turn", "outward spiral"]
     with pytest.raises(ValueError, match="same shape"):
-        rot.classify_units(r, g[:3])
+        rot.classify_units(r[:5], g[:3])
     with pytest.raises(ValueError, match="factor"):
-        rot.classify_units(r, g, factor=1.0)
+        rot.classify_units(r[:5], g[:5], factor=1.0)
+    with pytest.raises(ValueError, match="NaN"):            # an undefined R is never classified silently
+        rot.classify_units(r, g)
 
 
 def test_example_units_pick_the_most_turning_of_each_class():
