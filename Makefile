@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 N      ?= 1000
 STAMP  := $(VENV)/.tdcourse-installed
 
-.PHONY: setup capture scoreboard assets book test test-lib test-notebooks standins test-standins bench clean clean-cache
+.PHONY: setup capture scoreboard assets book test test-lib test-notebooks test-kernels test-lowest test-colab standins test-standins bench clean clean-cache
 
 setup: $(STAMP)
 
@@ -54,6 +54,32 @@ test-lib: setup
 
 test-notebooks: setup capture
 	$(THREADS1) $(BIN)/python -m pytest -q -n 2 --dist loadfile notebooks --nbval-lax
+
+# The numeric library tests (synthetic data, numpy / scipy / scikit-learn) again under OpenBLAS's
+# generic kernel: float32 results differ in the last bits between BLAS kernels, so an assertion
+# that only this CPU's kernel passes fails here rather than on a learner's laptop. About 30 s on
+# two idle cores (60 s with the load of other jobs); .ci/run runs it last.
+NUMERIC_TESTS := tests/test_stationarity.py tests/test_continuity.py tests/test_geometry.py \
+  tests/test_information.py tests/test_rotations.py tests/test_lowdim.py tests/test_perturb.py \
+  tests/test_stats_verdicts.py tests/test_robustness.py
+test-kernels: setup
+	@OPENBLAS_CORETYPE=Prescott $(BIN)/python -c "import numpy, scipy.linalg, threadpoolctl; \
+	  print('OpenBLAS kernel:', sorted({i.get('architecture') for i in threadpoolctl.threadpool_info()}))"
+	OPENBLAS_CORETYPE=Prescott $(THREADS1) $(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow" \
+	  -p no:cacheprovider $(NUMERIC_TESTS)
+
+# The versions users get, tested: a separate venv (.venv-lowest / .venv-colab) with the LOWEST
+# versions requirements.txt allows for each direct dependency (uv's --resolution lowest-direct), or
+# with a current Google Colab runtime's versions (.ci/colab-constraints.txt, its source and date in
+# its header); then the library tests and one chapter under nbval on SmolLM2 at N = 128, in a cache
+# of their own. torch stays at the CPU wheel torch==2.13.0 (a lower one from PyPI, or Colab's 2.11,
+# is a multi-GB CUDA build). The log of the last run: benchmarks/results/compat_lowest.log and
+# compat_colab.log. About 10 minutes each on two cores (most of it the install).
+test-lowest:
+	PYTHON=$(PYTHON) bash .ci/compat lowest
+
+test-colab:
+	PYTHON=$(PYTHON) bash .ci/compat colab
 
 # The paper's scale without its weights (see tdcourse/standins.py): every chapter, unedited,
 # on a random-weight model with Llama 3.1 8B's activation shape (width 4096, 64 sites) and on a

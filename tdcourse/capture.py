@@ -108,11 +108,13 @@ def paper_site_name(site: str) -> str:
 def check_acts(acts, min_samples: int = 1, min_sites: int = 1, name: str = "acts", why: str = "",
                finite: bool = True) -> np.ndarray:
     """``acts`` as an array of shape ``(n_samples, n_sites, d_model)``, or a ``ValueError``
-    that says what was expected. Integer arrays are converted to float64.
+    that says what was expected.
 
     Every analysis of the course enters through this check, so no verdict is ever computed
     from NaN or inf: a single non-finite value stops it with a message naming the first
-    samples and sites that hold one.
+    samples and sites that hold one. Dtypes follow the course's one rule
+    (:func:`tdcourse.checks.check_dtype`): float32 and float64 as they are, integers as
+    float64, anything else (float16 above all: its squares overflow) refused with how to convert.
 
     Parameters
     ----------
@@ -135,8 +137,11 @@ def check_acts(acts, min_samples: int = 1, min_sites: int = 1, name: str = "acts
     Raises
     ------
     ValueError
-        Wrong number of axes, empty, too few samples or sites, or non-finite values.
+        Wrong number of axes, empty, too few samples or sites, a dtype other than float32,
+        float64 or integer, or non-finite values.
     """
+    from .checks import check_dtype
+
     arr = np.asarray(acts)
     if arr.ndim != 3:
         raise ValueError(f"{name} must have shape (n_samples, n_sites, d_model), got {arr.shape}")
@@ -147,11 +152,9 @@ def check_acts(acts, min_samples: int = 1, min_sites: int = 1, name: str = "acts
         raise ValueError(f"{name} needs at least {min_samples} samples on axis 0{reason}, got {arr.shape[0]}")
     if arr.shape[1] < min_sites:
         raise ValueError(f"{name} needs at least {min_sites} sites on axis 1{reason}, got {arr.shape[1]}")
-    if not np.issubdtype(arr.dtype, np.floating):
-        if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
-            raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-        arr = arr.astype(np.float64)
-    elif finite:
+    floating = arr.dtype == np.float32 or arr.dtype == np.float64
+    arr = check_dtype(arr, name)  # before any statistic: float16 and friends are refused here
+    if floating and finite:
         bad = nonfinite_sites(arr)
         if len(bad):
             raise ValueError(_nonfinite_message(arr, bad, name))

@@ -22,6 +22,17 @@ What this module adds to numpy / scipy:
 
 Random rotations come from :func:`scipy.stats.ortho_group`, Spearman trends from
 :func:`tdcourse.stats.spearman_rows`, the paired test from :func:`scipy.stats.wilcoxon`.
+
+Inputs follow the course's rule (:mod:`tdcourse.checks`): float32 / float64, no NaN or inf, no
+float16. One exception by design: in an ``r`` array (what :func:`adjacent_corr` returns) a NaN
+means "undefined" (a unit that is constant across samples has no correlation); the summaries of
+``r`` carry it to that unit's result (NaN there), never drop it silently; ``inf`` is refused.
+
+The smallest run that carries a verdict: :data:`MIN_SAMPLES` = 20 samples (the intervals are
+bootstrapped over samples, and a correlation over fewer has a standard error above 0.2) and
+:data:`MIN_LAYERS` = 2 layers (C3 compares within- and across-layer pairs: one layer has no
+across-layer pair; C2's trend needs at least 3 pairs). :func:`analyse` and :func:`verdicts`
+refuse smaller runs.
 """
 
 from __future__ import annotations
@@ -32,10 +43,14 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .capture import check_acts
+from .checks import check_array, check_run_size
 from . import stats
+from .memo import cached
 from .verdicts import Verdict, judge
 
 __all__ = [
+    "MIN_SAMPLES",
+    "MIN_LAYERS",
     "HIGH_R",
     "pair_names",
     "adjacent_corr",
@@ -64,6 +79,12 @@ _CHUNK = 1 << 23
 # --------------------------------------------------------------------------- validation
 
 
+#: The fewest samples (N) and layers a verdict on C1-C3 is computed from (see the module's docstring).
+MIN_SAMPLES = 20
+MIN_LAYERS = 2
+_ANALYSIS = "Chapter 2's continuity analysis (C1-C3)"
+
+
 def _as_acts(acts: np.ndarray, min_sites: int = 2) -> np.ndarray:
     return check_acts(acts, min_samples=3, min_sites=min_sites, why="for a correlation")
 
@@ -71,16 +92,18 @@ def _as_acts(acts: np.ndarray, min_sites: int = 2) -> np.ndarray:
 def _as_basis(basis: np.ndarray | None, d_model: int) -> np.ndarray | None:
     if basis is None:
         return None
-    q = np.asarray(basis, dtype=np.float64)
+    q = check_array(basis, "basis").astype(np.float64, copy=False)
     if q.ndim != 2 or q.shape[0] != d_model:
         raise ValueError(f"basis must have shape (d_model, n_dirs) = ({d_model}, n_dirs), got {q.shape}")
     return q
 
 
 def _as_r(r: np.ndarray, name: str = "r") -> np.ndarray:
-    arr = np.asarray(r, dtype=np.float64)
+    arr = check_array(r, name, finite=False).astype(np.float64, copy=False)
     if arr.ndim < 2:
         raise ValueError(f"{name} must have shape (..., n_pairs, d_model), got {arr.shape}")
+    if np.isinf(arr).any():  # NaN is an undefined r (a constant unit) and is carried; inf is an error
+        raise ValueError(f"{name} holds inf: a correlation lies in [-1, 1] (NaN where undefined)")
     return arr
 
 
@@ -224,7 +247,7 @@ def bootstrap_corr(acts: np.ndarray, n_boot: int = 200, seed: int = 0, basis: np
     acts = _as_acts(acts)
     n, n_sites, d = acts.shape
     q = _as_basis(basis, d)
-    w = stats.bootstrap_weights(n, n_boot, seed) if weights is None else np.asarray(weights, dtype=np.float64)
+    w = stats.bootstrap_weights(n, n_boot, seed) if weights is None else check_array(weights, "weights").astype(np.float64)
     if w.ndim != 2 or w.shape[1] != n:
         raise ValueError(f"weights must have shape (n_boot, n_samples={n}), got {w.shape}")
     out = np.empty((len(w), n_sites - 1, d if q is None else q.shape[1]))
@@ -407,8 +430,10 @@ def depth_trend(r: np.ndarray) -> np.ndarray:
         raise ValueError(f"need at least 3 pairs for a trend, got {r.shape[-2]}")
     lead = r.shape[:-2]
     rows = np.moveaxis(r, -2, -1).reshape(-1, r.shape[-2])
-    rho = stats.spearman_rows(rows)
-    rho[~np.isfinite(rows).all(1)] = np.nan
+    ok = np.isfinite(rows).all(1)  # a unit with an undefined r somewhere has no trend: NaN
+    rho = np.full(len(rows), np.nan)
+    if ok.any():
+        rho[ok] = stats.spearman_rows(rows[ok])
     return rho.reshape(*lead, r.shape[-1])
 
 
@@ -479,6 +504,7 @@ def _interval(estimate: float, boots: np.ndarray, level: float = 0.95) -> stats.
     return stats.Interval(float(estimate), float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a)), level)
 
 
+@cached
 def analyse(acts: np.ndarray, n_boot: int = 100, n_perm: int = 1, n_dirs: int = 576, seed: int = 0) -> Continuity:
     """Compute every number of the chapter for one activation array.
 
@@ -503,7 +529,8 @@ def analyse(acts: np.ndarray, n_boot: int = 100, n_perm: int = 1, n_dirs: int = 
     """
     from scipy.stats import wilcoxon
 
-    acts = _as_acts(acts, min_sites=4)
+    check_run_size(check_acts(acts), MIN_SAMPLES, MIN_LAYERS, _ANALYSIS)  # dtype and NaN first, then the size
+    acts = _as_acts(acts)
     if acts.shape[1] % 2:
         raise ValueError(f"acts must hold 2 sites per layer (an even n_sites), got {acts.shape[1]}")
     d = acts.shape[2]
@@ -560,6 +587,7 @@ def verdicts(run, chapter: str = "", analysis: Continuity | None = None, high_r:
     """
     if not 0 < high_r < 1:
         raise ValueError(f"high_r must lie in (0, 1), got {high_r}")
+    check_run_size(check_acts(run.acts, name="run.acts"), MIN_SAMPLES, MIN_LAYERS, _ANALYSIS)
     a = analyse(run.acts, **kwargs) if analysis is None else analysis
     m = run.label
     boot = f"95 % bootstrap CI over samples ({a.n_boot} resamples)"

@@ -30,6 +30,13 @@ Speed (C6)
 attention update, resid_mid l → resid_pre l+1 the MLP update) or the next **layer**
 (``step="layer"``: resid_pre l → resid_pre l+1, a whole block). All functions are vectorised
 numpy over samples, sites and units.
+
+Inputs follow the course's rule (:mod:`tdcourse.checks`): float32 / float64, no NaN or inf (a
+NaN would silently count as "not above τ"), no float16. The smallest run that carries a
+verdict: :data:`MIN_SAMPLES` = 20 samples (the trends' intervals are bootstrapped over samples)
+and :data:`MIN_LAYERS` = 4 layers (C5 and C6 are read on layer steps too, and a Spearman trend
+needs at least 3 of them; C6's thirds need 2 steps each). :func:`verdicts` and
+:func:`trend_table` refuse smaller runs.
 """
 
 from __future__ import annotations
@@ -40,11 +47,15 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .capture import check_acts
+from .checks import check_array, check_run_size
 from . import stats
 from .exercises import report, run_case
+from .memo import cached
 from .verdicts import Verdict, judge
 
 __all__ = [
+    "MIN_SAMPLES",
+    "MIN_LAYERS",
     "DEFAULT_TAUS",
     "DEFAULT_TRIM",
     "MIN_VELOCITY_RATIO",
@@ -72,6 +83,10 @@ DEFAULT_TRIM = 0.01
 #: that a curve that rises by a few per cent, significantly but barely, is not read as the
 #: paper's acceleration.
 MIN_VELOCITY_RATIO = 1.5
+#: The fewest samples (N) and layers a verdict on C4-C6 is computed from (see the module's docstring).
+MIN_SAMPLES = 20
+MIN_LAYERS = 4
+_ANALYSIS = "Chapter 3's growth analysis (C4-C6)"
 
 
 # --------------------------------------------------------------------------- validation
@@ -81,9 +96,7 @@ def _as_vectors(h: np.ndarray, name: str = "h") -> np.ndarray:
     h = np.asarray(h)
     if h.ndim < 1 or h.shape[-1] < 2:
         raise ValueError(f"{name} must have shape (..., d_model) with d_model >= 2, got {h.shape}")
-    if not np.issubdtype(h.dtype, np.floating):
-        h = h.astype(np.float64)
-    return h
+    return check_array(h, name)  # float32 / float64, finite (a NaN would count as "not above τ")
 
 
 def _as_acts(acts: np.ndarray) -> np.ndarray:
@@ -226,6 +239,7 @@ def hoyer_density(h: np.ndarray, trim: float = 0.0) -> np.ndarray:
     return _per_vector(h, block)
 
 
+@cached
 def density_indices(
     acts: np.ndarray, taus: Sequence[float] = DEFAULT_TAUS, trim: float = DEFAULT_TRIM
 ) -> dict[str, np.ndarray]:
@@ -399,7 +413,7 @@ def acceleration(v: np.ndarray) -> np.ndarray:
     -------
     ndarray of shape (n_samples, n_steps − 1)
     """
-    v = np.asarray(v, dtype=float)
+    v = check_array(v, "v").astype(np.float64, copy=False)
     if v.ndim != 2 or v.shape[1] < 2:
         raise ValueError(f"v must have shape (n_samples, n_steps >= 2), got {v.shape}")
     return np.diff(v, axis=1)
@@ -464,6 +478,7 @@ def verdicts(run, chapter: str = "", n_boot: int = 1000, seed: int = 0,
         ``skip_sites`` odd, negative, or leaving fewer than 6 sites.
     """
     acts = _as_acts(run.acts)
+    check_run_size(acts, MIN_SAMPLES, MIN_LAYERS, _ANALYSIS)
     if skip_sites % 2 or skip_sites < 0 or acts.shape[1] - skip_sites < 6:
         raise ValueError(f"skip_sites must be an even number >= 0 that leaves at least 6 of the {acts.shape[1]} "
                          f"sites, got {skip_sites}")
@@ -566,6 +581,7 @@ def trend_table(runs, density: dict, n_boot: int = 1000, seed: int = 0):
 
     rows = []
     for run in runs:
+        check_run_size(run.acts, MIN_SAMPLES, MIN_LAYERS, _ANALYSIS)
         for name, v in density[run.label].items():
             t = stats.curve_trend(v, n_boot=n_boot, seed=seed)
             rows.append({"model": run_tag(run), "index": name,

@@ -26,6 +26,14 @@ token), in nats, three ways:
 :func:`shuffled` gives the null (samples permuted independently per column: the estimator's
 value at zero dependence). All estimators work on arrays ``x, y`` of shape
 ``(n_samples, ...)``, along axis 0, for every trailing index at once.
+
+Inputs follow the course's rule (:mod:`tdcourse.checks`): float32 / float64, no NaN or inf, no
+float16; in a correlation ``r`` (:func:`gaussian_mi`) a NaN means "undefined" (a constant
+column) and is carried to that entry's MI. The smallest run that carries a verdict:
+:data:`MIN_SAMPLES` = 50 samples (the binned estimator puts N / 10 samples in each of its
+quantile bins: 5 at N = 50; kNN's bias grows fast below that) and :data:`MIN_LAYERS` = 3 layers
+(the dip is looked for in the first quarter of the 2L − 1 steps and needs 2 steps there and 3
+after). :func:`mi_profile` and :func:`verdicts` refuse smaller runs.
 """
 
 from __future__ import annotations
@@ -37,10 +45,14 @@ import numpy as np
 
 from . import stats
 from .capture import check_acts
+from .checks import check_array, check_run_size
 from .exercises import report
+from .memo import cached
 from .verdicts import Verdict, judge
 
 __all__ = [
+    "MIN_SAMPLES",
+    "MIN_LAYERS",
     "N_UNITS",
     "successive",
     "pick_units",
@@ -72,10 +84,16 @@ N_UNITS = 32
 # --------------------------------------------------------------------------- inputs
 
 
+#: The fewest samples (N) and layers a verdict on C8 is computed from (see the module's docstring).
+MIN_SAMPLES = 50
+MIN_LAYERS = 3
+_ANALYSIS = "Chapter 4's MI analysis (C8)"
+
+
 def _pair(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
     """Validate and flatten to (n_samples, n_columns) float64."""
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
+    x = check_array(x, "x").astype(np.float64, copy=False)
+    y = check_array(y, "y").astype(np.float64, copy=False)
     if x.shape != y.shape:
         raise ValueError(f"x and y must have the same shape (n_samples, ...), got {x.shape} and {y.shape}")
     if x.ndim < 1 or x.shape[0] < 4:
@@ -135,9 +153,7 @@ def same_input_groups(acts: np.ndarray, site: int = 0) -> tuple[np.ndarray, np.n
     size : ndarray of int of shape (n_samples,)
         Size of each sample's group (1: no other sample shares its state).
     """
-    acts = np.asarray(acts)
-    if acts.ndim != 3:
-        raise ValueError(f"acts must have shape (n_samples, n_sites, d_model), got {acts.shape}")
+    acts = check_acts(acts)  # NaN != NaN: a NaN state would split its group silently
     if not -acts.shape[1] <= site < acts.shape[1]:
         raise ValueError(f"site {site} is out of range: there are {acts.shape[1]} sites")
     _, group, counts = np.unique(acts[:, site], axis=0, return_inverse=True, return_counts=True)
@@ -156,7 +172,7 @@ def shuffled(y: np.ndarray, seed: int = 0) -> np.ndarray:
     -------
     ndarray of the same shape
     """
-    y = np.asarray(y)
+    y = check_array(y, "y", min_ndim=1)
     rng = np.random.default_rng(seed)
     flat = y.reshape(y.shape[0], -1)
     order = np.argsort(rng.random(flat.shape), axis=0)
@@ -197,7 +213,9 @@ def gaussian_mi(r: np.ndarray | float) -> np.ndarray:
     -------
     ndarray of the same shape (``inf`` at |r| = 1, NaN where r is NaN)
     """
-    r = np.asarray(r, dtype=float)
+    r = check_array(r, "r", finite=False).astype(np.float64, copy=False)  # NaN: undefined r, carried
+    if np.isinf(r).any():
+        raise ValueError("r holds inf: a correlation lies in [-1, 1] (NaN where undefined)")
     if np.any(np.abs(r[np.isfinite(r)]) > 1 + 1e-12):
         raise ValueError("a correlation must lie in [-1, 1]")
     with np.errstate(divide="ignore"):
@@ -486,7 +504,7 @@ def dip_and_recovery(curves: np.ndarray, early_frac: float = 0.25, n_boot: int =
     -------
     DipRecovery
     """
-    c = np.asarray(curves, dtype=float)
+    c = check_array(curves, "curves", finite=False).astype(np.float64, copy=False)
     if c.ndim != 2 or c.shape[0] < 2:
         raise ValueError(f"curves must have shape (n_rows >= 2, n_steps), got {c.shape}")
     if not np.isfinite(c).all():
@@ -549,6 +567,7 @@ class MIProfile:
     bins: int
 
 
+@cached
 def mi_profile(acts: np.ndarray, n_units: int = N_UNITS, seed: int = 0, k: int = 3, bins: int = 10) -> MIProfile:
     """Every estimator on the same seeded subset of units (see :class:`MIProfile`).
 
@@ -560,6 +579,7 @@ def mi_profile(acts: np.ndarray, n_units: int = N_UNITS, seed: int = 0, k: int =
     seed, k, bins : see :func:`pick_units`, :func:`knn_mi`, :func:`binned_mi`
     """
     acts = check_acts(acts, min_sites=2, why="for a step between sites")  # shape, finite
+    check_run_size(acts, MIN_SAMPLES, MIN_LAYERS, _ANALYSIS)
     units = pick_units(acts.shape[2], n_units, seed)
     x, y = successive(acts, units)
     ys = shuffled(y, seed=seed)
@@ -591,6 +611,7 @@ def verdicts(run, chapter: str = "", profile: MIProfile | None = None, n_units: 
     list of Verdict
         ``[C8]``.
     """
+    check_run_size(check_acts(run.acts), MIN_SAMPLES, MIN_LAYERS, _ANALYSIS)
     p = profile if profile is not None else mi_profile(run.acts, n_units=n_units, seed=seed, k=k, bins=bins)
     dips = {name: dip_and_recovery(p.mi[name].T, early_frac=early_frac, n_boot=n_boot, seed=seed)
             for name in ("knn", "binned")}

@@ -27,22 +27,34 @@ training, nor a number for "curved" or "lower-dimensional". The choices made her
 
 Everything is vectorised numpy (torch for the autoencoder), seeded, and returns arrays or
 frozen dataclasses.
+
+Inputs follow the course's rule (:mod:`tdcourse.checks`): float32 / float64, no NaN or inf
+(none is skipped silently: the bootstrap intervals and early − late differences used to
+ignore NaN), no float16 (its squares overflow in the pooled variance). The smallest run that
+carries a verdict: :data:`MIN_SAMPLES` = 20 samples (half of them train the autoencoder and
+half are held out for its errors; the spectra's intervals resample blocks of samples) and
+:data:`MIN_LAYERS` = 3 layers (C12 compares the first and last thirds of the sites, 2 sites each).
+:func:`analyse` and :func:`verdicts` refuse smaller runs.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .capture import check_acts
+from .checks import check_array, check_run_size
 from . import stats
 from .exercises import report
+from .memo import cached
 from .verdicts import Verdict, judge
 
 __all__ = [
+    "MIN_SAMPLES",
+    "MIN_LAYERS",
     "pooled_standardize",
     "PooledPCA",
     "pooled_pca",
@@ -75,6 +87,12 @@ __all__ = [
 # --------------------------------------------------------------------------- input checks
 
 
+#: The fewest samples (N) and layers a verdict on C11 and C12 is computed from (see the module's docstring).
+MIN_SAMPLES = 20
+MIN_LAYERS = 3
+_ANALYSIS = "Chapter 6's low-dimensional analysis (C11, C12)"
+
+
 def _check_acts(acts: np.ndarray, name: str = "acts") -> np.ndarray:
     return check_acts(acts, name=name)
 
@@ -91,7 +109,7 @@ def _check_idx(idx: np.ndarray | None, n: int, name: str = "idx") -> np.ndarray:
 
 
 def _check_path(traj: np.ndarray, name: str = "traj") -> np.ndarray:
-    traj = np.asarray(traj, dtype=float)
+    traj = check_array(traj, name).astype(np.float64, copy=False)
     if traj.ndim < 2 or traj.shape[-2] < 2:
         raise ValueError(f"{name} must have shape (..., n_sites, n_dims) with n_sites >= 2, got {traj.shape}")
     return traj
@@ -298,7 +316,7 @@ def participation_ratio(eigvals: np.ndarray) -> np.ndarray:
     ndarray of shape (...)
         NaN for an all-zero spectrum.
     """
-    ev = np.asarray(eigvals, dtype=float)
+    ev = check_array(eigvals, "eigvals").astype(np.float64, copy=False)
     if ev.ndim < 1 or ev.shape[-1] == 0:
         raise ValueError(f"eigvals must have shape (..., n_eig) with n_eig >= 1, got {ev.shape}")
     if np.any(ev < -1e-6 * np.abs(ev).max(initial=0)):
@@ -323,7 +341,7 @@ def n_components_for(eigvals: np.ndarray, frac: float = 0.9) -> np.ndarray:
     """
     if not 0 < frac <= 1:
         raise ValueError(f"frac must be in (0, 1], got {frac}")
-    ev = np.asarray(eigvals, dtype=float)
+    ev = check_array(eigvals, "eigvals").astype(np.float64, copy=False)
     if ev.ndim < 1 or ev.shape[-1] == 0:
         raise ValueError(f"eigvals must have shape (..., n_eig) with n_eig >= 1, got {ev.shape}")
     ev = -np.sort(-ev.clip(min=0), axis=-1)
@@ -489,11 +507,11 @@ def se_interval(estimate: np.ndarray, boot: np.ndarray, level: float = 0.95) -> 
 
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    boot = np.asarray(boot, dtype=float)
-    est = np.asarray(estimate, dtype=float)
+    boot = check_array(boot, "boot").astype(np.float64, copy=False)
+    est = check_array(estimate, "estimate").astype(np.float64, copy=False)
     if boot.ndim < 1 or boot.shape[0] < 2 or boot.shape[1:] != est.shape:
         raise ValueError(f"boot must have shape (n_boot >= 2, *{est.shape}), got {boot.shape}")
-    half = norm.ppf(0.5 + level / 2) * np.nanstd(boot, axis=0, ddof=1)
+    half = norm.ppf(0.5 + level / 2) * np.std(boot, axis=0, ddof=1)
     return est - half, est + half
 
 
@@ -574,7 +592,30 @@ class AutoencoderFit:
         """:func:`site_nmse` on the held-out samples."""
         return site_nmse(self.sq_error, self.spread, self.test_idx, n_boot=n_boot, seed=seed)
 
+    # Pickled (the analysis cache, :mod:`tdcourse.memo`) with the network as its weights: the
+    # network's class is built inside :func:`build_autoencoder`, so it is rebuilt from them.
+    def __getstate__(self) -> dict:
+        state = {f.name: getattr(self, f.name) for f in fields(self)}
+        model = state.pop("model")
+        if model is not None:
+            state["_model_weights"] = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+        return state
 
+    def __setstate__(self, state: dict) -> None:
+        weights = state.pop("_model_weights", None)
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+        model = None
+        if weights is not None:
+            import torch
+
+            model = build_autoencoder(len(self.mean), self.config["latent_dim"], self.config["hidden"])
+            model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+            model.eval()
+        object.__setattr__(self, "model", model)
+
+
+@cached
 def train_autoencoder(
     acts: np.ndarray,
     latent_dim: int = 2,
@@ -739,8 +780,8 @@ def site_nmse(
     nmse : ndarray of shape (n_sites,)
     boot : ndarray of shape (n_boot, n_sites)
     """
-    e = np.asarray(sq_error, dtype=float)
-    v = np.asarray(spread, dtype=float)
+    e = check_array(sq_error, "sq_error").astype(np.float64, copy=False)
+    v = check_array(spread, "spread").astype(np.float64, copy=False)
     if e.ndim != 2 or e.shape != v.shape:
         raise ValueError(f"sq_error and spread must both have shape (n_samples, n_sites), got {e.shape} and {v.shape}")
     idx = _check_idx(idx, e.shape[0])
@@ -776,9 +817,9 @@ def early_minus_late(values: np.ndarray) -> np.ndarray:
     -------
     ndarray of shape (...)
     """
-    values = np.asarray(values, dtype=float)
+    values = check_array(values, "values", min_ndim=1).astype(np.float64, copy=False)
     early, late = thirds(values.shape[-1])
-    return np.nanmean(values[..., early], -1) - np.nanmean(values[..., late], -1)
+    return values[..., early].mean(-1) - values[..., late].mean(-1)
 
 
 # --------------------------------------------------------------------------- curvature
@@ -871,7 +912,7 @@ def mean_trajectory_bootstrap(traj: np.ndarray, n_boot: int = 1000, seed: int = 
     -------
     ndarray of shape (n_boot, n_sites, n_dims)
     """
-    traj = np.asarray(traj, dtype=float)
+    traj = check_array(traj, "traj").astype(np.float64, copy=False)
     if traj.ndim != 3:
         raise ValueError(f"traj must have shape (n_samples, n_sites, n_dims), got {traj.shape}")
     if n_boot < 1:
@@ -954,8 +995,9 @@ class LowDim:
     pc_mean: np.ndarray
 
 
+@cached
 def analyse(run, n_boot: int = 1000, seed: int = 0, n_pcs: int = 10, ae_seed: int | None = None,
-            spectra: tuple[SiteSpectra, SiteSpectra] | None = None, **ae_kwargs) -> LowDim:
+            spectra: tuple[SiteSpectra, SiteSpectra] | None = None, device: str = "cpu", **ae_kwargs) -> LowDim:
     """Run the chapter's analysis on one :class:`~tdcourse.capture.Activations`.
 
     Trains the autoencoder (:func:`train_autoencoder` with ``ae_kwargs``), fits an
@@ -967,11 +1009,16 @@ def analyse(run, n_boot: int = 1000, seed: int = 0, n_pcs: int = 10, ae_seed: in
     initial weights and minibatch order), the bootstraps keep ``seed``. ``spectra``: the
     ``(raw, std)`` of :func:`site_spectra_both` on this run with ``n_boot`` and ``seed``,
     computed already (they do not depend on the autoencoder), reused instead of computed again.
+    ``device``: the autoencoder's torch device (:func:`train_autoencoder`).
+
+    The result is kept in the cache and read back by later calls with the same run and
+    arguments (:func:`tdcourse.memo.cached`): the scoreboard, the book and the tests share it.
     """
     if n_pcs < 2:
         raise ValueError(f"n_pcs must be at least 2, got {n_pcs}")
     acts = _check_acts(run.acts, "run.acts")
-    ae = train_autoencoder(acts, seed=seed if ae_seed is None else ae_seed, **ae_kwargs)
+    check_run_size(acts, MIN_SAMPLES, MIN_LAYERS, _ANALYSIS)
+    ae = train_autoencoder(acts, seed=seed if ae_seed is None else ae_seed, device=device, **ae_kwargs)
     raw, std = spectra if spectra is not None else site_spectra_both(acts, n_boot=n_boot, seed=seed)
     pca = pooled_pca(acts, n_pcs, fit_idx=ae.train_idx, seed=seed)
     pca_nmse, _ = site_nmse(pca.sq_error(acts, k=2), ae.spread, ae.test_idx)
@@ -1032,6 +1079,7 @@ def verdicts(run, chapter: str = "06_low_dimensional", result: LowDim | None = N
       :func:`se_interval`) *and* fewer PCs for 90 % of the variance, in both the raw and
       the per-site standardised spectra; partly if that holds in one of the two.
     """
+    check_run_size(_check_acts(run.acts, "run.acts"), MIN_SAMPLES, MIN_LAYERS, _ANALYSIS)
     res = result if result is not None else analyse(run, n_boot=n_boot, seed=seed)
     label = run.label
     out: list[Verdict] = []

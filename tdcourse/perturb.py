@@ -23,6 +23,15 @@ Layer boundaries: ``b = 0 … L``; boundary ``b < L`` is ``resid_pre.b`` (input 
 and boundary ``L`` is ``resid_post.{L-1}``, the output of the last block (the input of the
 final norm, not one of the 2L captured sites). "``k`` layers after injecting at ``l``" is
 boundary ``l + k``.
+
+Inputs follow the course's rule (:mod:`tdcourse.checks`): float32 / float64 arrays, no NaN or
+inf (a NaN state injected would return NaN rows; a NaN in the states gave LinAlgError), no
+float16 arrays. The smallest run that carries a verdict: :data:`MIN_SAMPLES` = 20 samples (the
+PCA plane is fitted on them) and :data:`MIN_LAYERS` = 4 layers (the verdict compares the paper's
+early layers 0 and 7 with its late layers 23 and 31: only from 4 layers on do they map to
+distinct layers of the model). :func:`verdicts` refuses smaller runs before it computes (or
+loads the model for) anything; the experiment itself (:func:`flow_fields`, a flow field to look
+at) runs on any model and on 3 samples or more.
 """
 
 from __future__ import annotations
@@ -35,11 +44,14 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from .capture import Activations, _layer_input, check_acts, load_result, residual_hooks, save_result, site_names
+from .checks import check_array, check_run_size
 from .models import ModelLoadError, decoder_layers
 from .stats import Interval
 from .verdicts import Verdict, judge
 
 __all__ = [
+    "MIN_SAMPLES",
+    "MIN_LAYERS",
     "SEED_PROMPT",
     "PAPER_LAYERS",
     "PAPER_N_LAYERS",
@@ -105,6 +117,10 @@ def map_layers(n_layers: int, paper_layers: Sequence[int] = PAPER_LAYERS, paper_
 
 #: The paper layers the C13 verdict compares (early 0, 7 against late 23, 31).
 VERDICT_PAPER_LAYERS = (0, 7, 23, 31)
+#: The fewest samples (N) and layers a verdict on C13 is computed from (see the module's docstring).
+MIN_SAMPLES = 20
+MIN_LAYERS = 4
+_ANALYSIS = "Chapter 7's teleport experiment (C13)"
 
 
 def injection_layers(n_layers: int, paper_layers: Sequence[int] = PAPER_LAYERS,
@@ -165,7 +181,7 @@ class Plane:
         return self.mean.shape[0]
 
     def _check(self, x: np.ndarray, last: int, name: str) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float64)
+        x = check_array(x, name).astype(np.float64, copy=False)
         if x.ndim < 1 or x.shape[-1] != last:
             raise ValueError(f"{name} must have shape (..., {last}), got {x.shape}")
         return x
@@ -224,7 +240,7 @@ def fit_plane(states: np.ndarray) -> Plane:
     ValueError
         Wrong shape, or the states vary in fewer than two directions (no plane to fit).
     """
-    x = np.asarray(states, dtype=np.float64)
+    x = check_array(states, "states").astype(np.float64, copy=False)
     if x.ndim != 2 or x.shape[0] < 3 or x.shape[1] < 2:
         raise ValueError(f"states must have shape (n_samples >= 3, d_model >= 2), got {x.shape}")
     from threadpoolctl import threadpool_limits
@@ -294,8 +310,8 @@ def shift_in_plane(plane: Plane, state: np.ndarray, coords: np.ndarray) -> np.nd
     -------
     ndarray of shape (m, d_model)
     """
-    state = np.asarray(state, dtype=np.float64)
-    coords = np.asarray(coords, dtype=np.float64)
+    state = check_array(state, "state").astype(np.float64, copy=False)
+    coords = check_array(coords, "coords").astype(np.float64, copy=False)
     if state.shape != (plane.d_model,):
         raise ValueError(f"state must have shape ({plane.d_model},), got {state.shape}")
     if coords.ndim != 2 or coords.shape[1] != 2:
@@ -318,7 +334,7 @@ def random_directions(norms: np.ndarray, d_model: int, seed: int = 0) -> np.ndar
     ndarray of shape (m, d_model)
         Row ``i`` has norm ``norms[i]`` and a direction uniform on the sphere.
     """
-    norms = np.asarray(norms, dtype=np.float64)
+    norms = check_array(norms, "norms").astype(np.float64, copy=False)
     if norms.ndim != 1 or (norms < 0).any() or not np.isfinite(norms).all():
         raise ValueError(f"norms must be a 1-D array of finite non-negative lengths, got shape {norms.shape}")
     if d_model < 1:
@@ -355,7 +371,12 @@ def inject(model, layer: int, states, position: int = -1) -> Iterator[None]:
     if not 0 <= int(layer) < len(layers):
         raise ValueError(f"layer {layer} is out of range: this model has layers 0 to {len(layers) - 1}")
     d_model = model.config.hidden_size
-    new = torch.as_tensor(np.asarray(states) if not isinstance(states, torch.Tensor) else states)
+    if isinstance(states, torch.Tensor):  # in the model's own dtype (a float16 model takes float16 states)
+        new = states
+        if not bool(torch.isfinite(new).all()):
+            raise ValueError("states holds NaN or inf: no state is injected from non-finite values")
+    else:
+        new = torch.as_tensor(check_array(states, "states"))
     if new.ndim not in (1, 2) or new.shape[-1] != d_model:
         raise ValueError(f"states must have shape (batch, {d_model}) or ({d_model},), got {tuple(new.shape)}")
 
@@ -440,7 +461,7 @@ def teleport(model, input_ids: Sequence[int], layer: int = 0, states: Any = None
         raise ValueError(f"layer {layer} is out of range: this model has layers 0 to {n_layers - 1}")
     d_model = model.config.hidden_size
     if states is not None:
-        states = np.asarray(states, dtype=np.float32)
+        states = check_array(states, "states").astype(np.float32)
         if states.ndim != 2 or states.shape[1] != d_model or states.shape[0] == 0:
             raise ValueError(f"states must have shape (m >= 1, {d_model}), got {states.shape}")
     m = 1 if states is None else states.shape[0]
@@ -495,8 +516,8 @@ def distances(perturbed: np.ndarray, natural: np.ndarray) -> np.ndarray:
     -------
     ndarray of shape (m, K)
     """
-    p = np.asarray(perturbed, dtype=np.float64)
-    q = np.asarray(natural, dtype=np.float64)
+    p = check_array(perturbed, "perturbed").astype(np.float64, copy=False)
+    q = check_array(natural, "natural").astype(np.float64, copy=False)
     if p.ndim != 3 or q.shape != p.shape[1:]:
         raise ValueError(f"perturbed must have shape (m, K, dim) and natural (K, dim); got {p.shape} and {q.shape}")
     return np.linalg.norm(p - q, axis=-1)
@@ -521,8 +542,8 @@ def kept_fraction(perturbed: np.ndarray, natural: np.ndarray) -> np.ndarray:
     ndarray of shape (m, K)
         Column 0 is 1 (NaN where ``δ_0 = 0``).
     """
-    p = np.asarray(perturbed, dtype=np.float64)
-    q = np.asarray(natural, dtype=np.float64)
+    p = check_array(perturbed, "perturbed").astype(np.float64, copy=False)
+    q = check_array(natural, "natural").astype(np.float64, copy=False)
     if p.ndim != 3 or q.shape != p.shape[1:]:
         raise ValueError(f"perturbed must have shape (m, K, dim) and natural (K, dim); got {p.shape} and {q.shape}")
     delta = p - q
@@ -537,13 +558,17 @@ def _ratio_of_means(dist: np.ndarray, k: int) -> np.ndarray:
 
 
 def _check_dist(dist: np.ndarray, k: int) -> np.ndarray:
-    d = np.asarray(dist, dtype=np.float64)
+    d = check_array(dist, "dist", finite=False).astype(np.float64, copy=False)
     if d.ndim != 2 or d.shape[0] < 2:
         raise ValueError(f"dist must have shape (m >= 2, K), got {d.shape}")
     if not 1 <= int(k) < d.shape[1]:
         raise ValueError(f"k must be in 1 … {d.shape[1] - 1} (steps after the injection), got {k}")
-    if not np.isfinite(d[:, [0, int(k)]]).all() or (d[:, 0] <= 0).all():
-        raise ValueError("dist must be finite at steps 0 and k, with some positive initial displacement")
+    if np.isinf(d).any():
+        raise ValueError("dist holds inf: a distance is finite (NaN only past the model's last layer)")
+    if not np.isfinite(d[:, [0, int(k)]]).all():  # later steps may be NaN (past the model's last layer)
+        raise ValueError(f"dist holds NaN or inf at step 0 or step k = {k}: the ratio reads them")
+    if (d[:, 0] <= 0).all():
+        raise ValueError("dist needs some positive initial displacement (step 0)")
     return d
 
 
@@ -612,8 +637,8 @@ def kl_divergence(ref_logprobs: np.ndarray, logprobs: np.ndarray) -> np.ndarray:
     -------
     ndarray of shape (m,)
     """
-    r = np.asarray(ref_logprobs, dtype=np.float64)
-    q = np.asarray(logprobs, dtype=np.float64)
+    r = check_array(ref_logprobs, "ref_logprobs").astype(np.float64, copy=False)
+    q = check_array(logprobs, "logprobs").astype(np.float64, copy=False)
     if r.ndim != 1 or q.ndim != 2 or q.shape[1] != r.shape[0]:
         raise ValueError(f"ref_logprobs must have shape (V,) and logprobs (m, V); got {r.shape} and {q.shape}")
     return np.exp(r) @ (r[:, None] - q.T)
@@ -1053,6 +1078,8 @@ def verdicts(run: Activations, chapter: str = "", flows: Flows | None = None, k:
         (``value``: mean of the two early layers' fractions). Criteria:
         :data:`C13_RATIO_CRITERION`, :data:`C13_ARROWS_CRITERION`.
     """
+    if hasattr(run, "acts"):  # before flow_fields loads the model
+        check_run_size(check_acts(run.acts, name="run.acts"), MIN_SAMPLES, MIN_LAYERS, _ANALYSIS)
     if flows is None:
         flows = flow_fields(run, **kwargs)
     if flows.label != run.label:

@@ -25,6 +25,16 @@ of the sites divided by its spread over the first third.
 
 Everything is vectorised over units, shuffles and samples (no Python loop per unit): 1000
 shuffles of all 576 SmolLM2-135M units take well under a second (``benchmarks/bench_rotations.py``).
+
+Inputs follow the course's rule (:mod:`tdcourse.checks`): float32 / float64, no NaN or inf, no
+float16 (at Llama 3.1 8B's size a float16 array overflows and gave a NaN verdict). One exception
+by design: an amplitude growth (:func:`classify_units`) may be NaN (a curve with no amplitude:
+"no full turn") or inf (a spiral out of a point). The smallest run that carries a verdict:
+:data:`MIN_SAMPLES` = 20 samples (the mean trajectory and the per-sample reading average over
+samples; C9 "agreed" from one sample before this check) and :data:`MIN_LAYERS` = 4 layers (the
+amplitude growth compares the first and last thirds of the sites, 2 sites each at least, and the
+chapter reads R again without the first layer). :func:`analyse` and :func:`verdicts` refuse
+smaller runs.
 """
 
 from __future__ import annotations
@@ -35,10 +45,14 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .capture import check_acts
+from .checks import check_array, check_run_size
 from . import stats
+from .memo import cached
 from .verdicts import Verdict, judge
 
 __all__ = [
+    "MIN_SAMPLES",
+    "MIN_LAYERS",
     "PAPER_MEAN_R",
     "PAPER_N_SITES",
     "CLASSES",
@@ -80,6 +94,12 @@ _CHUNK = 1 << 17
 # --------------------------------------------------------------------------- validation
 
 
+#: The fewest samples (N) and layers a verdict on C9 and C10 is computed from (see the module's docstring).
+MIN_SAMPLES = 20
+MIN_LAYERS = 4
+_ANALYSIS = "Chapter 5's rotation analysis (C9, C10)"
+
+
 def _as_traj(traj: np.ndarray, name: str = "traj", min_sites: int = 3) -> np.ndarray:
     arr = np.asarray(traj)
     if arr.ndim < 1:
@@ -87,11 +107,7 @@ def _as_traj(traj: np.ndarray, name: str = "traj", min_sites: int = 3) -> np.nda
     if arr.shape[-1] < min_sites:
         raise ValueError(f"{name} needs at least {min_sites} sites on its last axis (the depth axis), "
                          f"got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.floating):
-        arr = arr.astype(np.float64)
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} holds NaN or inf")
-    return arr
+    return check_array(arr, name)  # float32 / float64, finite
 
 
 def _as_acts(acts: np.ndarray) -> np.ndarray:
@@ -416,7 +432,7 @@ def rescale_count(r: np.ndarray | float, n_sites: int, to_sites: int = PAPER_N_S
     """
     if n_sites < 3 or to_sites < 3:
         raise ValueError(f"both site counts must be at least 3, got {n_sites} and {to_sites}")
-    return np.asarray(r, dtype=float) * (to_sites - 2) / (n_sites - 2)
+    return check_array(r, "r").astype(np.float64) * (to_sites - 2) / (n_sites - 2)
 
 
 def prefix_rotation_counts(traj: np.ndarray, lengths: Sequence[int]) -> np.ndarray:
@@ -527,7 +543,8 @@ def classify_units(r: np.ndarray, growth: np.ndarray, min_turns: float = 1.0, fa
     r : ndarray of shape (n_units,)
         Rotation counts (:func:`rotation_count`).
     growth : ndarray of shape (n_units,)
-        Amplitude growth (:func:`amplitude_growth`).
+        Amplitude growth (:func:`amplitude_growth`); NaN (no amplitude) reads "no full turn",
+        ``inf`` (out of a point) an outward spiral.
     min_turns : float ≥ 0
     factor : float > 1
 
@@ -536,8 +553,9 @@ def classify_units(r: np.ndarray, growth: np.ndarray, min_turns: float = 1.0, fa
     ndarray of shape (n_units,), dtype object
         One of :data:`CLASSES` per unit.
     """
-    r = np.asarray(r, dtype=float)
-    growth = np.asarray(growth, dtype=float)
+    r = check_array(r, "r").astype(np.float64, copy=False)
+    # a NaN growth (no amplitude) reads "no full turn" and an inf one (out of a point) a spiral
+    growth = check_array(growth, "growth", finite=False).astype(np.float64, copy=False)
     if r.shape != growth.shape:
         raise ValueError(f"r and growth must have the same shape, got {r.shape} and {growth.shape}")
     if factor <= 1 or min_turns < 0:
@@ -565,7 +583,7 @@ def example_units(classes: np.ndarray, r: np.ndarray, per_class: int = 2,
         gives fewer).
     """
     classes = np.asarray(classes)
-    r = np.asarray(r, dtype=float)
+    r = check_array(r, "r")
     if classes.shape != r.shape:
         raise ValueError(f"classes and r must have the same shape, got {classes.shape} and {r.shape}")
     out: list[int] = []
@@ -730,6 +748,7 @@ class RotationAnalysis:
         return {c: (self.null_classes == c).mean(axis=1) for c in CLASSES}
 
 
+@cached
 def analyse(
     acts: np.ndarray,
     label: str = "",
@@ -763,6 +782,7 @@ def analyse(
     -------
     RotationAnalysis
     """
+    check_run_size(check_acts(acts), MIN_SAMPLES, MIN_LAYERS, _ANALYSIS)  # dtype and NaN first, then the size
     acts = _as_acts(acts)
     mean = rotation_test(acts, "mean", n_shuffles=n_shuffles, seed=seed)
     per = rotation_test(acts, "per-sample", n_shuffles=n_shuffles_per_sample, seed=seed,
@@ -860,6 +880,7 @@ def verdicts(run, chapter: str, analysis: RotationAnalysis | None = None, min_sh
     """
     if not 0 < min_share < 1:
         raise ValueError(f"min_share must lie in (0, 1), got {min_share}")
+    check_run_size(check_acts(run.acts, name="run.acts"), MIN_SAMPLES, MIN_LAYERS, _ANALYSIS)
     if analysis is None:
         analysis = analyse(run.acts, label=run.label, **kwargs)
     model = run.label

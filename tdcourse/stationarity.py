@@ -4,6 +4,12 @@ A stationary process would have the same distribution at every "time" (site). Th
 (Fig. 1 title) calls the residual stream non-stationary: each unit's mean and variance over
 samples change with depth. We measure that with a per-unit drift ratio, and compare it with
 a null in which each sample's sites are shuffled (stationary by construction).
+
+The smallest run that carries a verdict: :data:`MIN_SAMPLES` = 20 samples (the drift ratio
+divides by each unit's variance over samples, and the verdict compares it with the 99th
+percentile of a null; with fewer samples both are noise) and :data:`MIN_LAYERS` = 2 layers (the
+variance ratio compares the last site with the one after the first attention: with one layer
+they are the same site). :func:`stationarity` and :func:`verdicts` refuse smaller runs.
 """
 
 from __future__ import annotations
@@ -13,11 +19,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from .capture import check_acts
+from .checks import check_run_size
 from .exercises import report, run_case
+from .memo import cached
 from .verdicts import Verdict, judge
 
-__all__ = ["site_moments", "drift_ratio", "shuffled_sites", "Stationarity", "stationarity", "verdicts",
-           "check_site_means"]
+__all__ = ["MIN_SAMPLES", "MIN_LAYERS", "site_moments", "drift_ratio", "shuffled_sites", "Stationarity",
+           "stationarity", "verdicts", "check_site_means"]
+
+#: The fewest samples (N) and layers a verdict on C7 is computed from (see the module's docstring).
+MIN_SAMPLES = 20
+MIN_LAYERS = 2
+_ANALYSIS = "Chapter 1's drift analysis (C7)"
 
 
 def _check_acts(acts: np.ndarray) -> np.ndarray:
@@ -129,6 +142,7 @@ class Stationarity:
     var_log_ratio: np.ndarray
 
 
+@cached
 def stationarity(acts: np.ndarray, n_null: int = 3, seed: int = 0) -> Stationarity:
     """Drift of every unit against the site-shuffled null (see :func:`drift_ratio`).
 
@@ -139,6 +153,7 @@ def stationarity(acts: np.ndarray, n_null: int = 3, seed: int = 0) -> Stationari
         Shuffled copies (each gives d_model null values; 3 × 576 is plenty for a 99th percentile).
     seed : int
     """
+    check_run_size(check_acts(acts), MIN_SAMPLES, MIN_LAYERS, _ANALYSIS)  # dtype and NaN first, then the size
     acts = _check_acts(acts)
     rng = np.random.default_rng(seed)
     n = acts.shape[0]
@@ -172,6 +187,7 @@ def verdicts(run, chapter: str = "", n_null: int = 3, seed: int = 0,
     list of Verdict
         ``[C7]``.
     """
+    check_run_size(check_acts(run.acts, name="run.acts"), MIN_SAMPLES, MIN_LAYERS, _ANALYSIS)
     st = result if result is not None else stationarity(run.acts, n_null=n_null, seed=seed)
     null_hi = float(np.quantile(st.null_drift, 0.99))
     med_var = float(np.median(st.var_log_ratio))

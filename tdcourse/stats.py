@@ -1,5 +1,9 @@
 """Small statistics every chapter needs: bootstrap intervals, permutation p-values, a
 proportion's interval, and per-row rank trends. Vectorised numpy; seeded; no hidden state.
+
+Arrays follow the course's rule (:mod:`tdcourse.checks`): float32 / float64, no NaN or inf (a NaN
+observed value would silently give the smallest p-value, a NaN draw would be dropped from a
+rank), no float16.
 """
 
 from __future__ import annotations
@@ -8,6 +12,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+
+from .checks import check_array
 
 __all__ = ["Interval", "Trend", "bootstrap_ci", "bootstrap_weights", "curve_trend", "proportion_ci", "permutation_pvalue", "spearman_rows", "zscore"]
 
@@ -41,7 +47,7 @@ def bootstrap_ci(
     stat : callable
         Maps an array of shape ``(n, ...)`` to a scalar. Called ``n_boot`` times.
     """
-    x = np.asarray(x)
+    x = check_array(x, "x", min_ndim=1)
     if x.shape[0] < 2:
         raise ValueError("bootstrap_ci needs at least 2 observations along axis 0")
     rng = np.random.default_rng(seed)
@@ -86,7 +92,8 @@ def proportion_ci(successes: int, n: int, level: float = 0.95) -> Interval:
 def permutation_pvalue(observed: float, null: np.ndarray, alternative: str = "greater") -> float:
     """One-sided (``"greater"`` / ``"less"``) or ``"two-sided"`` p-value of ``observed``
     against null draws, with the +1 correction: ``(1 + #{null at least as extreme}) / (1 + n)``."""
-    null = np.asarray(null, dtype=float).ravel()
+    null = check_array(null, "null").astype(np.float64, copy=False).ravel()
+    observed = float(check_array(observed, "observed"))
     if alternative == "greater":
         k = np.sum(null >= observed)
     elif alternative == "less":
@@ -114,10 +121,10 @@ def spearman_rows(y: np.ndarray, x: np.ndarray | None = None) -> np.ndarray:
     """
     from scipy.stats import rankdata
 
-    y = np.asarray(y, dtype=float)
+    y = check_array(y, "y").astype(np.float64, copy=False)
     if y.ndim != 2:
         raise ValueError(f"y must be 2-D (n_rows, n_points), got shape {y.shape}")
-    x = np.arange(y.shape[1], dtype=float) if x is None else np.asarray(x, dtype=float)
+    x = np.arange(y.shape[1], dtype=float) if x is None else check_array(x, "x").astype(np.float64, copy=False)
     if x.shape != (y.shape[1],):
         raise ValueError(f"x must have shape ({y.shape[1]},), got {x.shape}")
     ry = rankdata(y, axis=1)
@@ -131,8 +138,8 @@ def spearman_rows(y: np.ndarray, x: np.ndarray | None = None) -> np.ndarray:
 
 def zscore(observed: np.ndarray, null: np.ndarray, axis: int = 0) -> np.ndarray:
     """``(observed - mean(null)) / std(null)`` with the null's draws along ``axis``."""
-    null = np.asarray(null, dtype=float)
-    return (np.asarray(observed) - null.mean(axis)) / null.std(axis)
+    null = check_array(null, "null").astype(np.float64, copy=False)
+    return (check_array(observed, "observed") - null.mean(axis)) / null.std(axis)
 
 
 # --------------------------------------------------------------------------- curves over depth
@@ -195,11 +202,9 @@ def curve_trend(
     -------
     Trend
     """
-    y = np.asarray(y, dtype=float)
+    y = check_array(y, "y").astype(np.float64, copy=False)
     if y.ndim != 2 or y.shape[0] < 2 or y.shape[1] < 3:
         raise ValueError(f"y must have shape (n_obs >= 2, n_points >= 3), got {y.shape}")
-    if not np.isfinite(y).all():
-        raise ValueError("y holds NaN or inf: drop those observations first")
     if not 0 < frac <= 0.5:
         raise ValueError(f"frac must be in (0, 0.5], got {frac}")
     n_obs, n_pts = y.shape

@@ -212,7 +212,7 @@ def test_errors():
     with pytest.raises(ValueError, match="weights must have shape"):
         C.bootstrap_corr(np.ones((10, 4, 3)), weights=np.ones((2, 9)))
     with pytest.raises(ValueError, match="even n_sites"):
-        C.analyse(np.random.default_rng(0).standard_normal((10, 5, 3)))
+        C.analyse(np.random.default_rng(0).standard_normal((C.MIN_SAMPLES, 5, 3)))
     with pytest.raises(ValueError, match="at least 3 pairs"):
         C.depth_trend(np.ones((2, 3)))
     with pytest.raises(ValueError, match="at least 2 sites"):

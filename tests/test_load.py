@@ -269,21 +269,103 @@ def test_killed_conversion_leaves_nothing_and_stale_temps_are_removed(monkeypatc
     assert not killed.exists() and not old.exists() and live.exists()
 
 
+def _field_value(field):
+    """A GGUF metadata field's value (``ReaderField.contents()`` where gguf has it, else read
+    from its parts: gguf 0.11 lacks it)."""
+    import gguf
+
+    if hasattr(field, "contents"):
+        return field.contents()
+    main = field.types[0]
+
+    def one(i):
+        part = field.parts[i]
+        return bytes(part).decode() if field.types[-1] == gguf.GGUFValueType.STRING else part.tolist()[0]
+
+    if main == gguf.GGUFValueType.ARRAY:
+        return [one(i) for i in field.data]
+    if main == gguf.GGUFValueType.STRING:
+        return bytes(field.parts[field.data[0]]).decode()
+    return field.parts[field.data[0]].tolist()[0]
+
+
+def _gguf_slice(src: Path, dst: Path, n_layers: int = 1, n_vocab: int = 2048) -> None:
+    """A real slice of the embedded GGUF: its metadata, with ``block_count`` = ``n_layers`` and
+    the first ``n_vocab`` tokens (the specials and the 256 byte tokens come first; the merges
+    among the kept tokens), the rows of the embedding for them, the final norm and the
+    quantised tensors of the first ``n_layers`` blocks, bytes copied unchanged. Converting it
+    runs the same code on the same kinds of tensors as the whole model; the whole model's
+    98,000 vocabulary and merge strings alone take most of a conversion (GGUF parsing)."""
+    import gguf
+
+    reader = gguf.GGUFReader(src)
+    arch = _field_value(reader.fields["general.architecture"])
+    tokens = _field_value(reader.fields["tokenizer.ggml.tokens"])[:n_vocab]
+    kept = set(tokens)
+
+    def merge_kept(m: str) -> bool:
+        a, _, b = m.partition(" ")
+        return a in kept and b in kept and a + b in kept
+
+    changed = {f"{arch}.block_count": n_layers, f"{arch}.vocab_size": n_vocab, "tokenizer.ggml.tokens": tokens}
+    writer = gguf.GGUFWriter(dst, arch)
+    for field in reader.fields.values():
+        if field.name == "general.architecture" or field.name.startswith("GGUF."):
+            continue
+        if field.name in changed:
+            value = changed[field.name]
+        elif field.name == "tokenizer.ggml.token_type":
+            value = _field_value(field)[:n_vocab]
+        elif field.name == "tokenizer.ggml.merges":
+            value = [m for m in _field_value(field) if merge_kept(m)]
+        else:
+            value = _field_value(field)
+        vtype = field.types[0]
+        try:
+            writer.add_key_value(field.name, value, vtype, sub_type=field.types[-1] if len(field.types) > 1 else None)
+        except TypeError:  # gguf before sub_type: the array's type is read from its values
+            writer.add_key_value(field.name, value, vtype)
+    keep = [(t, t.data[:n_vocab] if t.name == "token_embd.weight" else t.data) for t in reader.tensors
+            if not t.name.startswith("blk.") or int(t.name.split(".")[1]) < n_layers]
+    for t, data in keep:
+        writer.add_tensor_info(t.name, data.shape, data.dtype, data.nbytes, t.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for _, data in keep:
+        writer.write_tensor_data(np.ascontiguousarray(data))
+    writer.close()
+
+
 @pytest.mark.slow
 def test_real_conversion_swapped_tensor_halves_are_caught(tmp_path, monkeypatch):
-    """The issue's case on the real weights: two halves of one tensor swapped, same file size."""
+    """The issue's case on the real weights: two halves of one tensor swapped, same file size.
+
+    On a slice of the embedded GGUF (one block, 2048 tokens; its real quantised tensors and
+    metadata): the conversion, its content digest and the re-conversion of an edited folder all
+    run for real, in seconds instead of converting the whole model twice (86 s in make test)."""
     from safetensors.torch import load_file, save_file
 
+    sliced = tmp_path / "gguf" / "SmolLM2-slice.Q4_1.gguf"
+    sliced.parent.mkdir()
+    _gguf_slice(models.smollm2_gguf_path(), sliced, n_layers=1)
+    monkeypatch.setattr(models, "smollm2_gguf_path", lambda: sliced)
     monkeypatch.setenv("TDCOURSE_CACHE", str(tmp_path / "cache"))
     target = models._converted_smollm2_dir()
     path = target / "model.safetensors"
     tensors = load_file(path)
-    name = "model.layers.3.mlp.up_proj.weight"
+    assert {k for k in tensors if k.startswith("model.layers.")} and all(
+        k.startswith("model.layers.0.") for k in tensors if k.startswith("model.layers."))
+    name = "model.layers.0.mlp.up_proj.weight"
     good = tensors[name].clone()
+    assert good.shape == (1536, 576) and good.abs().sum() > 0               # dequantised, not empty
     tensors[name] = torch.cat([good[good.shape[0] // 2:], good[: good.shape[0] // 2]])
     save_file(tensors, path, metadata={"format": "pt"})
-    model, _ = load_model("smollm2-135m", device="cpu")
-    assert torch.equal(model.model.layers[3].mlp.up_proj.weight, good)
+    model, tok = load_model("smollm2-135m", device="cpu")
+    assert model.config.num_hidden_layers == 1 and model.config.vocab_size == 2048
+    assert torch.equal(model.model.layers[0].mlp.up_proj.weight, good)        # converted again
+    ids = tok("The cat sat on the", return_tensors="pt").input_ids
+    assert torch.isfinite(model(ids).logits).all()
 
 
 # --------------------------------------------------------------------------- the GPU load path (no GPU needed)

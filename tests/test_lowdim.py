@@ -234,7 +234,11 @@ def test_blockwise_spread_scores_and_errors_equal_one_piece(monkeypatch):
     pca = ld.pooled_pca(acts, 3)
     parts = (ld.site_spread(z), pca.scores, pca.sq_error(acts, 2))
     for a, b in zip(whole, parts):
-        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-9)
+        # float32 products: a block of rows may go through another BLAS kernel path than the
+        # whole array (OpenBLAS's Haswell and Prescott kernels differ here by up to 9e-6
+        # relative on entries near zero), so compare at float32's ~1e-5 of the array's scale.
+        # A wrong block (rows missed, shifted or doubled) moves entries by O(1).
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6 * np.abs(a).max())
     c = z - z.mean(0, keepdims=True)
     np.testing.assert_allclose(parts[0], np.einsum("nsd,nsd->ns", c, c, dtype=np.float64), rtol=1e-12)
 
@@ -283,7 +287,7 @@ def test_autoencoder_learns_a_plane_and_is_seeded(one_thread):
     assert np.nanmax(nmse) < 0.1                                       # held-out rows are rebuilt
     assert fit.loss[-1] < 0.2 * fit.loss[0]
     # the same seed gives the same network; a rank-1 world (latent 1) cannot hold a plane
-    again = ld.train_autoencoder(acts, **kw)
+    again = ld.train_autoencoder.__wrapped__(acts, **kw)  # trained again, not read from the analysis cache
     np.testing.assert_array_equal(fit.latent, again.latent)
     one = ld.train_autoencoder(acts, latent_dim=1, **kw)
     assert one.nmse()[0].mean() > 3 * nmse.mean()

@@ -203,7 +203,7 @@ def test_injecting_the_unperturbed_state_reproduces_the_run(tiny_llama):
         out = perturb.teleport(model, prompt, layer, np.repeat(state, 3, axis=0))
         assert out.sites[0] == f"resid_pre.{layer}"
         np.testing.assert_allclose(out.states, np.repeat(nat.states[:, 2 * layer:], 3, axis=0), rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(out.logprobs, np.repeat(nat.logprobs, 3, axis=0), atol=1e-5)
+        np.testing.assert_allclose(out.logprobs, np.repeat(nat.logprobs, 3, axis=0), rtol=1e-5, atol=1e-5)
     assert all(not layer._forward_pre_hooks for layer in model.model.layers)  # hooks removed
     assert not model.model.norm._forward_pre_hooks
 
