@@ -30,10 +30,18 @@ def run_case(desc: str, fn: Callable, args: tuple, want: np.ndarray, rtol: float
     return desc, True, ""
 
 
-def report(cases: Sequence[Case]) -> bool:
-    """Print one ✓ / ✗ line per case and a summary; return whether all passed."""
+def report(cases: Sequence[Case], width: int | None = None) -> bool:
+    """Print one ✓ / ✗ line per case and a summary; return whether all passed.
+
+    ``width``: wrap each case's line at this many characters (later lines indented by two
+    spaces), e.g. 68 for the book's page column (see :func:`tdcourse.verdicts.say`); None, the
+    default, prints each case on one line.
+    """
+    import textwrap
+
     ok = all(passed for _, passed, _ in cases)
     for desc, passed, msg in cases:
-        print(("✓ " if passed else "✗ ") + desc + (f": {msg}" if msg and not passed else ""))
+        line = ("✓ " if passed else "✗ ") + desc + (f": {msg}" if msg and not passed else "")
+        print(textwrap.fill(line, width, subsequent_indent="  ") if width else line)
     print("All checks passed." if ok else "Some checks failed: compare with the definition above.")
     return ok

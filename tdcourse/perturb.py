@@ -78,6 +78,7 @@ __all__ = [
     "C13_RATIO_CRITERION",
     "C13_ARROWS_CRITERION",
     "verdicts",
+    "check_inject",
     "check_recovery_ratio",
     "check_shift_in_plane",
 ]
@@ -1137,7 +1138,7 @@ def verdicts(run: Activations, chapter: str = "", flows: Flows | None = None, k:
     return [v_ratio, v_arrows]
 
 
-# --------------------------------------------------------------------------- exercises
+# --------------------------------------------------------------------------- what the chapter says
 
 
 def layer_names(flows: "Flows") -> list[str]:
@@ -1156,6 +1157,50 @@ def layer_names(flows: "Flows") -> list[str]:
     return [f"{l} (paper {p})" for l, p in zip(flows.layers, flows.paper_layers)]
 
 
+def _run_name(label: str) -> str:
+    """How a sentence names a run: "the trained model", "the random-init control", "the 4-bit copy"."""
+    from .verdicts import run_label
+
+    name = run_label(label)
+    return "the trained model" if name == "trained" else f"the {name}"
+
+
+def _cap(s: str) -> str:
+    return s[:1].upper() + s[1:]
+
+
+def _layer_words(fl: "Flows", idx: Sequence[int]) -> str:
+    """``"layers 0, 7 and 14 (paper 15)"``, ``"layer 7"``; never called with an empty list."""
+    from .verdicts import _and
+
+    names = [str(fl.layers[j]) if fl.layers[j] == fl.paper_layers[j] else f"{fl.layers[j]} (paper {fl.paper_layers[j]})"
+             for j in idx]
+    return ("layer " if len(names) == 1 else "layers ") + _and(names)
+
+
+def _where(fl: "Flows", idx: Sequence[int], none: str = "no injection layer") -> str:
+    """``"at layers 0 and 7"``, or ``"at <none>"`` for an empty list (never an empty list in prose)."""
+    return f"at {_layer_words(fl, idx)}" if idx else f"at {none}"
+
+
+def _per_layer(fl: "Flows", texts: Sequence[str], idx: Sequence[int] | None = None) -> str:
+    """``"72% at layer 0, 60% at 7 and 5% at 29 (paper 31)"``: one value per injection layer (or per
+    injection layer ``idx``)."""
+    from .verdicts import _and
+
+    idx = range(len(fl.layers)) if idx is None else idx
+    names = [str(fl.layers[j]) if fl.layers[j] == fl.paper_layers[j] else f"{fl.layers[j]} (paper {fl.paper_layers[j]})"
+             for j in idx]
+    return _and([f"{t} at {'layer ' if i == 0 else ''}{n}" for i, (t, n) in enumerate(zip(texts, names))])
+
+
+def _sides(fl: "Flows", below: list[int], above: list[int], below_words: str, above_words: str,
+           neither: str) -> str:
+    """``"<above_words> at layers …, <below_words> at …"``, naming only the sides that hold a layer."""
+    parts = [f"{w} {_where(fl, idx)}" for w, idx in ((above_words, above), (below_words, below)) if idx]
+    return ", ".join(parts) if parts else neither
+
+
 def _pull_at(fl: "Flows", paper_layer: int, space: str = "full", k: int = 4) -> tuple[float, int]:
     """``1 - κ̄`` after ``k`` layers (or to the model's end) at a paper layer, and that ``k``."""
     j = list(fl.paper_layers).index(paper_layer)
@@ -1163,8 +1208,212 @@ def _pull_at(fl: "Flows", paper_layer: int, space: str = "full", k: int = 4) -> 
     return float(1 - fl.curve(j, "kept", space)[k]), k
 
 
+def layer_table(flows: "Flows", k: int = 1):
+    """One model's per-layer numbers, one column per injection layer (narrow enough for a phone).
+
+    Parameters
+    ----------
+    flows : Flows
+        From :func:`flow_fields`.
+    k : int
+        Layers after the injection (fewer where the model ends sooner).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index: the measure, in words; columns: :func:`layer_names`. Rows: the contraction ratio
+        ``r`` in the full space with its 95 % bootstrap interval, in the plane and for random
+        directions of the same length; the share of inward arrows in the plane, in the full
+        space and for random directions; the mean pull along the displacement ``1 - κ̄`` (grid
+        and random); the median KL divergence of the next token in nats (grid and random) and the
+        share of runs whose most likely next token is unchanged (grid and random). Numbers are
+        floats (:func:`tdcourse.verdicts.styled` shows them with 4 significant digits), the
+        interval a text.
+    """
+    import pandas as pd
+
+    from .verdicts import number
+
+    s = flows.summary(k=k)
+    rows = {
+        "r, full space": s["ratio full"],
+        "r, 95 % interval": [f"{number(a, 4)} – {number(b, 4)}" for a, b in zip(s["ratio full lo"], s["ratio full hi"])],
+        "r, in the plane": s["ratio plane"],
+        "r, random directions": s["ratio random"],
+        "inward share, plane": s["inward plane"],
+        "inward share, full space": s["inward full"],
+        "inward share, random directions": s["inward random"],
+        "pull 1 − κ̄, grid": s["pull"],
+        "pull 1 − κ̄, random directions": s["pull random"],
+        "median KL (nats), grid": s["KL grid"],
+        "median KL (nats), random directions": s["KL random"],
+        "top token unchanged, grid": s["top-1 kept grid"],
+        "top token unchanged, random directions": s["top-1 kept random"],
+    }
+    cols = layer_names(flows)
+    table = pd.DataFrame({c: [list(v)[i] for v in rows.values()] for i, c in enumerate(cols)}, index=list(rows),
+                         dtype=object)
+    table.index.name = "measure"
+    return table
+
+
+def _arrow_note(run_label: str, fl: "Flows", k: int) -> str:
+    green, reach = [], []
+    for j in range(len(fl.layers)):
+        starts, ends, trajectory, inward = fl.arrows(j, k)
+        green.append(float(np.mean(inward)))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            reach.append(float(np.nanmedian(np.linalg.norm(ends - starts, axis=1)
+                                             / np.linalg.norm(starts - trajectory[0], axis=1))))
+    still = [j for j, r in enumerate(reach) if r < 0.1]
+    s = (f"{_cap(_run_name(run_label))}, {k} layers on (fewer near the end): green arrows "
+         f"{_per_layer(fl, [f'{g:.0%}' for g in green])}; the median arrow's length, as a share of its start's "
+         f"distance from the unperturbed state, {_per_layer(fl, [f'{r:.0%}' for r in reach])}")
+    if still:
+        s += f". {_cap(_where(fl, still))} the arrows are under a tenth of that distance: the network hardly moves the points there"
+    return s + "."
+
+
+def _interval_words(ivs, below: str, above: str) -> tuple[list[int], list[int]]:
+    lo = [j for j, iv in enumerate(ivs) if iv.hi < below]
+    hi = [j for j, iv in enumerate(ivs) if iv.lo > above]
+    return lo, hi
+
+
+def _ratio_note(run_label: str, fl: "Flows", k: int) -> str:
+    from .verdicts import number
+
+    grid = [fl.ratio(j, min(k, fl.n_layers - fl.layers[j]), "full", n_boot=500) for j in range(len(fl.layers))]
+    rand = [fl.ratio(j, min(k, fl.n_layers - fl.layers[j]), "random", n_boot=500) for j in range(len(fl.layers))]
+    g_lo, g_hi = _interval_words(grid, 1, 1)
+    r_lo, r_hi = _interval_words(rand, 1, 1)
+    top = int(np.argmax([iv.estimate for iv in grid]))
+    return (f"{_cap(_run_name(run_label))}, {k} layer{'s' if k > 1 else ''} after the teleport (where r's 95% "
+            f"interval lies above or below 1): the grid displacement {_sides(fl, g_lo, g_hi, 'shrinks', 'grows', 'keeps its size within the intervals')}; random "
+            f"directions of the same length {_sides(fl, r_lo, r_hi, 'shrink', 'grow', 'keep their size within the intervals')}. "
+            f"The largest r is {number(grid[top].estimate)}, at "
+            f"{_layer_words(fl, [top])}.")
+
+
+def _inward_note(run_label: str, fl: "Flows", k: int) -> str:
+    grid = [fl.inward(j, min(k, fl.n_layers - fl.layers[j]), "pca") for j in range(len(fl.layers))]
+    rand = [fl.inward(j, min(k, fl.n_layers - fl.layers[j]), "random") for j in range(len(fl.layers))]
+    g_lo, g_hi = _interval_words(grid, 0.5, 0.5)
+    r_lo, r_hi = _interval_words(rand, 0.5, 0.5)
+    return (f"{_cap(_run_name(run_label))}, {k} layer{'s' if k > 1 else ''} after the teleport (where the "
+            "share's Wilson interval excludes ½): "
+            + _sides(fl, g_lo, g_hi, "fewer than half", "more than half of the arrows point inward",
+                     "no layer's share of inward arrows differs from ½")
+            + "; for random directions (full space) "
+            + _sides(fl, r_lo, r_hi, "fewer than half", "more than half", "no layer's share differs from ½") + ".")
+
+
+def _kept_note(run_label: str, fl: "Flows", k: int, random_at: Sequence[int] = (7, 15)) -> str:
+    from .verdicts import number
+
+    steps = [min(k, fl.n_layers - l) for l in fl.layers]
+    kept = [float(fl.curve(j, "kept", "full")[steps[j]]) for j in range(len(fl.layers))]
+    pull = [j for j, x in enumerate(kept) if x < 0.9]
+    push = [j for j, x in enumerate(kept) if x > 1.1]
+    flat = [j for j, x in enumerate(kept) if 0.9 <= x <= 1.1]
+    short = [j for j, st in enumerate(steps) if st < k]
+    s = (f"{_cap(_run_name(run_label))}, {k} layers after the teleport"
+         + (f" ({', '.join(f'{steps[j]} for layer {fl.layers[j]}' for j in short)}, where the model ends)" if short else "")
+         + f": mean kept fraction κ̄ {_per_layer(fl, [number(x) for x in kept])}. ")
+    parts = []
+    if pull:
+        parts.append(f"a pull builds up (κ̄ below 0.9) {_where(fl, pull)}")
+    if push:
+        parts.append(f"the displacement grows along its own direction (κ̄ above 1.1) {_where(fl, push)}")
+    if flat:
+        parts.append(f"the kept fraction stays within 0.1 of 1 {_where(fl, flat)}")
+    s += _cap("; ".join(parts)) + "."
+    rj = [j for j, p in enumerate(fl.paper_layers) if p in random_at]
+    if rj:
+        rk = [float(fl.curve(j, "kept", "random")[steps[j]]) for j in rj]
+        s += f" Random directions of the same length: κ̄ {_per_layer(fl, [number(x) for x in rk], rj)}."
+    return s
+
+
+def _kl_note(runs, flows: dict) -> list[str]:
+    from .verdicts import number
+
+    out, trained_min = [], None
+    for run in runs:
+        fl = flows[run.label]
+        grid = np.median(fl.kl, axis=1)
+        rand = np.median(fl.kl_random, axis=1)
+        kept = fl.top1_kept.mean(1)
+        more = int((grid > rand).sum())
+        J = len(fl.layers)
+        name = _run_name(run.label)
+        if trained_min is not None and grid.max() < 0.1 * trained_min:
+            out.append(f"{_cap(name)}: every teleport moves the prediction by a median of at most "
+                       f"{number(grid.max())} nats, under a tenth of the trained model's smallest "
+                       f"({number(trained_min)}): the untrained network's output hardly depends on the state it is "
+                       "given, so this chart tells nothing about a pull there.")
+            continue
+        s = (f"{_cap(name)}: a grid teleport moves the next-token distribution by a median of {number(grid.min())} "
+             f"to {number(grid.max())} nats across the injection layers (the most likely token unchanged in "
+             f"{kept.min():.0%} to {kept.max():.0%} of runs), a random direction of the same length by "
+             f"{number(rand.min())} to {number(rand.max())}; the grid moves it more at {more} of {J} layers.")
+        try:
+            early, late = _early_late(fl)
+        except ValueError:  # fewer than 4 distinct injection layers
+            early = late = []
+        if early and late:
+            e, l = float(np.mean(grid[early])), float(np.mean(grid[late]))
+            s += (" Early teleports (paper layers 0 and 7) move it "
+                  + (f"less than late ones (23 and 31), {number(e)} against {number(l)} nats: consistent with the "
+                     "early layers undoing part of the teleport before the output." if e < 0.5 * l else
+                     f"as much as late ones (23 and 31) or more, {number(e)} against {number(l)} nats: whatever the "
+                     "early layers pull back, the teleport still changes the prediction as much."))
+        out.append(s)
+        if trained_min is None:
+            trained_min = float(grid.min())
+    return out
+
+
+def chart_notes(runs, flows: dict, chart: str, k: int = 1) -> list[str]:
+    """What one of chapter 7's charts shows, in sentences computed from the flow fields.
+
+    Parameters
+    ----------
+    runs : list of Activations
+        The trained run first, then the random-init control (if any).
+    flows : dict
+        ``{run.label: Flows}`` from :func:`flow_fields`.
+    chart : {"arrows", "ratio", "inward", "kept", "kl"}
+        The flow fields (share of inward arrows and how far the points move, ``k`` layers on),
+        the contraction ratio and the inward-arrow share ``k`` layers on (where the intervals lie
+        against 1 and ½), the mean kept fraction after ``k`` layers (where a pull builds up), or
+        the next-token KL divergence (grid against random directions, early against late layers).
+    k : int
+        Layers after the injection (fewer where the model ends sooner; not used by ``"kl"``).
+
+    Returns
+    -------
+    list of str
+        One sentence (or two) per run; numbers through :func:`tdcourse.verdicts.number`, no
+        empty lists ("at no injection layer"), runs named as the book names them.
+
+    Raises
+    ------
+    ValueError
+        An unknown ``chart``, or ``k`` < 1.
+    """
+    notes = {"arrows": _arrow_note, "ratio": _ratio_note, "inward": _inward_note, "kept": _kept_note}
+    if chart not in (*notes, "kl"):
+        raise ValueError(f"chart must be one of {', '.join(map(repr, (*notes, 'kl')))}, got {chart!r}")
+    if int(k) != k or k < 1:
+        raise ValueError(f"k must be a whole number of layers >= 1, got {k}")
+    if chart == "kl":
+        return _kl_note(runs, flows)
+    return [notes[chart](run.label, flows[run.label], int(k)) for run in runs]
+
+
 def findings_table(runs, flows: dict):
-    """Chapter 7's per-layer numbers behind the verdicts, one row per model and injection layer.
+    """Chapter 7's per-layer numbers behind its findings, one row per model and injection layer.
 
     Parameters
     ----------
@@ -1175,24 +1424,27 @@ def findings_table(runs, flows: dict):
     Returns
     -------
     pandas.DataFrame
-        Columns: model, layer (ours and the paper's), contraction ratio ``r`` at k = 1 for the
-        grid and for random directions, share of inward arrows in the plane (k = 1), pull
-        ``1 - κ̄`` after 4 layers (full space) for the grid and random directions, and the
-        median KL divergence of the next token (nats) for the grid and random directions.
+        Columns: ``run`` (the book's name: trained, random-init control), ``layer`` (ours, with the
+        paper's), the contraction ratio ``r`` and the share of inward arrows in the plane one layer
+        after injection, the pull ``1 - κ̄`` after 4 layers (full space; fewer near the end) for
+        the grid and for random directions, and the median KL divergence of the next token
+        (nats). Seven short columns: it fits the page at 1280 px and scrolls inside its own box
+        on a phone. Numbers unrounded (:func:`tdcourse.verdicts.styled` shows 4 significant
+        digits).
     """
     import pandas as pd
+
+    from .verdicts import run_label
 
     rows = []
     for run in runs:
         fl = flows[run.label]
         s1, s4 = fl.summary(k=1), fl.summary(k=4)
-        for i in range(len(s1)):
-            rows.append({"model": run.label, "layer": f"{s1.layer.iloc[i]} (paper {s1['paper layer'].iloc[i]})",
-                         "r (k = 1)": s1["ratio full"].iloc[i], "r, random": s1["ratio random"].iloc[i],
-                         "inward (plane)": s1["inward plane"].iloc[i],
-                         "pull after 4": s4["pull"].iloc[i], "pull, random": s4["pull random"].iloc[i],
-                         "KL grid": s1["KL grid"].iloc[i], "KL random": s1["KL random"].iloc[i]})
-    return pd.DataFrame(rows).round(3)
+        for i, name in enumerate(layer_names(fl)):
+            rows.append({"run": run_label(run.label), "layer": name, "r": float(s1["ratio full"].iloc[i]),
+                         "inward": float(s1["inward plane"].iloc[i]), "pull after 4": float(s4["pull"].iloc[i]),
+                         "pull, random": float(s4["pull random"].iloc[i]), "KL": float(s1["KL grid"].iloc[i])})
+    return pd.DataFrame(rows)
 
 
 def findings_notes(runs, found, flows: dict) -> list[str]:
@@ -1211,21 +1463,24 @@ def findings_notes(runs, found, flows: dict) -> list[str]:
     -------
     list of str
         Early and late inward shares per model, the two readings against the paper (a
-        difference between them said plainly), the size of the pull against the control and
-        against random directions.
+        difference between them said plainly), the size of the pull on the trained model against
+        the control (read as a control: training or the architecture), and against random
+        directions.
     """
+    from .verdicts import number
+
     out = []
     for run in runs:
         s1 = flows[run.label].summary(k=1)
         early = s1[s1["paper layer"].isin([0, 7])]["inward plane"].mean()
         late = s1[s1["paper layer"].isin([23, 31])]["inward plane"].mean()
-        out.append(f"{run.label}: inward arrows in the plane one layer after injection, mean over the early "
-                   f"layers (paper 0 and 7) {early:.0%}, over the late layers (paper 23 and 31) {late:.0%}.")
+        out.append(f"{_cap(_run_name(run.label))}: inward arrows in the plane one layer after injection, mean over "
+                   f"the early layers (paper 0 and 7) {early:.0%}, over the late layers (paper 23 and 31) {late:.0%}.")
     by = {(v.model, v.criterion): v for v in found}
     trained = runs[0].label
     ratio_v, arrow_v = by[(trained, C13_RATIO_CRITERION)], by[(trained, C13_ARROWS_CRITERION)]
-    s = (f"The paper: lower layers pull teleported states back, deeper ones less. On {trained}: the distance "
-         f"reading {ratio_v.outcome}, the arrow reading {arrow_v.outcome}.")
+    s = (f"The paper: lower layers pull teleported states back, deeper ones less. On the trained model the "
+         f"distance reading {ratio_v.outcome}, the arrow reading {arrow_v.outcome}.")
     if ratio_v.outcome != arrow_v.outcome:
         s += (" The two readings differ: the arrows say whether a block pushes back along the displacement, "
               "the distance also counts what the blocks write in every other direction, and here that "
@@ -1234,28 +1489,289 @@ def findings_notes(runs, found, flows: dict) -> list[str]:
     pull_g, k4 = _pull_at(flows[trained], 7)
     if len(runs) > 1:
         ctrl = runs[1].label
-        c_arrow = by[(ctrl, C13_ARROWS_CRITERION)]
+        c_ratio, c_arrow = by[(ctrl, C13_RATIO_CRITERION)], by[(ctrl, C13_ARROWS_CRITERION)]
         pull_c, _ = _pull_at(flows[ctrl], 7)
-        out.append(f"Random-init control: distance reading {by[(ctrl, C13_RATIO_CRITERION)].outcome}, arrow "
-                   f"reading {c_arrow.outcome}. Size of the pull after {k4} layers at paper layer 7: trained "
-                   f"{pull_g:.2f}, control {pull_c:.2f}"
-                   + (": the size of the pull comes with training." if abs(pull_g) > 3 * abs(pull_c) else "."))
+        s = (f"The random-init control: distance reading {c_ratio.outcome}, arrow reading {c_arrow.outcome}. The "
+             f"pull along the displacement {k4} layers after a teleport at paper layer 7 (1 − κ̄, full space): "
+             f"trained {number(pull_g)}, control {number(pull_c)}")
+        if pull_g <= 0.05:
+            s += ": the trained model hardly pulls there."
+        elif pull_c <= 0.05 or pull_g > 3 * pull_c:
+            s += ": the size of the pull comes with training."
+        elif pull_c >= 0.5 * pull_g:
+            s += ": the control pulls about as much, so the pull comes with the architecture."
+        else:
+            s += ": the control pulls less: part of the pull comes with training."
+        out.append(s)
         # An arrow counts as inward for any shrink, however small: say what a 5 % floor leaves.
-        early, _ = _early_late(flows[trained]) if len(flows[trained].layers) >= 4 else ([], [])
-        if early and c_arrow.outcome == arrow_v.outcome:
+        if c_arrow.outcome == arrow_v.outcome and len(flows[trained].layers) >= 4:
             strict = {lab: np.mean([flows[lab].inward(j, 1, "pca", min_pull=0.05).estimate
                                     for j in _early_late(flows[lab])[0]]) for lab in (trained, ctrl)}
             out.append(f"Both models' arrows point inward by the criterion's reading (any shrink counts). Counting "
-                       f"only arrows that pull back by at least 5 %, the early layers' inward share is "
-                       f"{strict[trained]:.0%} on {trained} and {strict[ctrl]:.0%} on the control: where that is "
-                       "near or below one half, the arrows' signs alone are weak evidence of an attractor (see the "
+                       f"only arrows that pull back by at least 5%, the early layers' inward share is "
+                       f"{strict[trained]:.0%} on the trained model and {strict[ctrl]:.0%} on the control: where that "
+                       "is near or below one half, the arrows' signs alone are weak evidence of an attractor (see the "
                        "robustness page).")
     pull_r, _ = _pull_at(flows[trained], 7, "random")
-    out.append(f"In {trained}, random directions of the same length at paper layer 7 are pulled back by "
-               f"{pull_r:.2f} after {k4} layers, grid displacements by {pull_g:.2f}: "
-               + ("the pull is not specific to the plane the data vary in." if pull_r > 0.5 * pull_g
-                  else "the pull is specific to the plane the data vary in."))
+    if max(pull_g, pull_r) <= 0.05:
+        out.append(f"In the trained model neither grid displacements ({number(pull_g)}) nor random directions of the "
+                   f"same length ({number(pull_r)}) at paper layer 7 are pulled back after {k4} layers (1 − κ̄).")
+    else:
+        out.append(f"In the trained model, random directions of the same length at paper layer 7 are pulled back by "
+                   f"{number(pull_r)} after {k4} layers, grid displacements by {number(pull_g)}: "
+                   + ("the pull is not specific to the plane the data vary in." if pull_r > 0.5 * pull_g
+                      else "the pull is specific to the plane the data vary in."))
     return out
+
+
+# --------------------------------------------------------------------------- build it: the hook
+
+
+def _as_prompt(input_ids, device):
+    """``input_ids`` (sequence of int, or a LongTensor of shape (seq,) or (1, seq)) as (1, seq)."""
+    import torch
+
+    ids = torch.as_tensor(input_ids if isinstance(input_ids, torch.Tensor) else [int(t) for t in input_ids])
+    if ids.ndim == 1:
+        ids = ids[None]
+    if ids.ndim != 2 or ids.shape[0] != 1 or ids.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"input_ids must be one prompt of token ids, shape (seq,) or (1, seq); got "
+                         f"{tuple(ids.shape)} {ids.dtype}")
+    if ids.shape[1] < 2:
+        raise ValueError("input_ids needs at least 2 tokens: the check looks at the positions before the last")
+    return ids.to(device=device, dtype=torch.long)
+
+
+def _hook_keys(model) -> dict:
+    """``{module: (forward pre-hook ids, forward hook ids)}`` of every submodule."""
+    return {m: (set(m._forward_pre_hooks), set(m._forward_hooks)) for m in model.modules()}
+
+
+def _remove_new_hooks(model, before: dict) -> int:
+    """Remove the forward (pre-)hooks registered since ``before`` (:func:`_hook_keys`); their count."""
+    n = 0
+    for m in model.modules():
+        pre, post = before.get(m, (set(), set()))
+        for k in set(m._forward_pre_hooks) - pre:
+            m._forward_pre_hooks.pop(k)
+            getattr(m, "_forward_pre_hooks_with_kwargs", {}).pop(k, None)
+            n += 1
+        for k in set(m._forward_hooks) - post:
+            m._forward_hooks.pop(k)
+            for extra in ("_forward_hooks_with_kwargs", "_forward_hooks_always_called"):
+                getattr(m, extra, {}).pop(k, None)
+            n += 1
+    return n
+
+
+def _logits_of(out) -> np.ndarray:
+    """A forward pass's logits (an output with ``.logits`` or a tensor) as float64 ``(seq, vocab)``
+    or ``(1, vocab)``; raises ``TypeError`` on anything else."""
+    import torch
+
+    logits = getattr(out, "logits", out)
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"returned {type(out).__name__}; return the model's logits (model(input_ids).logits)")
+    x = logits.detach().float().cpu().numpy().astype(np.float64)
+    return x.reshape(-1, x.shape[-1])
+
+
+def _read_pass(model, layer: int, run) -> dict:
+    """Run ``run()`` (one forward pass) with readers: every site at every position (forward
+    pre-hooks, :func:`tdcourse.capture.residual_hooks`), what decoder layer ``layer`` computed from
+    (its input after every pre-hook, read by a forward hook) and its output, and ``run()``'s
+    value. Arrays of shape ``(seq, d_model)``, float64; ``sites`` is ``(2L, seq, d_model)``."""
+    import torch
+
+    n_sites = 2 * len(decoder_layers(model))
+    sites: list = [None] * n_sites
+    seen: dict = {}
+
+    def on_state(pos, hidden):
+        sites[pos] = hidden[0].detach().double().cpu().numpy()
+
+    def on_layer(module, args, kwargs, output):
+        seen["input"] = _layer_input(args, kwargs)[0].detach().double().cpu().numpy()
+        out = output[0] if isinstance(output, tuple) else output
+        seen["output"] = out[0].detach().double().cpu().numpy()
+
+    handle = decoder_layers(model)[layer].register_forward_hook(on_layer, with_kwargs=True)
+    try:
+        with torch.inference_mode(), residual_hooks(model, on_state):
+            value = run()
+    finally:
+        handle.remove()
+    return {"sites": sites, "value": value, **seen}
+
+
+def check_inject(fn, model, input_ids, layer: int, vector) -> bool:
+    """Check a learner's injection hook against :func:`inject` on one prompt and one state.
+
+    The learner's ``fn(model, input_ids, layer, vector)`` runs the prompt once with the input of
+    decoder layer ``layer`` (``resid_pre.layer``, the paper's pre-Attn ``layer``) replaced *at the
+    last token* by ``vector`` (a forward pre-hook on ``model.model.layers[layer]``), removes its
+    hook, also when the forward pass fails, and returns the logits. The check runs it with readers
+    at every site and compares with the same forward pass under :func:`inject` (one forward pass
+    per case; a few tens of milliseconds on SmolLM2). It prints one line per case, what passed and
+    what did not and why, in words, and returns whether all passed. Hooks the learner's function
+    leaves behind are removed before the check returns (so that the rest of the chapter is not
+    perturbed by them), and it says so.
+
+    The cases, and the usual mistakes each rejects:
+
+    - layer ``layer`` computes from ``vector`` at the last token: rejects *adding* the vector to
+      the state instead of replacing it, and a hook on another layer or on the layer's output;
+    - every other position is left as it was: rejects replacing every position (``hidden[:] =``);
+    - the layers before ``layer`` are left alone: rejects a hook on an earlier layer;
+    - the states after the injection (``resid_mid.layer`` on, last token) and the logits equal
+      :func:`inject`'s: rejects injecting at layer ``layer + 1`` or at the layer's output (a
+      forward hook: off by one block);
+    - the hook is gone when the function returns, and the next forward pass is unperturbed;
+    - the hook is gone also when the forward pass fails (``handle.remove()`` in ``finally``).
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(model, input_ids, layer, vector)``: ``input_ids`` a LongTensor of shape (1, seq),
+        ``layer`` an int, ``vector`` a tensor of shape (d_model,) in the model's dtype and device.
+        Returns the logits, shape (1, seq, vocab) (a model output with ``.logits`` is taken too;
+        with the last token's only, the earlier positions' logits are not compared).
+    model : transformers Llama-style causal LM
+    input_ids : sequence of int, or LongTensor of shape (seq,) or (1, seq)
+        One prompt, at least 2 tokens (e.g. :data:`SEED_PROMPT` tokenized).
+    layer : int
+        ``0 … n_layers - 1``.
+    vector : ndarray or tensor of shape (d_model,)
+        The state to teleport to (e.g. ``plane.inverse(grid point)``).
+
+    Returns
+    -------
+    bool
+        True when every case passed.
+
+    Raises
+    ------
+    ValueError
+        A layer out of range, a prompt of fewer than 2 tokens, a vector of the wrong shape or
+        with NaN / inf (the check's own inputs; the learner's errors are reported, not raised).
+    """
+    import torch
+
+    from .exercises import report
+
+    layers = decoder_layers(model)
+    n_layers = len(layers)
+    if not 0 <= int(layer) < n_layers:
+        raise ValueError(f"layer {layer} is out of range: this model has layers 0 to {n_layers - 1}")
+    layer = int(layer)
+    param = next(model.parameters())
+    ids = _as_prompt(input_ids, param.device)
+    d_model = model.config.hidden_size
+    vec = vector.detach().cpu().numpy() if isinstance(vector, torch.Tensor) else vector
+    vec = check_array(vec, "vector").astype(np.float64)
+    if vec.shape != (d_model,):
+        raise ValueError(f"vector must have shape ({d_model},), got {vec.shape}")
+    dtype = param.dtype if param.dtype.is_floating_point else torch.float32
+    v_t = torch.as_tensor(vec, dtype=dtype, device=param.device)
+    vec = v_t.double().cpu().numpy()  # what the model's dtype keeps of it
+
+    def forward():
+        return model(input_ids=ids).logits
+
+    clean = _read_pass(model, layer, forward)
+    with inject(model, layer, v_t):
+        lib = _read_pass(model, layer, forward)
+    clean_logits, lib_logits = _logits_of(clean["value"]), _logits_of(lib["value"])
+
+    def close(a, b, ref):
+        a, b = np.asarray(a), np.asarray(b)
+        return a.shape == b.shape and bool(np.allclose(a, b, rtol=1e-4, atol=1e-5 * (np.abs(ref).max() + 1)))
+
+    first = 2 * layer + 1  # resid_mid.layer: the first site the injected state reaches
+    names = site_names(n_layers)
+    before = _hook_keys(model)
+    try:
+        mine = _read_pass(model, layer, lambda: fn(model, ids.clone(), layer, v_t.clone()))
+        logits = _logits_of(mine["value"])
+        error = None
+    except Exception as err:  # noqa: BLE001 - a learner's bug is reported, not raised
+        mine, logits, error = None, None, f"raised {type(err).__name__}: {err}"
+    cases = []
+    if error is not None:
+        cases.append((f"fn(model, input_ids, {layer}, vector) runs", False, error))
+    else:
+        got = mine["input"]
+        used = got[-1]
+        if close(used, vec, vec):
+            msg = ""
+        elif close(used, clean["input"][-1] + vec, vec):
+            msg = "it holds the original state plus the vector: replace the state (hidden[:, -1] = vector), do not add"
+        elif any(close(row, vec, vec) for row in got[:-1]):
+            i = next(i for i, row in enumerate(got[:-1]) if close(row, vec, vec))
+            msg = f"the vector went to position {i}, not to the last token (hidden[:, -1])"
+        elif close(used, clean["input"][-1], clean["input"]):
+            msg = (f"it is the original state: nothing reached layer {layer}'s input. Is the hook a forward *pre*-hook "
+                   f"on model.model.layers[{layer}] (not on another layer, not a forward hook on its output)?")
+        else:
+            msg = "it is neither the vector nor the original state"
+        cases.append((f"layer {layer} computes from the vector at the last token", not msg, msg))
+        same_before = close(got[:-1], clean["input"][:-1], clean["input"])
+        msg = "" if same_before else (
+            "the positions before the last changed too"
+            + (" (they hold the vector: replace hidden[:, -1] only, not every position)"
+               if close(got[:-1], np.broadcast_to(vec, got[:-1].shape), vec) else ""))
+        cases.append((f"the other positions of layer {layer}'s input are unchanged", same_before, msg))
+        early = [p for p in range(2 * layer) if not close(mine["sites"][p], clean["sites"][p], clean["sites"][p])]
+        cases.append((f"the layers before layer {layer} are unchanged", not early,
+                      f"{names[early[0]]} changed: the hook sits on an earlier layer" if early else ""))
+        later = [p for p in range(first, 2 * n_layers)
+                 if not close(mine["sites"][p][-1], lib["sites"][p][-1], lib["sites"][p][-1])]
+        msg = ""
+        if later:
+            msg = f"{names[later[0]]} differs from perturb.inject's"
+            nxt = 2 * (layer + 1)
+            if nxt < 2 * n_layers and close(mine["sites"][nxt][-1], vec, vec):
+                msg += (f": the vector shows up as layer {layer}'s output (resid_pre.{layer + 1}). A forward hook "
+                        "replaced what the layer returned, one block too late; a forward pre-hook replaces what "
+                        "it takes")
+            elif later[0] == first and close(mine["sites"][first][-1], clean["sites"][first][-1],
+                                             clean["sites"][first]):
+                msg += f": layer {layer} ran on the original state (is the hook on a later layer?)"
+        cases.append((f"the later states ({names[first]} on) match perturb.inject",
+                      not later, msg))
+        rows = lib_logits if logits.shape == lib_logits.shape else lib_logits[-1:]
+        good = close(logits, rows, rows)
+        msg = "" if good else (f"shape {logits.shape}, expected {lib_logits.shape} (model(input_ids).logits)"
+                               if logits.shape[-1] != lib_logits.shape[-1] or logits.shape[0] not in (1, lib_logits.shape[0])
+                               else "they differ from the logits under perturb.inject")
+        cases.append(("the logits match perturb.inject", good, msg))
+    # Hooks left behind: is the next forward pass still perturbed? (Only run when there are some.)
+    left_behind = any(set(m._forward_pre_hooks) - pre or set(m._forward_hooks) - post
+                      for m, (pre, post) in before.items())
+    perturbed = False
+    if left_behind:
+        with torch.inference_mode():
+            perturbed = not close(_logits_of(forward()), clean_logits, clean_logits)
+    left = _remove_new_hooks(model, before)
+    if error is None or left or perturbed:
+        ok = not left and not perturbed
+        msg = "" if ok else (
+            ("the next forward pass is still perturbed" if perturbed else "a hook is still registered")
+            + f": remove the handle when the forward pass is done (the check removed {left} hook"
+            + ("s" if left != 1 else "") + " so that the rest of the chapter runs unperturbed)")
+        cases.append(("the hook is removed when the function returns", ok, msg))
+    # ... and also when the forward pass fails (the hook raises on a vector of the wrong width).
+    before = _hook_keys(model)
+    with contextlib.suppress(Exception), torch.inference_mode():  # expected to fail: the vector does not fit
+        fn(model, ids.clone(), layer, torch.zeros(d_model + 1, dtype=dtype, device=param.device))
+    left = _remove_new_hooks(model, before)
+    cases.append(("the hook is removed when the forward pass fails, too", not left,
+                  "" if not left else "a hook was left behind: register it, then run the model inside try: … "
+                  f"finally: handle.remove() (the check removed {left})"))
+    return report(cases, width=68)
+
+
+# --------------------------------------------------------------------------- exercises
 
 
 def check_recovery_ratio(fn) -> bool:

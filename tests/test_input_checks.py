@@ -201,6 +201,7 @@ NO_ARRAY_INPUT = {
     "perturb.model_for": "loads the run's model",
     "perturb.boundary_names": "integers in",
     "perturb.verdicts": "judges the Flows of flow_fields (whose input has a case)",
+    "perturb.check_inject": "takes the learner's function (its vector's checks: test_teleport_exercise.py)",
     "perturb.check_recovery_ratio": "takes the learner's function",
     "perturb.check_shift_in_plane": "takes the learner's function",
     "stats.Interval": "result record",
