@@ -1221,7 +1221,7 @@ def layer_table(flows: "Flows", k: int = 1):
     Returns
     -------
     pandas.DataFrame
-        Index: the measure, in words; columns: :func:`layer_names`. Rows: the contraction ratio
+        Index: the measures, in words; columns: :func:`layer_names`. Rows: the contraction ratio
         ``r`` in the full space with its 95 % bootstrap interval, in the plane and for random
         directions of the same length; the share of inward arrows in the plane, in the full
         space and for random directions; the mean pull along the displacement ``1 - κ̄`` (grid
@@ -1253,7 +1253,6 @@ def layer_table(flows: "Flows", k: int = 1):
     cols = layer_names(flows)
     table = pd.DataFrame({c: [list(v)[i] for v in rows.values()] for i, c in enumerate(cols)}, index=list(rows),
                          dtype=object)
-    table.index.name = "measure"
     return table
 
 
