@@ -714,8 +714,9 @@ def findings_notes(runs, found, density: dict, trends, mean_map: dict | None = N
                  f"{c5c.value:+.2f} in the control")
         if c5c.outcome != "disagrees" and _trend_word(rel_c) == "falls":
             align += (f"; the control's relative velocity falls (last / first third "
-                      f"{rel_c.ratio.estimate:.2g}), and a small update added to a large vector barely turns "
-                      "it: 1 − cos ≈ ½ (V/‖h‖)² for a small orthogonal update, so the rise needs no training")
+                      f"{rel_c.ratio.estimate:.2g}), and for a small update orthogonal to the stream "
+                      "1 − cos ≈ ½ (V/‖h‖)²: as the updates shrink against the stream they are added to, "
+                      "consecutive states align, so the rise needs no training")
         parts.append(align + ".")
         out.append(" ".join(parts))
     return out

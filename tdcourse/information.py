@@ -801,6 +801,12 @@ def findings_notes(runs, found, profiles: dict, step_names, token_test: tuple | 
         low = d.low
         after = d.curve[low + 1] if low + 1 < d.curve.size else float("nan")
         kind = "attention" if low % 2 == 0 else "MLP"
+        if not np.isfinite(after):
+            next_step = "at the last step"
+        elif after > d.curve[low]:
+            next_step = f"and is back up at {after:.2f} nats at the next step"
+        else:
+            next_step = f"and is lower still at the next step, {after:.2f} nats"
         a = run.acts[:, low].astype(np.float64)
         b = run.acts[:, low + 1].astype(np.float64)
         na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
@@ -814,8 +820,8 @@ def findings_notes(runs, found, profiles: dict, step_names, token_test: tuple | 
                   f"no step of the first {d.early} falls to half the earlier high")
         out.append(
             f"{run_label(run)}: C8 {v.outcome}. The kNN MI falls by {d.rel_drop.estimate:.0%} (from its early "
-            f"high to {d.curve[low]:.2f} nats at {step_names[low]}, an {kind} update) and is back at "
-            f"{after:.2f} nats at the next step: {spread}. Across that step the median ‖h‖ grows "
+            f"high to {d.curve[low]:.2f} nats at {step_names[low]}, an {kind} update) {next_step}: "
+            f"{spread}. Across that step the median ‖h‖ grows "
             f"{number(grow)}-fold and the median cosine between the two states is {cos:.2f}. "
             f"{r_versus_mi(d, g, step_names)} After the first quarter of the steps the curve's Spearman ρ "
             f"with depth is {d.rho_after.estimate:+.2f}, and the last quarter lies {d.climb.estimate:.2f} nats "

@@ -363,3 +363,22 @@ def test_information_notes_compare_r_with_mi_as_the_numbers_say():
     assert "control: agrees" not in text and "control: partly" not in text  # the control is not judged
     assert "comes from samples that share their last token" in text  # 0.01 < 0.25 × 0.2
     assert notes[-1].startswith("The paper: MI drops sharply")
+
+
+def _profile(curve, n_units=6):
+    rng = np.random.default_rng(0)
+    mi = np.asarray(curve)[:, None] + 0.01 * rng.standard_normal((len(curve), n_units))
+    return information.MIProfile(units=np.arange(n_units), mi={k: mi for k in ("knn", "binned", "gaussian", "copula")},
+                                 null={"knn": 0 * mi, "binned": 0 * mi}, r=0 * mi, k=3, bins=10)
+
+
+@pytest.mark.parametrize("curve, said", [
+    ([1.0, 0.3, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0, 2.1], "and is back up at 0."),
+    ([1.0, 0.8, 0.6, 0.4, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4], "and is lower still at the next step, 0."),
+], ids=["back-up", "lower-still"])
+def test_information_notes_say_back_up_only_when_the_next_step_is_higher(curve, said):
+    run = _mi_runs()[0]
+    prof = {run.label: _profile(curve)}
+    found = information.verdicts(run, profile=prof[run.label], n_boot=200)
+    note = information.findings_notes([run], found, prof, geometry.step_sites(run.sites))[0]
+    assert said in note and ("back up" in note) != ("lower still" in note)
