@@ -605,12 +605,6 @@ def _trend_word(t) -> str:
     return "has no clear trend"
 
 
-def _listing(items: Sequence[str]) -> str:
-    """``a``, ``a and b``, ``a, b and c`` (never called with an empty list)."""
-    items = list(items)
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
 def _largest_share(acts: np.ndarray) -> float:
     """Median over samples of the largest unit's share of ``‖h‖²`` at the last site."""
     last = acts[:, -1].astype(np.float64)

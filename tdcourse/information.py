@@ -722,12 +722,6 @@ def shape_table(runs, profiles: dict, step_names, seed: int = 0):
     return pd.DataFrame(rows)
 
 
-def _listing(items) -> str:
-    """``a``, ``a and b``, ``a, b and c`` (never called with an empty list)."""
-    items = list(items)
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
 def _pct(i: stats.Interval) -> str:
     return f"{i.estimate:.0%} [{i.lo:.0%}, {i.hi:.0%}]"
 
@@ -832,21 +826,17 @@ def findings_notes(runs, found, profiles: dict, step_names, token_test: tuple | 
     if ctrl is not None:
         dt, dc = dips[tr.label], dips[ctrl.label]
         parts = {"the sharp drop": (dt.drops, dc.drops), "the climb back": (dt.climbs, dc.climbs)}
-        shared = [k for k, (t, c) in parts.items() if t and c]
-        trained_only = [k for k, (t, c) in parts.items() if t and not c]
-        control_only = [k for k, (t, c) in parts.items() if c and not t]
         r = dc.rho_after
         said = [f"The random-init control: the kNN MI drops by {_pct(dc.rel_drop)} and its ρ with depth after "
                 f"the first quarter is {r.estimate:+.2f} [{r.lo:+.2f}, {r.hi:+.2f}]."]
-        if shared:
-            said.append(f"{_listing(shared).capitalize()} {'is' if len(shared) == 1 else 'are'} there in the "
-                        "control too → the architecture.")
-        if trained_only:
-            said.append(f"{_listing(trained_only).capitalize()} {'is' if len(trained_only) == 1 else 'are'} "
-                        "only in the trained model → training.")
-        if control_only:
-            said.append(f"{_listing(control_only).capitalize()} {'is' if len(control_only) == 1 else 'are'} "
-                        "in the control but not in the trained model → training removes it.")
+        groups = (((True, True), "there in the control too → the architecture"),
+                  ((True, False), "only in the trained model → training"),
+                  ((False, True), "in the control but not in the trained model → training removes it"))
+        for (in_trained, in_control), reading in groups:
+            names = [k for k, (t, c) in parts.items() if (t, c) == (in_trained, in_control)]
+            if names:  # never an empty list
+                verb = "is" if len(names) == 1 else "are"
+                said.append(f"{' and '.join(names).capitalize()} {verb} {reading}.")
         out.append(" ".join(said))
 
     share = {}

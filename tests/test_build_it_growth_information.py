@@ -362,6 +362,12 @@ def test_information_notes_compare_r_with_mi_as_the_numbers_say():
     assert "no claim" not in text and "for: " not in text
     assert "control: agrees" not in text and "control: partly" not in text  # the control is not judged
     assert "comes from samples that share their last token" in text  # 0.01 < 0.25 × 0.2
+    dt, dc = (information.dip_and_recovery(profiles[r.label].mi["knn"].T, seed=0) for r in runs)
+    for part, t, c in (("the sharp drop", dt.drops, dc.drops), ("the climb back", dt.climbs, dc.climbs)):
+        said = {(True, True): "there in the control too → the architecture", (True, False): "only in the trained "
+                "model → training", (False, True): "in the control but not in the trained model"}.get((t, c))
+        if said:
+            assert part in text.lower() and said in text
     assert notes[-1].startswith("The paper: MI drops sharply")
 
 
