@@ -52,6 +52,7 @@ from . import stats
 from .exercises import report, run_case
 from .memo import cached
 from .verdicts import Verdict, judge
+from .verdicts import number as _num
 
 __all__ = [
     "MIN_SAMPLES",
@@ -70,6 +71,8 @@ __all__ = [
     "step_sites",
     "verdicts",
     "check_hoyer_density",
+    "check_velocity",
+    "check_fraction_above",
     "check_cosine_from_norms",
 ]
 
@@ -602,7 +605,14 @@ def _trend_word(t) -> str:
     return "has no clear trend"
 
 
-def findings_notes(runs, found, density: dict, trends) -> list[str]:
+def _largest_share(acts: np.ndarray) -> float:
+    """Median over samples of the largest unit's share of ``‖h‖²`` at the last site."""
+    last = acts[:, -1].astype(np.float64)
+    sq = np.square(last)
+    return float(np.median(sq.max(1) / sq.sum(1)))
+
+
+def findings_notes(runs, found, density: dict, trends, mean_map: dict | None = None) -> list[str]:
     """Chapter 3's "what we found", as sentences computed from its results.
 
     Parameters
@@ -615,52 +625,262 @@ def findings_notes(runs, found, density: dict, trends) -> list[str]:
         ``{run.label: {index: (n_samples, n_sites)}}`` from :func:`density_indices`.
     trends : pandas.DataFrame
         From :func:`trend_table`.
+    mean_map : dict, optional
+        ``{run.label: (fixed, scale_free)}``, two arrays of shape (n_sites,): the share of units
+        of the mean vector above one fixed threshold and above 0.5 × its trimmed RMS (the
+        chapter's reading of the paper's Figure 1B). Adds the sentence on the map filling in.
 
     Returns
     -------
     list of str
-        One paragraph per run (norm growth, C4, C5, C6 with the relative velocity), then what
-        the control shares, for :func:`tdcourse.verdicts.findings`.
+        One paragraph per run (norm, C4 with the indices that rise and those that do not, C5,
+        C6 with what the relative velocity says), then, with a random-init control, what the
+        control shows beside the trained model (growth, the mean map, alignment). Every number
+        and every conclusion is computed here; no list is ever empty.
     """
-    from .plots import run_tag
+    from .verdicts import run_label
 
     by = {(v.claim, v.model): v for v in found}
     out = []
+    facts = {}
     for run in runs:
         c4, c5, c6 = (by[(c, run.label)] for c in ("C4", "C5", "C6"))
         med = np.median(norms(run.acts), 0)
-        d = trends[trends.model == run_tag(run)]
-        raw_h = stats.curve_trend(density[run.label]["Hoyer"])
-        tr = stats.curve_trend(velocity(run.acts, relative=True))
+        d = trends[trends.model == run_label(run)]
+        up = [str(i) for i, r in zip(d["index"], d["rises"]) if r]
+        flat = [str(i) for i, r in zip(d["index"], d["rises"]) if not r]
+        rel = stats.curve_trend(velocity(run.acts, relative=True))
+        growth, share = med[-1] / med[1], _largest_share(run.acts)
+        facts[run.label] = (growth, share, up, rel)
+        dens = f"C4 density, {c4.outcome}: {len(up)} of {len(d)} indices rise with depth"
+        if up and flat:
+            dens += f" ({'; '.join(up)}), {len(flat)} do not ({'; '.join(flat)})."
+            if not any(k.endswith("trimmed") for k in flat):
+                dens += (" Only raw indices fail to rise: the few largest units, which the trimmed "
+                         "variants leave out, hold the raw ones down.")
+        else:
+            dens += "."
         c5_more = c5.detail.split(". ", 1)[1] if ". " in c5.detail else c5.detail
-        c6_more = c6.uncertainty.split("; ")[1] if "; " in c6.uncertainty else c6.uncertainty
+        rel_word = _trend_word(rel)
+        speed = (f"C6 velocity, {c6.outcome}: ρ = {c6.value:+.2f} with depth, last / first third "
+                 f"{_ratio_text(c6)}; the relative velocity ‖h_l+1 − h_l‖/‖h_l‖ {rel_word} (last / first "
+                 f"third {rel.ratio.estimate:.2g})")
+        v_rises = c6.value > 0 and c6.outcome != "disagrees"
+        if rel_word == "falls":
+            speed += (": each update grows, but more slowly than the stream it is added to, so the "
+                      "speed-up comes with the norm." if v_rises else ".")
+        elif rel_word == "rises":
+            speed += ": the updates grow faster than the stream itself."
+        else:
+            speed += "."
         out.append(
-            f"{run.label}. Norm: the median ‖h‖ grows {med[-1] / med[1]:.3g}-fold from {run.sites[1]} "
-            f"to {run.sites[-1]}. C4 density, {c4.outcome}: {int(d.rises.sum())} of {len(d)} indices rise; "
-            f"trimmed Hoyer ρ = {c4.value:+.2f}, raw Hoyer {_trend_word(raw_h)} (ρ = {raw_h.rho.estimate:+.2f}). "
-            f"C5 cosine, {c5.outcome}: ρ = {c5.value:+.2f} over site steps. {c5_more} "
-            f"C6 velocity, {c6.outcome}: ρ = {c6.value:+.2f}, {c6_more}; relative velocity {_trend_word(tr)} "
-            f"(last / first third {tr.ratio.estimate:.2g}).")
-    if len(runs) > 1:
-        same = [c for c in ("C4", "C5", "C6") if by[(c, runs[0].label)].outcome == by[(c, runs[1].label)].outcome]
-        out.append(f"The random-init control reaches the same outcome as the trained model for: "
-                   f"{', '.join(same) or 'no claim'}. A claim the control satisfies as well is a property of "
-                   "the residual architecture, not of training.")
+            f"{run_label(run)}. Norm: the median ‖h‖ grows {_num(growth)}-fold from {run.sites[1]} "
+            f"to {run.sites[-1]}; at the last site the largest unit holds a median {share:.0%} of ‖h‖². "
+            f"{dens} C5 cosine, {c5.outcome}: ρ = {c5.value:+.2f} over site steps. {c5_more} {speed}")
+
+    ctrl = next((r for r in runs[1:] if run_label(r).startswith("random-init control")), None)
+    if ctrl is not None:
+        tr = runs[0]
+        (gt, st, _, _), (gc, sc, up_c, rel_c) = facts[tr.label], facts[ctrl.label]
+        size = (f"Trained beside the control. Size: the median ‖h‖ grows {_num(gt)}-fold in the "
+                f"trained model and {_num(gc)}-fold in the control")
+        if gt > 1 and gc > 1:
+            size += ": both grow, because every block adds its update to the sum"
+        if gt > 1.5 * gc:
+            size += f"; training makes the growth {_num(gt / gc)} times larger"
+        if st > 2 * sc:
+            size += (f" and concentrates it in a few units (the largest unit's median share of ‖h‖² at the "
+                     f"last site: {st:.0%} against {sc:.0%})")
+        parts = [size + "."]
+        if mean_map is not None and tr.label in mean_map and ctrl.label in mean_map:
+            (ft, qt), (fc, qc) = mean_map[tr.label], mean_map[ctrl.label]
+            m = (f"The mean map on one colour scale (the paper's Figure 1B): the share of units above the "
+                 f"fixed threshold goes from {ft[1]:.0%} to {ft[-1]:.0%} in the trained model and from "
+                 f"{fc[1]:.0%} to {fc[-1]:.0%} in the control; above 0.5 × the trimmed RMS from {qt[1]:.0%} "
+                 f"to {qt[-1]:.0%} and from {qc[1]:.0%} to {qc[-1]:.0%}.")
+            if fc[-1] - fc[1] >= 0.1 and not up_c:
+                m += (" The control's map fills in while none of its per-sample density indices rises: on a "
+                      "fixed colour scale, norm growth alone fills a map in, so the filling-in is not by "
+                      "itself evidence of density.")
+            parts.append(m)
+        c5t, c5c = by[("C5", tr.label)], by[("C5", ctrl.label)]
+        align = (f"Alignment: the cosine's ρ with depth is {c5t.value:+.2f} in the trained model and "
+                 f"{c5c.value:+.2f} in the control")
+        if c5c.outcome != "disagrees" and _trend_word(rel_c) == "falls":
+            align += (f"; the control's relative velocity falls (last / first third "
+                      f"{rel_c.ratio.estimate:.2g}), and for a small update orthogonal to the stream "
+                      "1 − cos ≈ ½ (V/‖h‖)²: as the updates shrink against the stream they are added to, "
+                      "consecutive states align, so the rise needs no training")
+        parts.append(align + ".")
+        out.append(" ".join(parts))
     return out
 
 
-def check_hoyer_density(fn: Callable[[np.ndarray], np.ndarray]) -> bool:
-    """Compare a learner's ``fn(h) -> (...)`` (Hoyer density over the last axis, no trimming)
-    with :func:`hoyer_density` on fixed vectors; prints one line per case, returns True if all pass."""
+def _ratio_text(v: Verdict) -> str:
+    """The late / early ratio with its interval, from a C6 verdict's ``uncertainty``."""
+    return v.uncertainty.split("late / early ", 1)[1] if "late / early " in v.uncertainty else v.uncertainty
+
+
+def _hoyer_mistakes(h: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """What the usual mistakes in a Hoyer density give on ``h`` (for :func:`check_hoyer_density`)."""
+    h = np.asarray(h, dtype=np.float64)
+    d = h.shape[-1]
+    l2 = np.linalg.norm(h, axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.abs(h).sum(-1) / l2
+        return [
+            ("signed values, not magnitudes (‖h‖₁ sums |h|)",
+             (h.sum(-1) / l2 - 1) / (np.sqrt(d) - 1)),
+            ("(‖h‖₁/‖h‖₂) / √D; the density is (ratio − 1) / (√D − 1)",
+             ratio / np.sqrt(d)),
+            ("(ratio − 1) / √D; the density divides by √D − 1", (ratio - 1) / np.sqrt(d)),
+            ("Hoyer's sparsity (√D − ratio) / (√D − 1), one minus the density", (np.sqrt(d) - ratio) / (np.sqrt(d) - 1)),
+            ("‖h‖₁/‖h‖₂ without the normalisation", ratio),
+        ]
+
+
+def check_hoyer_density(fn: Callable[[np.ndarray], np.ndarray], h: np.ndarray | None = None) -> bool:
+    """Check a learner's Hoyer density against :func:`hoyer_density` (no trimming).
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(h)`` with ``h`` of shape ``(..., D)`` returning the density of every vector along the
+        last axis, shape ``(...)``: ``(‖h‖₁/‖h‖₂ − 1) / (√D − 1)``.
+    h : ndarray of shape (..., d_model), optional
+        Real residual vectors (e.g. a few samples of a capture); checked too when given.
+
+    Returns
+    -------
+    bool
+        True when every case passes. One line per case is printed (✓ / ✗ and, for a known
+        mistake, its name): a one-hot vector (density 0), equal magnitudes with mixed signs
+        (density 1; rejects signed values), a batch of Gaussian vectors (rejects a normalisation
+        by √D or over another axis), and ``h``.
+    """
     onehot = np.zeros(8)
     onehot[3] = -2.0
+    signs = np.array([1.0, -1, 1, -1, -1, 1])
     g = np.random.default_rng(1).standard_normal((3, 5, 64))
     cases = [
-        ("a one-hot vector has density 0", (onehot,), np.asarray(0.0)),
-        ("a vector of equal magnitudes has density 1", (np.array([1.0, -1, 1, -1]),), np.asarray(1.0)),
-        ("a batch of Gaussian vectors, shape (3, 5, 64)", (g,), hoyer_density(g)),
+        ("a one-hot vector (one unit holds everything) has density 0", (onehot,), np.asarray(0.0)),
+        ("equal magnitudes with mixed signs: density 1", (signs,), np.asarray(1.0)),
+        ("a batch of Gaussian vectors, shape (3, 5, 64) → (3, 5)", (g,), hoyer_density(g)),
     ]
-    return report([run_case(d, fn, a, w) for d, a, w in cases])
+    if h is not None:
+        h = _as_vectors(h)
+        cases.append((f"real residual vectors, shape {h.shape}", (h,), hoyer_density(h)))
+    return report([run_case(d, fn, a, w, rtol=1e-5, atol=1e-7, mistakes=_hoyer_mistakes(a[0]))
+                   for d, a, w in cases])
+
+
+def _velocity_mistakes(acts: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """What the usual mistakes in a mean velocity give on ``acts`` (for :func:`check_velocity`)."""
+    a = np.asarray(acts, dtype=np.float64)
+    d = a[:, 1:] - a[:, :-1]
+    v = np.linalg.norm(d, axis=-1)  # (n_samples, n_steps)
+    nrm = np.linalg.norm(a, axis=-1)
+    shifted = np.concatenate([np.zeros((a.shape[0], 1)), v[:, :-1]], axis=1)
+    out = [
+        ("‖h_s+1‖ − ‖h_s‖, a difference of norms (the velocity is the norm of the difference)",
+         (nrm[:, 1:] - nrm[:, :-1]).mean(0)),
+        ("a norm across samples and a mean over units (take one norm per sample, then the mean "
+         "over samples)", np.linalg.norm(d, axis=0).mean(-1)),
+        ("the norm of the mean step (average the norms over samples, not the steps)",
+         np.linalg.norm(d.mean(0), axis=-1)),
+        ("the per-sample velocities, without their mean over samples", v),
+        ("the mean of |h_s+1 − h_s| over units, not its Euclidean norm", np.abs(d).mean(-1).mean(0)),
+        ("steps shifted by one (step s goes from site s to site s + 1)", shifted.mean(0)),
+    ]
+    if a.shape[1] > 2:
+        out.append(("steps two sites apart (a whole layer), not consecutive sites",
+                    np.linalg.norm(a[:, 2:] - a[:, :-2], axis=-1).mean(0)))
+    return out
+
+
+def check_velocity(fn: Callable[[np.ndarray], np.ndarray], acts: np.ndarray | None = None) -> bool:
+    """Check a learner's mean velocity against :func:`velocity` (site steps) averaged over samples.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(acts)`` with ``acts`` of shape ``(n_samples, n_sites, d_model)`` returning, for each
+        site step s (site s → site s + 1), the mean over samples of ``‖h_{s+1} − h_s‖₂``: shape
+        ``(n_sites − 1,)``.
+    acts : ndarray of shape (n_samples, n_sites, d_model), optional
+        A few samples of a real capture; checked too when given.
+
+    Returns
+    -------
+    bool
+        True when every case passes. One line per case is printed (✓ / ✗ and, for a known
+        mistake, its name): a state turning on a circle (its norm never changes, so the
+        difference of norms is 0), steps of known, different lengths (rejects an off-by-one
+        step and steps two sites apart), samples moving at different speeds in random directions
+        (rejects the mean over units, the norm of the mean state change), and ``acts``.
+    """
+    rng = np.random.default_rng(4)
+    # one sample turning on a circle of radius 2 by angles 0.1, 0.4, 0.9, 1.6 (chords 2·2·sin(Δ/2))
+    ang = np.cumsum([0.0, 0.1, 0.4, 0.9, 1.6])
+    circle = (2 * np.stack([np.cos(ang), np.sin(ang)], axis=-1))[None]
+    # 3 samples; at step s each moves by s + 1 in its own random direction (in 6 dimensions)
+    dirs = rng.standard_normal((3, 5, 6))
+    dirs /= np.linalg.norm(dirs, axis=-1, keepdims=True)
+    known = np.concatenate([rng.standard_normal((3, 1, 6)),
+                            np.cumsum(dirs * np.arange(1, 6)[None, :, None], axis=1)], axis=1) + 1.0
+    # 5 samples at speeds 1 … 5 in random directions, 10 units, 4 sites
+    speeds = np.arange(1, 6)[:, None, None]
+    steps_ = rng.standard_normal((5, 3, 10))
+    steps_ *= speeds / np.linalg.norm(steps_, axis=-1, keepdims=True)
+    moving = np.concatenate([rng.standard_normal((5, 1, 10)), steps_], axis=1).cumsum(axis=1)
+
+    def want(a: np.ndarray) -> np.ndarray:
+        return velocity(a).mean(0)
+
+    cases = [
+        ("one state turning on a circle: its norm stays 2, its velocity does not", (circle,), want(circle)),
+        ("3 samples, step s of length s + 1: velocities 1, 2, 3, 4, 5", (known,), want(known)),
+        ("5 samples at speeds 1 … 5, random directions: mean 3 at every step", (moving,), want(moving)),
+    ]
+    if acts is not None:
+        acts = _as_acts(acts)
+        cases.append((f"real samples, shape {acts.shape} → ({acts.shape[1] - 1},)", (acts,), want(acts)))
+    return report([run_case(d, fn, a, w, rtol=1e-5, atol=1e-6, mistakes=_velocity_mistakes(a[0]))
+                   for d, a, w in cases])
+
+
+def check_fraction_above(fn: Callable[[np.ndarray, float], np.ndarray]) -> bool:
+    """Check a learner's ``fn(h, tau)``: the share of units with ``|h^u| > τ · RMS(h)`` of every
+    vector along the last axis (shape ``(...)``), against :func:`fraction_above` (no trimming).
+
+    Prints one line per case and returns True when all pass: a vector with two large units of
+    opposite signs (rejects signed values), a vector with an offset (rejects the standard
+    deviation, which centres, in place of the RMS), and a batch of Gaussian vectors at τ = 0.5
+    and 1 (rejects the mean |h| as the scale and a count instead of a share).
+    """
+    two = np.array([3.0, -3.0, 0.1, -0.1, 0.2, 0.0])
+    offset = np.array([5.0, 5.5, 4.5, 5.2, 4.8, 6.0, 4.0, 5.0])
+    g = np.random.default_rng(5).standard_normal((4, 3, 50))
+
+    def mistakes(h: np.ndarray, tau: float) -> list[tuple[str, np.ndarray]]:
+        h = np.asarray(h, dtype=np.float64)
+        rms = np.sqrt(np.mean(h**2, axis=-1, keepdims=True))
+        return [
+            ("signed values, not magnitudes |h|", np.mean(h > tau * rms, axis=-1)),
+            ("the standard deviation (centred) as the scale, not the RMS",
+             np.mean(np.abs(h) > tau * h.std(-1, keepdims=True), axis=-1)),
+            ("the mean |h| as the scale, not the RMS",
+             np.mean(np.abs(h) > tau * np.abs(h).mean(-1, keepdims=True), axis=-1)),
+            ("a count of units, not a share", np.sum(np.abs(h) > tau * rms, axis=-1)),
+        ]
+
+    cases = [
+        ("two large units of opposite signs, τ = 0.5: 2 of 6 units", (two, 0.5)),
+        ("a vector far from 0 (units near 5), τ = 1: 3 of 8 above the RMS", (offset, 1.0)),
+        ("a batch of Gaussian vectors (4, 3, 50), τ = 0.5", (g, 0.5)),
+        ("the same batch, τ = 1", (g, 1.0)),
+    ]
+    return report([run_case(d, fn, a, fraction_above(*a), mistakes=mistakes(*a)) for d, a in cases])
 
 
 def check_cosine_from_norms(fn: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]) -> bool:

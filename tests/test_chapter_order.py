@@ -1,6 +1,7 @@
 """A chapter lets the learner build its method, checked, before it shows a result (issue 21): the
 first cell that calls a ``check_…`` function outside the exercises comes before the chapter's first
-chart.
+chart. The build-it part may itself be an ``{exercise}`` with its solution in a dropdown: the
+exercises proper start at the chapter's "Exercises" heading.
 
 Chapters 1-7 do not have that part yet (their authors add it on top of this test): each is marked
 ``xfail(strict=True)``, so the test turns red the day a chapter gains it, and its mark must then be
@@ -19,9 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 #: Chapters still without a "build it first" part before their first chart.
-NOT_YET = {"01_residual_stream", "02_continuity", "03_growth", "04_information", "05_rotations",
-           "06_low_dimensional"}
+NOT_YET = {"01_residual_stream", "02_continuity", "05_rotations", "06_low_dimensional"}
 
+#: The exercises proper start at a markdown heading "Exercises" (any level).
+_EXERCISES = re.compile(r"^#+\s*Exercises\b", re.M)
 _CHECK = re.compile(r"(?<![\w.])(?:\w+\.)*check_\w+\s*\(")
 #: A cell draws a chart when it calls a tdcourse.plots builder or altair itself.
 _CHART = re.compile(r"\bplots\.(?!label\b|run_tag\b|series_colors\b)\w+\s*\(|\balt\.(?:Chart|layer|vconcat|hconcat|concat)\s*\(")
@@ -30,11 +32,13 @@ _CHART = re.compile(r"\bplots\.(?!label\b|run_tag\b|series_colors\b)\w+\s*\(|\ba
 def first_check_and_chart(cells: list[dict]) -> tuple[int | None, int | None]:
     """Indices of the first code cell calling a ``check_…`` function outside the exercises, and of
     the first code cell drawing a chart (None where there is none). The exercises start at the
-    first markdown cell holding an ``{exercise}`` directive."""
+    first markdown cell with an "Exercises" heading (a build-it ``{exercise}`` before it counts as
+    the chapter's own part), or, in a chapter without that heading, at its first ``{exercise}``."""
+    heading = any(c["cell_type"] == "markdown" and _EXERCISES.search("".join(c["source"])) for c in cells)
     check = chart = None
     for i, cell in enumerate(cells):
         src = "".join(cell["source"])
-        if cell["cell_type"] == "markdown" and "{exercise}" in src:
+        if cell["cell_type"] == "markdown" and (_EXERCISES.search(src) if heading else "{exercise}" in src):
             break
         if cell["cell_type"] != "code":
             continue
@@ -76,3 +80,11 @@ def test_the_order_check_itself():
     only_in_exercises = _cells(("code", "plots.heatmap(m, s)"), ("markdown", "```{exercise}"),
                                ("code", "geometry.check_hoyer_density(h)"))
     assert first_check_and_chart(only_in_exercises) == (None, 0)
+    # a build-it exercise before the first chart counts; the exercises start at their heading
+    build_it = _cells(("markdown", "````{exercise}\n:label: ch3-build\n````"),
+                      ("code", "assert geometry.check_velocity(my_velocity, few)"), ("code", "plots.curves(v, s, 'y')"),
+                      ("markdown", "## Exercises\n\n```{exercise}\n```"), ("code", "geometry.check_x(f)"))
+    assert first_check_and_chart(build_it) == (1, 2)
+    heading_first = _cells(("code", "plots.curves(v, s, 'y')"), ("markdown", "## Exercises"),
+                           ("code", "geometry.check_x(f)"))
+    assert first_check_and_chart(heading_first) == (None, 0)

@@ -171,7 +171,8 @@ def test_information_notes_state_the_dip(toy_run):
     notes = information.findings_notes([toy_run], found, prof, names)
     d = information.dip_and_recovery(prof["toy"].mi["knn"].T, seed=0)
     assert f"falls by {d.rel_drop.estimate:.0%}" in notes[0] and names[d.low] in notes[0]
-    assert notes[-1].endswith(f"Ours on toy: {found[0].outcome}.")
+    said = {"agrees": "agrees", "partly": "partly agrees", "disagrees": "disagrees with the paper"}[found[0].outcome]
+    assert notes[-1].endswith(f"The trained model {said}.")
     assert information.shape_table([toy_run], prof, names).shape == (4, 8)
 
 

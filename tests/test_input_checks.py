@@ -163,6 +163,8 @@ NO_ARRAY_INPUT = {
     "geometry.step_sites": "site names",
     "geometry.check_hoyer_density": "takes the learner's function",
     "geometry.check_cosine_from_norms": "takes the learner's function",
+    "geometry.check_velocity": "takes the learner's function (its real samples go through check_acts)",
+    "geometry.check_fraction_above": "takes the learner's function",
     "information.N_UNITS": "constant",
     "information.pick_units": "integers in",
     "information.DipRecovery": "result record",

@@ -129,12 +129,12 @@ def test_check_inject_refuses_bad_inputs_of_its_own(tiny_llama):
         perturb.check_inject(fn, model, ids[1], 1, np.full(64, np.nan))
 
 
-def test_report_wraps_only_when_asked(capsys):
+def test_report_wraps_at_the_books_column(capsys):
     from tdcourse.exercises import report
 
     long = ("a case whose description runs well past the sixty-eight characters of the book's column", True, "")
-    assert report([long])  # the default: one line per case, as before
+    assert report([long], width=200)  # a wide width: one line per case
     assert capsys.readouterr().out.splitlines()[0] == "✓ " + long[0]
-    assert not report([long, ("a short one", False, "why " * 30)], width=68)
+    assert not report([long, ("a short one", False, "why " * 30)])  # the default: 68 characters
     lines = capsys.readouterr().out.splitlines()
     assert max(map(len, lines)) <= 68 and lines[1].startswith("  ") and lines[-1].startswith("Some checks failed")
