@@ -21,6 +21,13 @@ so that its result is computed once and read back by every later call with the s
 - **reads** are safe: a file that cannot be read back (truncated, damaged, written by an older
   format) is computed again, with a one-line message, and replaced.
 
+Wrapped (the costly calls the chapters and the scoreboard share): :func:`tdcourse.stationarity.stationarity`,
+:func:`tdcourse.continuity.analyse`, :func:`tdcourse.geometry.density_indices`,
+:func:`tdcourse.stats.curve_trend` (every trend of chapter 3 and the scoreboard),
+:func:`tdcourse.information.mi_profile`, :func:`tdcourse.rotations.analyse`,
+:func:`tdcourse.lowdim.analyse` and :func:`tdcourse.lowdim.train_autoencoder`. Chapter 7's
+teleport results are kept by :func:`tdcourse.capture.save_result` (they travel with an export).
+
 An argument that cannot be keyed (a model, a random generator, a function) makes the call
 uncached: it is computed as if the function were not wrapped. The wrapped function keeps its
 name, signature and docstring; the original is ``fn.__wrapped__``.

@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from .checks import check_array
+from .memo import cached
 
 __all__ = ["Interval", "Trend", "bootstrap_ci", "bootstrap_weights", "curve_trend", "proportion_ci", "permutation_pvalue", "spearman_rows", "zscore"]
 
@@ -172,6 +173,7 @@ class Trend:
     n_obs: int
 
 
+@cached
 def curve_trend(
     y: np.ndarray,
     x: np.ndarray | None = None,

@@ -9,7 +9,7 @@ import pickle
 import numpy as np
 import pytest
 
-from tdcourse import continuity, geometry, information, lowdim, memo, rotations, stationarity
+from tdcourse import continuity, geometry, information, lowdim, memo, rotations, stationarity, stats
 from tdcourse.capture import Activations
 
 CALLS: list[tuple] = []
@@ -199,7 +199,7 @@ def _walk(n=40, s=8, d=12, seed=0) -> np.ndarray:
     return np.cumsum(rng.standard_normal((n, s, d)), axis=1).astype(np.float32)
 
 
-@pytest.mark.parametrize("name", ["stationarity", "continuity", "density", "mi", "rotations", "lowdim"])
+@pytest.mark.parametrize("name", ["stationarity", "continuity", "density", "trend", "mi", "rotations", "lowdim"])
 def test_the_chapters_analyses_are_kept_and_equal_a_fresh_computation(name):
     """The costly analyses the chapters and the scoreboard share: the kept result (read back
     from disk) equals a fresh computation by the unwrapped function."""
@@ -208,6 +208,7 @@ def test_the_chapters_analyses_are_kept_and_equal_a_fresh_computation(name):
         "stationarity": (stationarity.stationarity, (acts,), {"n_null": 2}),
         "continuity": (continuity.analyse, (acts,), {"n_boot": 10, "n_dirs": 6}),
         "density": (geometry.density_indices, (acts,), {}),
+        "trend": (stats.curve_trend, (acts[:, :, 0],), {"n_boot": 50}),
         "mi": (information.mi_profile, (acts,), {"n_units": 4}),
         "rotations": (rotations.analyse, (acts,), {"label": "toy", "n_shuffles": 20, "n_samples": 10,
                                                    "n_shuffles_per_sample": 4, "n_shuffles_growth": 10}),
