@@ -51,6 +51,9 @@ __all__ = [
     "layer_permutations",
     "shuffled",
     "shuffled_rotation_counts",
+    "NULLS",
+    "phase_randomized",
+    "phase_rotation_counts",
     "rescale_count",
     "prefix_rotation_counts",
     "reference_rotation_counts",
@@ -61,6 +64,7 @@ __all__ = [
     "rotation_test",
     "RotationAnalysis",
     "analyse",
+    "reclassify",
     "verdicts",
     "check_rotation_count",
     "check_amplitude_growth",
@@ -400,6 +404,89 @@ def shuffled_rotation_counts(traj: np.ndarray, n_shuffles: int = 1000, seed: int
     return shuffled(traj, rotation_count, n_shuffles=n_shuffles, seed=seed)
 
 
+# --------------------------------------------------------------------------- a null that keeps smoothness
+
+#: The nulls of :func:`rotation_test`: the layer shuffle (the paper's protocol, as the third-party
+#: reimplementation does it) and phase-randomised surrogates (:func:`phase_randomized`).
+NULLS = ("shuffle", "phase")
+
+
+def _phase_surrogate(traj: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One phase-randomised surrogate of every curve of ``traj`` (..., n_sites); no checks."""
+    steps = np.diff(traj, axis=-1)
+    m = steps.shape[-1]
+    spec = np.fft.rfft(steps, axis=-1)
+    phase = rng.uniform(0.0, 2 * np.pi, size=spec.shape)
+    phase[..., 0] = 0.0                    # the mean step (the drift) is kept
+    if m % 2 == 0:
+        phase[..., -1] = 0.0               # the Nyquist term of an even length must stay real
+    new = np.fft.irfft(spec * np.exp(1j * phase), n=m, axis=-1)
+    out = np.empty(traj.shape, dtype=np.float64)
+    out[..., 0] = traj[..., 0]
+    np.cumsum(new, axis=-1, out=out[..., 1:])
+    out[..., 1:] += traj[..., :1]
+    return out
+
+
+def phase_randomized(traj: np.ndarray, n_surrogates: int = 200, seed: int = 0) -> np.ndarray:
+    """Surrogate curves that keep each curve's smoothness but not its shape along depth.
+
+    For each curve, its increments along depth ``Δa_l = a_{l+1} − a_l`` are Fourier
+    transformed, every phase but the mean's (and the Nyquist term's, which must stay real) is
+    replaced by an independent uniform draw, and the increments are transformed back and summed
+    from the curve's first value. Each surrogate has exactly the increments' power spectrum
+    (how smooth the curve is, how large its steps are, its drift) of its original, with the
+    order of its ups and downs random: a null for the rotation count that, unlike the layer
+    shuffle, does not turn a smooth curve into a jagged one. Each curve (each unit, each
+    sample) gets its own phases.
+
+    Parameters
+    ----------
+    traj : ndarray of shape (..., n_sites), n_sites ≥ 3
+        Curves with the depth axis last (:func:`unit_trajectories`).
+    n_surrogates : int ≥ 1
+    seed : int
+
+    Returns
+    -------
+    ndarray of shape (n_surrogates, ..., n_sites), float64
+        For large inputs use :func:`phase_rotation_counts`, which never holds all surrogates.
+
+    References
+    ----------
+    J. Theiler, S. Eubank, A. Longtin, B. Galdrikian, J. D. Farmer, "Testing for nonlinearity in
+    time series: the method of surrogate data", Physica D 58 (1992) 77–94 (phase randomisation),
+    applied here to the increments so that a curve with a drift stays a curve with a drift.
+    """
+    traj = _as_traj(traj)
+    if n_surrogates < 1:
+        raise ValueError(f"n_surrogates must be positive, got {n_surrogates}")
+    rng = np.random.default_rng(seed)
+    return np.stack([_phase_surrogate(traj, rng) for _ in range(int(n_surrogates))])
+
+
+def phase_rotation_counts(traj: np.ndarray, n_surrogates: int = 200, seed: int = 0) -> np.ndarray:
+    """``R`` of every curve's phase-randomised surrogates (:func:`phase_randomized`), one
+    surrogate at a time (memory: one copy of ``traj``).
+
+    Parameters
+    ----------
+    traj : ndarray of shape (..., n_sites)
+    n_surrogates : int ≥ 1
+    seed : int
+        The same seed gives the surrogates of ``phase_randomized(traj, n_surrogates, seed)``.
+
+    Returns
+    -------
+    ndarray of shape (n_surrogates, ...)
+    """
+    traj = _as_traj(traj)
+    if n_surrogates < 1:
+        raise ValueError(f"n_surrogates must be positive, got {n_surrogates}")
+    rng = np.random.default_rng(seed)
+    return np.stack([rotation_count(_phase_surrogate(traj, rng)) for _ in range(int(n_surrogates))])
+
+
 # --------------------------------------------------------------------------- scaling with depth
 
 
@@ -594,6 +681,9 @@ class RotationTest:
     n_samples : int
         Samples the statistic averaged (over all of them for ``"mean"``; the subset for
         ``"per-sample"``).
+    null_kind : {"shuffle", "phase"}
+        Which null ``null`` holds (:data:`NULLS`): layer shuffles, or phase-randomised
+        surrogates (:func:`phase_randomized`).
     """
 
     reading: str
@@ -601,6 +691,7 @@ class RotationTest:
     null: np.ndarray
     n_sites: int
     n_samples: int
+    null_kind: str = "shuffle"
 
     @property
     def mean_real(self) -> float:
@@ -645,8 +736,9 @@ def rotation_test(
     n_shuffles: int = 1000,
     seed: int = 0,
     n_samples: int | None = None,
+    null: str = "shuffle",
 ) -> RotationTest:
-    """Rotation counts of every unit, real and under the layer shuffle.
+    """Rotation counts of every unit, real and under a null (by default the layer shuffle).
 
     Parameters
     ----------
@@ -662,6 +754,10 @@ def rotation_test(
         ``"per-sample"`` only: a seeded random subset of this many samples for both the real
         statistic and its null (the null costs ``n_samples × n_shuffles`` curves per unit).
         None: all samples.
+    null : {"shuffle", "phase"}, default "shuffle"
+        ``"shuffle"``: ``n_shuffles`` random orders of the sites (:func:`shuffled_rotation_counts`).
+        ``"phase"``: ``n_shuffles`` phase-randomised surrogates of each curve
+        (:func:`phase_rotation_counts`), which keep each unit's smoothness along depth.
 
     Returns
     -------
@@ -682,11 +778,16 @@ def rotation_test(
         used = acts.shape[0]
     else:
         raise ValueError(f"reading must be 'mean' or 'per-sample', got {reading!r}")
+    if null not in NULLS:
+        raise ValueError(f"null must be one of {NULLS}, got {null!r}")
     real = rotation_count(traj)
-    null = shuffled_rotation_counts(traj, n_shuffles=n_shuffles, seed=seed)
+    if null == "shuffle":
+        draws = shuffled_rotation_counts(traj, n_shuffles=n_shuffles, seed=seed)
+    else:
+        draws = phase_rotation_counts(traj, n_surrogates=n_shuffles, seed=seed)
     if reading == "per-sample":
-        real, null = real.mean(0), null.mean(1)
-    return RotationTest(reading=reading, real=real, null=null, n_sites=n_sites, n_samples=used)
+        real, draws = real.mean(0), draws.mean(1)
+    return RotationTest(reading=reading, real=real, null=draws, n_sites=n_sites, n_samples=used, null_kind=null)
 
 
 @dataclass(frozen=True)
@@ -710,6 +811,9 @@ class RotationAnalysis:
         The classes of shuffled curves (R and growth under the same site order).
     factor : float
         The amplitude factor of the classes (:func:`classify_units`).
+    r_null_growth : ndarray of shape (n_shuffles_growth, d_model) or None
+        R of the same shuffled curves as ``growth_null`` (what ``null_classes`` was computed
+        from), kept so that :func:`reclassify` can change ``factor`` without the shuffles.
     """
 
     label: str
@@ -720,6 +824,7 @@ class RotationAnalysis:
     classes: np.ndarray
     null_classes: np.ndarray
     factor: float = 2.0
+    r_null_growth: np.ndarray | None = None
 
     def shares(self) -> dict[str, float]:
         """Share of units in each class, ``{class: share}``."""
@@ -739,6 +844,7 @@ def analyse(
     n_shuffles_growth: int = 200,
     seed: int = 0,
     factor: float = 2.0,
+    null: str = "shuffle",
 ) -> RotationAnalysis:
     """Both readings of R against their nulls, and the orbit / spiral classes of the units.
 
@@ -757,16 +863,20 @@ def analyse(
     seed : int
     factor : float > 1
         Amplitude growth that makes an outward spiral (:func:`classify_units`; the
-        robustness page also tries 1.5 and 3.5).
+        robustness page also tries 1.5, 2.5, 3 and 3.5, see :func:`reclassify`).
+    null : {"shuffle", "phase"}, default "shuffle"
+        The null of both C9 readings (:func:`rotation_test`); ``n_shuffles`` and
+        ``n_shuffles_per_sample`` are then its numbers of draws. The orbit / spiral shares are
+        always compared with the layer shuffle.
 
     Returns
     -------
     RotationAnalysis
     """
     acts = _as_acts(acts)
-    mean = rotation_test(acts, "mean", n_shuffles=n_shuffles, seed=seed)
+    mean = rotation_test(acts, "mean", n_shuffles=n_shuffles, seed=seed, null=null)
     per = rotation_test(acts, "per-sample", n_shuffles=n_shuffles_per_sample, seed=seed,
-                        n_samples=min(n_samples, acts.shape[0]))
+                        n_samples=min(n_samples, acts.shape[0]), null=null)
     traj = unit_trajectories(acts, "mean")
     growth = amplitude_growth(traj)
     perms = layer_permutations(traj.shape[-1], n_shuffles_growth, seed + 1)
@@ -776,7 +886,40 @@ def analyse(
     null_classes = classify_units(r_null.ravel(), growth_null.ravel(), factor=factor).reshape(r_null.shape)
     return RotationAnalysis(label=label, mean=mean, per_sample=per, growth=growth,
                             growth_null=growth_null, classes=classes, null_classes=null_classes,
-                            factor=float(factor))
+                            factor=float(factor), r_null_growth=r_null)
+
+
+def reclassify(analysis: RotationAnalysis, factor: float) -> RotationAnalysis:
+    """The same analysis with the orbit / spiral classes drawn at another amplitude factor.
+
+    Equal to ``analyse(acts, ..., factor=factor)`` with the same other arguments, without
+    recomputing the rotation counts, their nulls or the amplitude growth (only
+    :func:`classify_units` runs again, on the real and on the shuffled curves).
+
+    Parameters
+    ----------
+    analysis : RotationAnalysis
+        From :func:`analyse` (it keeps ``r_null_growth``).
+    factor : float > 1
+
+    Returns
+    -------
+    RotationAnalysis
+
+    Raises
+    ------
+    ValueError
+        If ``analysis`` has no ``r_null_growth`` (made by hand, not by :func:`analyse`).
+    """
+    if analysis.r_null_growth is None:
+        raise ValueError("this RotationAnalysis keeps no r_null_growth: recompute it with rotations.analyse(..., "
+                         "factor=...) instead")
+    from dataclasses import replace
+
+    classes = classify_units(analysis.mean.real, analysis.growth, factor=factor)
+    r_null = analysis.r_null_growth
+    null_classes = classify_units(r_null.ravel(), analysis.growth_null.ravel(), factor=factor).reshape(r_null.shape)
+    return replace(analysis, classes=classes, null_classes=null_classes, factor=float(factor))
 
 
 # --------------------------------------------------------------------------- verdicts
@@ -788,24 +931,27 @@ _BAND = 1.5   # "about 10": within a factor 1.5 of 10.74
 _MIN_SHARE = 0.05
 
 
-def _c9(test: RotationTest, model: str, chapter: str) -> Verdict:
+def _c9(test: RotationTest, model: str, chapter: str, band: float = _BAND) -> Verdict:
     reading = "R of the mean trajectory" if test.reading == "mean" else "mean of per-sample R"
-    lo, hi = PAPER_MEAN_R / _BAND, PAPER_MEAN_R * _BAND
+    lo, hi = PAPER_MEAN_R / band, PAPER_MEAN_R * band
     value = test.abs_rescaled
     in_band = lo <= value <= hi
     differs = test.p < 0.05
     nm = test.null_means
+    phase = test.null_kind == "phase"
+    null_name = "phase-randomised null (each curve's increments, phases drawn anew)" if phase else "layer-shuffle null"
+    drawn, draws = ("phase-randomised", "surrogates") if phase else ("shuffled", "shuffles")
     direction = "turn less than" if abs(test.mean_real) < abs(nm.mean()) else "turn more than"
     return judge(
         "C9", _C9_PAPER,
         f"{reading}: |mean over units of R|, rescaled from {test.n_sites} to 64 sites, lies in "
-        f"[{lo:.2f}, {hi:.2f}] (10.74 within a factor {_BAND}), and the unit mean differs from the "
-        f"layer-shuffle null (two-sided permutation p < 0.05). Both: agrees; one: partly.",
+        f"[{lo:.2f}, {hi:.2f}] (10.74 within a factor {band:g}), and the unit mean differs from the "
+        f"{null_name} (two-sided permutation p < 0.05). Both: agrees; one: partly.",
         model, value, agrees=in_band and differs, partly=in_band or differs,
-        uncertainty=(f"mean R = {test.mean_real:.2f} on {test.n_sites} sites; shuffled: "
-                     f"{nm.mean():.2f} ± {nm.std():.2f} ({len(nm)} shuffles, "
+        uncertainty=(f"mean R = {test.mean_real:.2f} on {test.n_sites} sites; {drawn}: "
+                     f"{nm.mean():.2f} ± {nm.std():.2f} ({len(nm)} {draws}, "
                      f"{test.n_samples} samples); z = {test.z:.1f}, p = {test.p:.3g}"),
-        detail=f"{reading}: the real curves {direction} the layer-shuffled ones.",
+        detail=f"{reading}: the real curves {direction} the {'phase-randomised' if phase else 'layer-shuffled'} ones.",
         chapter=chapter,
     )
 
@@ -839,7 +985,7 @@ def _c10(an: RotationAnalysis, model: str, chapter: str, min_share: float = _MIN
 
 
 def verdicts(run, chapter: str, analysis: RotationAnalysis | None = None, min_share: float = _MIN_SHARE,
-             **kwargs) -> list[Verdict]:
+             band: float = _BAND, **kwargs) -> list[Verdict]:
     """The chapter's verdicts on C9 (both readings) and C10 for one run.
 
     Parameters
@@ -852,6 +998,9 @@ def verdicts(run, chapter: str, analysis: RotationAnalysis | None = None, min_sh
         Reuse a computed :func:`analyse` of this run (else it is computed, with ``kwargs``).
     min_share : float in (0, 1), default 0.05
         C10: the share of units each class (orbit, outward spiral) must hold.
+    band : float > 1, default 1.5
+        C9: "about 10" means within a factor ``band`` of the quoted 10.74 (the robustness page
+        also tries 1.25 and 2).
 
     Returns
     -------
@@ -860,10 +1009,12 @@ def verdicts(run, chapter: str, analysis: RotationAnalysis | None = None, min_sh
     """
     if not 0 < min_share < 1:
         raise ValueError(f"min_share must lie in (0, 1), got {min_share}")
+    if not band > 1:
+        raise ValueError(f"band must be greater than 1, got {band}")
     if analysis is None:
         analysis = analyse(run.acts, label=run.label, **kwargs)
     model = run.label
-    return [_c9(analysis.mean, model, chapter), _c9(analysis.per_sample, model, chapter),
+    return [_c9(analysis.mean, model, chapter, band), _c9(analysis.per_sample, model, chapter, band),
             _c10(analysis, model, chapter, min_share)]
 
 
