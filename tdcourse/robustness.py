@@ -53,7 +53,7 @@ from .verdicts import Verdict
 __all__ = ["RUN_KINDS", "DATA", "PRIMARY_DATA", "DATA_KINDS", "DATA_MODULES", "BUILD_AXES", "NOT_RUN", "READINGS",
            "Spec", "SPECS", "NO_STABILITY", "Outcome", "Threshold", "Robustness", "specs_for", "data_specs",
            "evaluate", "summarise", "marks", "load_data_runs", "to_markdown", "SYMBOL", "save_summary", "for_runs",
-           "NEAR"]
+           "drop_old_summary", "NEAR"]
 
 #: The runs every specification is evaluated on, in the scoreboard's column order.
 RUN_KINDS = ("trained", "4-bit", "control")
@@ -88,11 +88,13 @@ DATA_MODULES = ("stationarity", "continuity", "geometry", "information", "rotati
 #: Why a specification is not run, shown in its cell: per data axis not in :data:`BUILD_AXES`,
 #: per run kind not in :data:`DATA_KINDS`, per module not in :data:`DATA_MODULES`.
 NOT_RUN: dict[str, str] = {
-    "whole lines": "not captured by the build: the 672 whole lines are about twice as long as the 48-token "
-                   "samples, so their capture costs about two minutes per model on two CPU cores, which the "
-                   "20-minute CI budget does not leave",
-    "4-bit": "the 4-bit copy is not captured on the data axes (it follows the trained model in every chapter; "
-             "its capture would add about a minute to the build)",
+    "whole lines": "not captured by the build: the 672 whole lines (up to 500 characters) take two to four times "
+                   "as long to capture as the 25-token samples, per model (measured in "
+                   "benchmarks/results/cpu2_robustness_costs.log), which the 20-minute CI budget does not leave; "
+                   "scoreboard.write(..., data_axes=list(robustness.DATA)) runs it",
+    "4-bit": "the 4-bit copy is not captured on the data axes: it follows the trained model in every chapter, and "
+             "one more capture and its evaluation would add minutes to the build "
+             "(benchmarks/results/cpu2_robustness_costs.log)",
     "module": "not evaluated on the data axes",
 }
 
@@ -983,10 +985,31 @@ def to_markdown(outcomes: Sequence[Outcome], kinds: Sequence[str] = RUN_KINDS,
 # ----------------------------------------------------------------------------- kept for the chapters
 
 
-def _summary_file():
+def _summary_file() -> Path:
+    """``$TDCOURSE_CACHE/robustness/summary.json`` (not in ``verdicts/``, whose every ``*.json``
+    :func:`tdcourse.verdicts.load_all` reads as a chapter's verdicts)."""
+    from . import env
+
+    path = env.cache_dir() / "robustness"
+    path.mkdir(parents=True, exist_ok=True)
+    return path / "summary.json"
+
+
+def drop_old_summary() -> bool:
+    """Delete ``$TDCOURSE_CACHE/verdicts/robustness.json`` if an older course version left it there.
+
+    That file is not a chapter's verdicts, and :func:`tdcourse.verdicts.load_all` (which the
+    scoreboard calls for the Llama column) fails on it, so a second scoreboard build on the same
+    cache stopped with ``TypeError: Verdict.__init__() got an unexpected keyword argument``.
+    Returns whether a file was deleted.
+    """
     from .verdicts import verdict_dir
 
-    return verdict_dir() / "robustness.json"
+    old = verdict_dir() / "robustness.json"
+    if old.exists():
+        old.unlink()
+        return True
+    return False
 
 
 #: Format of ``robustness.json``; a file of another format is not read (the chapters then say
@@ -995,7 +1018,7 @@ SUMMARY_FORMAT = 2
 
 
 def save_summary(runs: Sequence[Activations], summary: Mapping[tuple[str, str], Robustness]) -> Path:
-    """Keep :func:`summarise`'s result in ``$TDCOURSE_CACHE/verdicts/robustness.json``, each row
+    """Keep :func:`summarise`'s result in ``$TDCOURSE_CACHE/robustness/summary.json``, each row
     tagged with the model label and the cache key of the capture it was computed on, so that a
     chapter's "what we found" can say how robust its verdicts are (:func:`for_runs`)."""
     from .capture import cache_key

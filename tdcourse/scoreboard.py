@@ -291,6 +291,7 @@ def write(out_dir: Path, runs: Sequence[Activations], extra_json: Path | None = 
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    robustness.drop_old_summary()  # an older version kept it among the chapters' verdicts, which load_all reads
     t0 = time.perf_counter()
     axes = robustness.BUILD_AXES if data_axes is True else (() if data_axes is False else tuple(data_axes))
     data_runs = robustness.load_data_runs(runs, axes=axes, progress=progress) if axes else {}
