@@ -95,7 +95,8 @@ NOT_RUN: dict[str, str] = {
     "4-bit": "the 4-bit copy is not captured on the data axes: it follows the trained model in every chapter, and "
              "one more capture and its evaluation would add minutes to the build "
              "(benchmarks/results/cpu2_robustness_costs.log)",
-    "module": "not evaluated on the data axes",
+    "module": "not evaluated on the data axes in this build, to save its cost "
+              "(benchmarks/results/cpu2_robustness_costs.log)",
 }
 
 #: Claim rows whose stability is not computed, and why.
@@ -366,9 +367,9 @@ class Threshold:
         gap = abs(self.value - self.threshold)
         side = "above" if self.value > self.threshold else ("below" if self.value < self.threshold else "on")
         if self.percent:
-            return (f"{self.what} {100 * self.value:.3g} % against the {100 * self.threshold:.3g} % line: "
+            return (f"{self.what} {100 * self.value:.4g} % against the {100 * self.threshold:.4g} % line: "
                     f"{100 * gap:.2g} points {side}")
-        return f"{self.what} {self.value:.3g} against the {self.threshold:.3g} line: {gap:.2g} {side}"
+        return f"{self.what} {self.value:.4g} against the {self.threshold:.4g} line: {gap:.2g} {side}"
 
 
 def _nearest(lines: Sequence[Threshold]) -> tuple[str, bool]:
@@ -653,7 +654,7 @@ def _why_not(spec: Spec, kind: str, module: str, data_modules: Sequence[str], ca
     if kind not in DATA_KINDS:
         return NOT_RUN["4-bit"] if kind == "4-bit" else f"the {kind} run is not captured on the data axes"
     if module not in data_modules:
-        return f"{NOT_RUN['module']} for this chapter in this build"
+        return f"this chapter is {NOT_RUN['module']}"
     if not captured:
         return "its capture failed or was not made in this build (see the build's log)"
     return ""
@@ -966,11 +967,13 @@ def to_markdown(outcomes: Sequence[Outcome], kinds: Sequence[str] = RUN_KINDS,
                     descr[o.spec.description].append(o.spec.label)
             parts += [f"- *{', '.join(ns)}*: {d}" for d, ns in descr.items()]
             why: dict[str, list[str]] = {}
+            shared = {NOT_RUN.get(a) for a in DATA if a not in BUILD_AXES} | {NOT_RUN["4-bit"]}
             for o in these:
                 if o.verdict is None and o.note:
                     key = f"{o.spec.label} on {labels.get(o.kind, o.kind)}"
-                    if key not in why.setdefault(o.note, []):
-                        why[o.note].append(key)
+                    note = "why: see the line under the summary" if o.note in shared else o.note
+                    if key not in why.setdefault(note, []):
+                        why[note].append(key)
             parts += [f"- not run ({', '.join(ks)}): {note}" for note, ks in why.items()]
             if row in NO_STABILITY:
                 parts.append(f"- stability not computed: {NO_STABILITY[row]}")

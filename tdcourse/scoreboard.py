@@ -226,7 +226,8 @@ def findings_markdown(verdicts: Sequence[Verdict], trained: str, control: str | 
         if others:
             lines.append(f"Fragile {'; '.join(others)}.")
         run_name = {"trained": trained, "4-bit": "the 4-bit copy", "control": "the control"}
-        ordered = sorted(robust.items(), key=lambda x: (int(x[0][0].split()[0][1:]), x[0]))
+        rank = {k: i for i, k in enumerate(robustness.RUN_KINDS)}
+        ordered = sorted(robust.items(), key=lambda x: (int(x[0][0].split()[0][1:]), x[0][0], rank.get(x[0][1], 9)))
         shaky = [f"{row} on {run_name.get(kk, kk)} ({', '.join(rb.unstable)})"
                  for (row, kk), rb in ordered if rb.unstable and kk in kinds.values()]
         if shaky:
@@ -321,6 +322,8 @@ def write(out_dir: Path, runs: Sequence[Activations], extra_json: Path | None = 
     runs_line += " Data axes in this build: " + "; ".join(
         f"*{a}*: " + (", ".join(data_runs[a]) if data_runs.get(a) else f"not run ({robustness.NOT_RUN.get(a, 'not captured in this build')})")
         for a in robustness.DATA if a != robustness.PRIMARY_DATA) + "."
+    if any(k not in robustness.DATA_KINDS for k in kinds.values()):
+        runs_line += f" Not on the data axes: {robustness.NOT_RUN['4-bit']}."
     (out_dir / "robustness.md").write_text(robustness.to_markdown(
         outcomes, kinds=list(dict.fromkeys(kinds.values())), timing=runs_line + " " + timing))
     blob = json.dumps({"generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "columns": columns,

@@ -409,5 +409,6 @@ def test_cells_not_run_say_why():
     assert by["token 25 of 48"].verdict is None and "not evaluated on the data axes" in by["token 25 of 48"].note
     page = robustness.to_markdown(outcomes, kinds=["trained"])
     assert "- not run (token 25 of 48 on trained, whole lines on trained)" not in page  # two reasons, two lines
-    assert "- not run (whole lines on trained): not captured by the build" in page
+    assert "- not run (whole lines on trained): why: see the line under the summary" in page
+    assert "- not run (token 25 of 48 on trained): this chapter is not evaluated on the data axes" in page
     assert "—" not in page.split("## C7")[1]
