@@ -62,6 +62,10 @@ __all__ = [
     "split_within_across",
     "within_minus_across",
     "depth_trend",
+    "METHODS",
+    "TRENDS",
+    "AGGREGATES",
+    "sample_ranks",
     "Continuity",
     "analyse",
     "verdicts",
@@ -71,6 +75,9 @@ __all__ = [
 
 #: The threshold this course calls "highly correlated" (the paper gives none; see C15).
 HIGH_R = 0.8
+
+#: Correlation coefficients of :func:`analyse`: Pearson's (the chapter's) and Spearman's.
+METHODS = ("pearson", "spearman")
 
 # Elements (samples × sites × units) handled per chunk of sites: ~64 MB in float64.
 _CHUNK = 1 << 23
@@ -437,6 +444,33 @@ def depth_trend(r: np.ndarray) -> np.ndarray:
     return rho.reshape(*lead, r.shape[-1])
 
 
+def sample_ranks(acts: np.ndarray, basis: np.ndarray | None = None) -> np.ndarray:
+    """Each (site, unit) column replaced by its samples' ranks: Pearson's r of ranks is
+    Spearman's ρ.
+
+    Parameters
+    ----------
+    acts : ndarray of shape (n_samples, n_sites, d_model)
+    basis : ndarray of shape (d_model, n_dirs), optional
+        Rank the coordinates along these orthonormal directions instead of the units.
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_sites, d_model or n_dirs), float32
+        Ranks 1 … n_samples along axis 0 (ties get their average rank,
+        :func:`scipy.stats.rankdata`). Exact in float32 up to 2**24 samples.
+    """
+    from scipy.stats import rankdata
+
+    acts = _as_acts(acts)
+    q = _as_basis(basis, acts.shape[2])
+    out = np.empty(acts.shape[:2] + ((acts.shape[2],) if q is None else (q.shape[1],)), dtype=np.float32)
+    for s in range(acts.shape[1]):  # one site at a time: bounded memory
+        x = acts[:, s] if q is None else acts[:, s].astype(np.float64) @ q
+        out[:, s] = rankdata(x, axis=0)
+    return out
+
+
 # --------------------------------------------------------------------------- the chapter's analysis
 
 
@@ -478,6 +512,13 @@ class Continuity:
     frac_above_null : float
         Share of (pair, unit) values of ``r`` above ``null_q999``.
     n_boot : int
+    frac_rising_change : stats.Interval or None
+        Share of units whose mean r over the last third of the pairs exceeds that over the
+        first third (a second reading of "rises with depth"), with its bootstrap interval.
+    mean_diff : stats.Interval or None
+        Mean (instead of median) over units of ``diff``, with its bootstrap interval.
+    method : {"pearson", "spearman"}
+        The correlation coefficient every ``r`` is (:data:`METHODS`).
     """
 
     r: np.ndarray
@@ -496,6 +537,9 @@ class Continuity:
     null_q999: float
     frac_above_null: float
     n_boot: int
+    frac_rising_change: stats.Interval | None = None
+    mean_diff: stats.Interval | None = None
+    method: str = "pearson"
 
 
 def _interval(estimate: float, boots: np.ndarray, level: float = 0.95) -> stats.Interval:
@@ -504,8 +548,15 @@ def _interval(estimate: float, boots: np.ndarray, level: float = 0.95) -> stats.
     return stats.Interval(float(estimate), float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a)), level)
 
 
+def _late_minus_early(r: np.ndarray) -> np.ndarray:
+    """Mean over the last third of the pairs minus the first third, per unit: (..., n_pairs, d) -> (..., d)."""
+    t = max(1, r.shape[-2] // 3)
+    return np.nanmean(r[..., -t:, :], -2) - np.nanmean(r[..., :t, :], -2)
+
+
 @cached
-def analyse(acts: np.ndarray, n_boot: int = 100, n_perm: int = 1, n_dirs: int = 576, seed: int = 0) -> Continuity:
+def analyse(acts: np.ndarray, n_boot: int = 100, n_perm: int = 1, n_dirs: int = 576, seed: int = 0,
+            method: str = "pearson") -> Continuity:
     """Compute every number of the chapter for one activation array.
 
     Parameters
@@ -522,6 +573,11 @@ def analyse(acts: np.ndarray, n_boot: int = 100, n_perm: int = 1, n_dirs: int = 
         one).
     seed : int
         Seeds the resamples, the shuffles and the rotation.
+    method : {"pearson", "spearman"}, default "pearson"
+        ``"spearman"``: every correlation (unit basis, random basis, null) is Spearman's ρ, i.e.
+        Pearson's r of the samples' ranks (:func:`sample_ranks`, ranked once on the full
+        sample; a bootstrap resample reuses those ranks, the usual approximation). ``stream``
+        and ``write`` stay on the activations. Costs one ranking pass more than Pearson.
 
     Returns
     -------
@@ -533,15 +589,24 @@ def analyse(acts: np.ndarray, n_boot: int = 100, n_perm: int = 1, n_dirs: int = 
     acts = _as_acts(acts)
     if acts.shape[1] % 2:
         raise ValueError(f"acts must hold 2 sites per layer (an even n_sites), got {acts.shape[1]}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     d = acts.shape[2]
     q = random_rotation(d, min(int(n_dirs), d), seed=seed)
     w = stats.bootstrap_weights(acts.shape[0], n_boot, seed)
     # row 0: uniform weights, i.e. the full sample; one pass per basis gives r and its resamples
     w_all = np.vstack([np.full((1, acts.shape[0]), 1.0 / acts.shape[0]), w])
-    r, boot = np.split(bootstrap_corr(acts, weights=w_all), [1])
-    r_rot, boot_rot = np.split(bootstrap_corr(acts, weights=w_all, basis=q), [1])
+    if method == "pearson":
+        r, boot = np.split(bootstrap_corr(acts, weights=w_all), [1])
+        r_rot, boot_rot = np.split(bootstrap_corr(acts, weights=w_all, basis=q), [1])
+        null = permutation_null(acts, n_perm=n_perm, seed=seed + 1)
+    else:
+        ranks = sample_ranks(acts)
+        r, boot = np.split(bootstrap_corr(ranks, weights=w_all), [1])
+        null = permutation_null(ranks, n_perm=n_perm, seed=seed + 1)
+        del ranks
+        r_rot, boot_rot = np.split(bootstrap_corr(sample_ranks(acts, basis=q), weights=w_all), [1])
     r, r_rot = r[0], r_rot[0]
-    null = permutation_null(acts, n_perm=n_perm, seed=seed + 1)
 
     flat = boot.reshape(len(w), -1)
     trend, trend_b = depth_trend(r), depth_trend(boot)
@@ -562,11 +627,20 @@ def analyse(acts: np.ndarray, n_boot: int = 100, n_perm: int = 1, n_dirs: int = 
         null_q999=q999,
         frac_above_null=float(np.mean(r[np.isfinite(r)] > q999)),
         n_boot=len(w),
+        frac_rising_change=_interval(np.mean(_late_minus_early(r) > 0), np.mean(_late_minus_early(boot) > 0, axis=1)),
+        mean_diff=_interval(np.nanmean(diff), np.nanmean(diff_b, axis=1)),
+        method=method,
     )
 
 
+#: C2's readings of "r rises with depth" for one unit (:func:`verdicts`' ``trend``).
+TRENDS = ("spearman", "late-early")
+#: C3's aggregates over units (:func:`verdicts`' ``aggregate``).
+AGGREGATES = ("median", "mean")
+
+
 def verdicts(run, chapter: str = "", analysis: Continuity | None = None, high_r: float = HIGH_R,
-             **kwargs) -> list[Verdict]:
+             trend: str = "spearman", aggregate: str = "median", **kwargs) -> list[Verdict]:
     """The chapter's verdicts on C1, C2, C3, and C1 in a random basis, for one run.
 
     Parameters
@@ -579,6 +653,12 @@ def verdicts(run, chapter: str = "", analysis: Continuity | None = None, high_r:
         Reuse an :func:`analyse` of this run (else computed with ``kwargs``).
     high_r : float in (0, 1), default :data:`HIGH_R`
         What C1 calls "highly correlated" (the robustness page also tries 0.9 and 0.94).
+    trend : {"spearman", "late-early"}, default "spearman"
+        C2: a unit's r "rises with depth" when its Spearman correlation with depth is positive,
+        or (``"late-early"``) when its mean over the last third of the pairs exceeds that over
+        the first third.
+    aggregate : {"median", "mean"}, default "median"
+        C3: the median or the mean over units of r_within − r_across.
 
     Returns
     -------
@@ -588,13 +668,34 @@ def verdicts(run, chapter: str = "", analysis: Continuity | None = None, high_r:
     if not 0 < high_r < 1:
         raise ValueError(f"high_r must lie in (0, 1), got {high_r}")
     check_run_size(check_acts(run.acts, name="run.acts"), MIN_SAMPLES, MIN_LAYERS, _ANALYSIS)
+    if trend not in TRENDS:
+        raise ValueError(f"trend must be one of {TRENDS}, got {trend!r}")
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
     a = analyse(run.acts, **kwargs) if analysis is None else analysis
+    if (trend != "spearman" and a.frac_rising_change is None) or (aggregate != "median" and a.mean_diff is None):
+        raise ValueError(f"trend={trend!r}, aggregate={aggregate!r} need a Continuity made by continuity.analyse "
+                         "(this one lacks frac_rising_change or mean_diff): recompute it")
     m = run.label
     boot = f"95 % bootstrap CI over samples ({a.n_boot} resamples)"
     c1_crit = (f"median r over all units and adjacent site pairs: agrees if its 95 % CI lies above {high_r:g} "
                f"and above the permutation null's 99.9th percentile; partly if the median is above 0.5")
+    c2_crit = ("share of units whose r has a positive Spearman correlation with depth: agrees if its 95 % CI "
+               "lies above 0.5; partly if the share is above 0.5 but the CI reaches 0.5")
+    c3_crit = ("per unit, median over layers of r_within − r_across; median over units: agrees if its 95 % CI "
+               "lies above 0; disagrees if it lies below 0; partly otherwise")
     mr, rr = a.median_r, a.median_r_rot
     fr, md = a.frac_rising, a.median_diff
+    if trend == "late-early":
+        fr = a.frac_rising_change
+        c2_crit = c2_crit.replace("has a positive Spearman correlation with depth",
+                                  "is higher over the last third of the pairs than over the first third (mean)")
+    if aggregate == "mean":
+        md = a.mean_diff
+        c3_crit = c3_crit.replace("; median over units:", "; mean over units:")
+    if a.method == "spearman":
+        c1_crit, c2_crit, c3_crit = (c.replace(" r ", " Spearman ρ ").replace(" r_", " ρ_").replace("median r", "median ρ")
+                                     for c in (c1_crit, c2_crit, c3_crit))
     return [
         judge("C1", "Most units are highly correlated from one site to the next (Fig. 1D), although the "
               "residual stream has no privileged basis.", c1_crit, m, mr.estimate,
@@ -603,16 +704,12 @@ def verdicts(run, chapter: str = "", analysis: Continuity | None = None, high_r:
               detail=f"{a.frac_above_null:.1%} of (pair, unit) values exceed the null's 99.9th percentile",
               chapter=chapter),
         judge("C2", "Adjacent-site correlation rises with depth for most units (Fig. 1C).",
-              "share of units whose r has a positive Spearman correlation with depth: agrees if its 95 % CI "
-              "lies above 0.5; partly if the share is above 0.5 but the CI reaches 0.5",
-              m, fr.estimate, agrees=fr.lo > 0.5, partly=fr.estimate > 0.5,
+              c2_crit, m, fr.estimate, agrees=fr.lo > 0.5, partly=fr.estimate > 0.5,
               uncertainty=f"{boot} [{fr.lo:.3f}, {fr.hi:.3f}]; no-trend null 0.5",
               detail=f"median Spearman over units {np.nanmedian(a.trend):+.2f}", chapter=chapter),
         judge("C3", "Correlation is higher within a layer (pre-Attn l → pre-MLP l) than across layers "
               "(pre-MLP l → pre-Attn l+1): the MLP writes bigger changes than attention.",
-              "per unit, median over layers of r_within − r_across; median over units: agrees if its 95 % CI "
-              "lies above 0; disagrees if it lies below 0; partly otherwise",
-              m, md.estimate, agrees=md.lo > 0, partly=md.hi >= 0,
+              c3_crit, m, md.estimate, agrees=md.lo > 0, partly=md.hi >= 0,
               uncertainty=f"{boot} [{md.lo:+.4f}, {md.hi:+.4f}]; Wilcoxon over units p = {a.wilcoxon_p:.2g}",
               detail=f"{a.frac_within_higher:.1%} of units have r_within > r_across", chapter=chapter),
         judge("C1 (random basis)", "Beyond the paper: C1 repeated on the directions of one random orthonormal "

@@ -450,7 +450,7 @@ _RISE = ("the Spearman ρ of the sample-mean curve with depth and the late-third
 def verdicts(run, chapter: str = "", n_boot: int = 1000, seed: int = 0,
              taus: Sequence[float] = DEFAULT_TAUS, trim: float = DEFAULT_TRIM,
              density: dict[str, np.ndarray] | None = None, skip_sites: int = 0,
-             min_ratio: float | None = MIN_VELOCITY_RATIO) -> list[Verdict]:
+             min_ratio: float | None = MIN_VELOCITY_RATIO, skip_last_sites: int = 0) -> list[Verdict]:
     """Claims C4 (density), C5 (cosine) and C6 (velocity) for one run.
 
     Parameters
@@ -469,6 +469,9 @@ def verdicts(run, chapter: str = "", n_boot: int = 1000, seed: int = 0,
     min_ratio : float or None, default :data:`MIN_VELOCITY_RATIO`
         C6's effect-size floor on late / early velocity (None: no floor, the criterion
         before the robustness page).
+    skip_last_sites : int, default 0
+        Leave out the last ``skip_last_sites`` sites (an even number: whole layers); 2 drops
+        the last layer, whose output feeds the final norm and the unembedding.
 
     Returns
     -------
@@ -478,18 +481,22 @@ def verdicts(run, chapter: str = "", n_boot: int = 1000, seed: int = 0,
     Raises
     ------
     ValueError
-        ``skip_sites`` odd, negative, or leaving fewer than 6 sites.
+        ``skip_sites`` or ``skip_last_sites`` odd, negative, or leaving fewer than 6 sites.
     """
     acts = _as_acts(run.acts)
     check_run_size(acts, MIN_SAMPLES, MIN_LAYERS, _ANALYSIS)
     if skip_sites % 2 or skip_sites < 0 or acts.shape[1] - skip_sites < 6:
         raise ValueError(f"skip_sites must be an even number >= 0 that leaves at least 6 of the {acts.shape[1]} "
                          f"sites, got {skip_sites}")
-    acts = acts[:, skip_sites:]
+    if skip_last_sites % 2 or skip_last_sites < 0 or acts.shape[1] - skip_sites - skip_last_sites < 6:
+        raise ValueError(f"skip_last_sites must be an even number >= 0 that leaves (with skip_sites={skip_sites}) at "
+                         f"least 6 of the {acts.shape[1]} sites, got {skip_last_sites}")
+    keep = slice(skip_sites, acts.shape[1] - skip_last_sites)
+    acts = acts[:, keep]
     out = []
 
     # C4: primary index = trimmed Hoyer; the claim must hold for every index family to agree.
-    dens = ({k: v[:, skip_sites:] for k, v in density.items()} if density is not None
+    dens = ({k: v[:, keep] for k, v in density.items()} if density is not None
             else density_indices(acts, taus, trim))
     rises = {k: _rise(k, v, n_boot, seed) for k, v in dens.items()}
     primary = rises["Hoyer, trimmed"]

@@ -39,7 +39,7 @@ after). :func:`mi_profile` and :func:`verdicts` refuse smaller runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -54,6 +54,7 @@ __all__ = [
     "MIN_SAMPLES",
     "MIN_LAYERS",
     "N_UNITS",
+    "ESTIMATORS",
     "successive",
     "pick_units",
     "same_input_groups",
@@ -593,8 +594,14 @@ def mi_profile(acts: np.ndarray, n_units: int = N_UNITS, seed: int = 0, k: int =
     return MIProfile(units=units, mi=mi, null=null, r=pearson(x, y), k=k, bins=bins)
 
 
+#: Names of :class:`MIProfile`'s estimators, as :func:`verdicts` takes them.
+ESTIMATORS = ("knn", "binned", "gaussian", "copula")
+_EST_NAME = {"knn": "kNN", "binned": "binned", "gaussian": "Gaussian", "copula": "copula"}
+
+
 def verdicts(run, chapter: str = "", profile: MIProfile | None = None, n_units: int = N_UNITS, seed: int = 0,
-             k: int = 3, bins: int = 10, early_frac: float = 0.25, n_boot: int = 1000) -> list[Verdict]:
+             k: int = 3, bins: int = 10, early_frac: float = 0.25, n_boot: int = 1000,
+             estimators: Sequence[str] = ("knn", "binned")) -> list[Verdict]:
     """Claim C8 for one run.
 
     Parameters
@@ -605,6 +612,11 @@ def verdicts(run, chapter: str = "", profile: MIProfile | None = None, n_units: 
         Reuse one computed by :func:`mi_profile` on ``run.acts`` (else it is computed).
     n_units, seed, k, bins : see :func:`mi_profile`
     early_frac, n_boot : see :func:`dip_and_recovery`
+    estimators : pair of str, default ("knn", "binned")
+        The two estimators (of :data:`ESTIMATORS`) whose curves must both drop and climb back;
+        the first gives the verdict's value. The robustness page also tries
+        ``("copula", "gaussian")``: the Gaussian-copula estimate and the Gaussian one from
+        Pearson's r (both computed by :func:`mi_profile` already).
 
     Returns
     -------
@@ -612,7 +624,12 @@ def verdicts(run, chapter: str = "", profile: MIProfile | None = None, n_units: 
         ``[C8]``.
     """
     check_run_size(check_acts(run.acts), MIN_SAMPLES, MIN_LAYERS, _ANALYSIS)
+    estimators = tuple(estimators)
+    if len(estimators) != 2 or len(set(estimators)) != 2 or not set(estimators) <= set(ESTIMATORS):
+        raise ValueError(f"estimators must be two different names of {ESTIMATORS}, got {estimators}")
     p = profile if profile is not None else mi_profile(run.acts, n_units=n_units, seed=seed, k=k, bins=bins)
+    if estimators != ("knn", "binned"):
+        return [_c8_with(run, chapter, p, estimators, early_frac, n_boot, seed)]
     dips = {name: dip_and_recovery(p.mi[name].T, early_frac=early_frac, n_boot=n_boot, seed=seed)
             for name in ("knn", "binned")}
     parts = [(name, part, ok) for name, d in dips.items() for part, ok in (("drop", d.drops), ("climb", d.climbs))]
@@ -644,6 +661,32 @@ def verdicts(run, chapter: str = "", profile: MIProfile | None = None, n_units: 
                f"[{b.rho_after.lo:.2f}, {b.rho_after.hi:.2f}]. "
                f"Parts that hold: {', '.join(f'{n} {q}' for n, q, ok in parts if ok) or 'none'}.",
         chapter=chapter)]
+
+
+def _c8_with(run, chapter: str, p: MIProfile, estimators: tuple[str, str], early_frac: float, n_boot: int,
+             seed: int) -> Verdict:
+    """C8 judged on two other estimators (the criterion of :func:`verdicts`, other curves)."""
+    dips = {name: dip_and_recovery(p.mi[name].T, early_frac=early_frac, n_boot=n_boot, seed=seed)
+            for name in estimators}
+    parts = [(name, part, ok) for name, d in dips.items() for part, ok in (("drop", d.drops), ("climb", d.climbs))]
+    n_ok = sum(ok for *_, ok in parts)
+    first, second = (dips[e] for e in estimators)
+    names = [_EST_NAME[e] for e in estimators]
+    return judge(
+        "C8", "MI between successive sites drops sharply over the first few layers, then slowly climbs back.",
+        f"per-unit MI(h_l^u; h_l+1^u) over samples, averaged over {p.units.size} seeded random units, at each "
+        f"of the {first.curve.size} site steps; 95 % bootstrap intervals resample units. 'Drops sharply': within "
+        f"the first {first.early} steps the curve falls to half its earlier high or less (lower bound of the "
+        f"relative drop >= {DipRecovery.SHARP}); 'climbs back': the mean of the last {first.early} steps exceeds "
+        f"that minimum and the Spearman ρ of the curve with depth after step {first.early} is above 0 (both lower "
+        f"bounds > 0). Agrees: both parts for the {names[0]} and the {names[1]} estimators; disagrees: no part for "
+        "either; partly otherwise",
+        run.label, first.rel_drop.estimate, agrees=n_ok == 4, partly=n_ok > 0,
+        uncertainty=(f"{names[0]} relative drop {first.rel_drop}; climb {first.climb} nats; ρ after "
+                     f"{first.rho_after}. {names[1]}: relative drop {second.rel_drop}; climb {second.climb} nats"),
+        detail=(f"value = the {names[0]} relative drop. Parts that hold: "
+                f"{', '.join(f'{n} {q}' for n, q, ok in parts if ok) or 'none'}."),
+        chapter=chapter)
 
 
 # --------------------------------------------------------------------------- exercise checks

@@ -628,6 +628,7 @@ def train_autoencoder(
     seed: int = 0,
     device: str = "cpu",
     num_threads: int | None = 1,
+    order_seed: int | None = None,
 ) -> AutoencoderFit:
     """Train the compressing autoencoder on pooled, standardised site vectors.
 
@@ -654,6 +655,8 @@ def train_autoencoder(
         across samples counts equally in the loss (by default, late sites, which spread
         more, dominate).
     seed : int
+        Seeds the train / held-out split, the initial weights and (unless ``order_seed`` is
+        given) the order of the minibatches.
     device : str
         torch device ("cpu"; "cuda" for a large model on Colab).
     num_threads : int or None
@@ -661,6 +664,10 @@ def train_autoencoder(
         result independent of the machine's core count, and for a network this small is
         faster than several threads (which spend their time synchronising, badly so on a
         busy machine). None leaves torch's setting alone.
+    order_seed : int or None
+        Seeds the order in which the training rows are drawn into minibatches alone (same
+        split, same initial weights): the resampling that the autoencoder's fit is least
+        expected to depend on. None (default): ``seed``.
 
     Returns
     -------
@@ -695,17 +702,18 @@ def train_autoencoder(
         torch.set_num_threads(int(num_threads))
     try:
         return _train(torch, z, mean, scale, spread, site_w, train_idx, test_idx, latent_dim, hidden, epochs,
-                      batch_size, lr, train_frac, balance_sites, seed, device, num_threads)
+                      batch_size, lr, train_frac, balance_sites, seed, device, num_threads,
+                      seed if order_seed is None else int(order_seed))
     finally:
         torch.set_num_threads(threads_before)
 
 
 def _train(torch, z, mean, scale, spread, site_w, train_idx, test_idx, latent_dim, hidden, epochs, batch_size,
-           lr, train_frac, balance_sites, seed, device, num_threads) -> AutoencoderFit:
+           lr, train_frac, balance_sites, seed, device, num_threads, order_seed) -> AutoencoderFit:
     n, s, d = z.shape
     n_train = len(train_idx)
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(order_seed)
     model = build_autoencoder(d, latent_dim, hidden).to(device)
     x_train = torch.from_numpy(z[train_idx].reshape(-1, d)).to(device)
     w_train = torch.from_numpy(np.tile(site_w, n_train).astype(np.float32)).to(device)
@@ -746,7 +754,7 @@ def _train(torch, z, mean, scale, spread, site_w, train_idx, test_idx, latent_di
     config = dict(latent_dim=latent_dim, hidden=tuple(hidden), activation="GELU", epochs=epochs,
                   batch_size=batch_size, lr=lr, optimizer="Adam, one-cycle schedule",
                   train_frac=train_frac, balance_sites=balance_sites, seed=seed, device=device,
-                  num_threads=num_threads, n_train_rows=n_rows)
+                  num_threads=num_threads, n_train_rows=n_rows, order_seed=order_seed)
     return AutoencoderFit(latent=lat.cpu().numpy().reshape(n, s, latent_dim).astype(np.float64),
                           sq_error=sq.cpu().numpy().reshape(n, s).astype(np.float64), spread=spread,
                           train_idx=train_idx, test_idx=test_idx, loss=losses, mean=mean, scale=scale,
@@ -797,28 +805,35 @@ def site_nmse(
     return nmse, boot
 
 
-def thirds(n_sites: int) -> tuple[slice, slice]:
+def thirds(n_sites: int, frac: float = 1 / 3) -> tuple[slice, slice]:
     """The early and late thirds of the site axis: ``(slice(0, t), slice(n_sites - t, n_sites))``
-    with ``t = n_sites // 3`` (20 of 60 sites for SmolLM2, 21 of 64 for Llama 3.1 8B)."""
+    with ``t = n_sites // 3`` (20 of 60 sites for SmolLM2, 21 of 64 for Llama 3.1 8B).
+
+    ``frac`` (default 1/3) takes another share of the sites at each end instead: ``t =
+    int(n_sites · frac)`` (``frac=1/4``: quarters, 15 of 60 sites), at least 1."""
+    if not 0 < frac <= 0.5:
+        raise ValueError(f"frac must lie in (0, 0.5], got {frac}")
     if n_sites < 3:
         raise ValueError(f"need at least 3 sites to split into thirds, got {n_sites}")
-    t = n_sites // 3
+    t = n_sites // 3 if frac == 1 / 3 else max(1, int(n_sites * frac + 1e-9))
     return slice(0, t), slice(n_sites - t, n_sites)
 
 
-def early_minus_late(values: np.ndarray) -> np.ndarray:
+def early_minus_late(values: np.ndarray, frac: float = 1 / 3) -> np.ndarray:
     """Mean over the early third of sites minus the mean over the late third.
 
     Parameters
     ----------
     values : ndarray of shape (..., n_sites)
+    frac : float in (0, 0.5], default 1/3
+        The share of the sites at each end (:func:`thirds`).
 
     Returns
     -------
     ndarray of shape (...)
     """
     values = check_array(values, "values", min_ndim=1).astype(np.float64, copy=False)
-    early, late = thirds(values.shape[-1])
+    early, late = thirds(values.shape[-1], frac)
     return values[..., early].mean(-1) - values[..., late].mean(-1)
 
 
@@ -1045,8 +1060,17 @@ def _ci(boot: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     return float(np.quantile(boot, a)), float(np.quantile(boot, 1 - a))
 
 
+#: What C11's path and C12's reconstruction are read from (:func:`verdicts`' ``latent`` and
+#: ``reconstruction``): the chapter's 2-D autoencoder, or the first two PCs of the pooled PCA.
+CODES = ("autoencoder", "pca")
+
+_PARTS = {1 / 3: "third", 1 / 4: "quarter", 1 / 5: "fifth", 1 / 2: "half"}
+
+
 def verdicts(run, chapter: str = "06_low_dimensional", result: LowDim | None = None,
-             n_boot: int = 1000, seed: int = 0) -> list[Verdict]:
+             n_boot: int = 1000, seed: int = 0, bend_threshold: float = BEND_THRESHOLD,
+             latent: str = "autoencoder", reconstruction: str = "autoencoder", part: float = 1 / 3,
+             n_frac: float | None = None) -> list[Verdict]:
     """The chapter's verdicts on C11 and C12 for one run.
 
     Parameters
@@ -1058,6 +1082,18 @@ def verdicts(run, chapter: str = "06_low_dimensional", result: LowDim | None = N
         A result of :func:`analyse` for this run (computed here if absent: it trains the
         autoencoder).
     n_boot, seed : as for :func:`analyse`
+    bend_threshold : float > 0, default :data:`BEND_THRESHOLD`
+        C11: how far (share of the chord) the path must bow to count as curved.
+    latent : {"autoencoder", "pca"}, default "autoencoder"
+        C11: the mean path in the autoencoder's latent plane, or in the plane of the first two
+        PCs of the pooled PCA (a linear 2-D code: is the curve the autoencoder's doing?).
+    reconstruction : {"autoencoder", "pca"}, default "autoencoder"
+        C12 (error): reconstruct from the autoencoder's 2-D latent, or from the first two PCs.
+    part : float in (0, 0.5], default 1/3
+        C12 (both readings): the share of the sites at each end compared (:func:`thirds`;
+        1/4 compares quarters).
+    n_frac : float in (0, 1] or None
+        C12 (dimension): the variance share for the PC count (None: the spectra's own, 0.9).
 
     Returns
     -------
@@ -1080,58 +1116,84 @@ def verdicts(run, chapter: str = "06_low_dimensional", result: LowDim | None = N
       the per-site standardised spectra; partly if that holds in one of the two.
     """
     check_run_size(_check_acts(run.acts, "run.acts"), MIN_SAMPLES, MIN_LAYERS, _ANALYSIS)
+    if not bend_threshold > 0:
+        raise ValueError(f"bend_threshold must be positive, got {bend_threshold}")
+    for name, value in (("latent", latent), ("reconstruction", reconstruction)):
+        if value not in CODES:
+            raise ValueError(f"{name} must be one of {CODES}, got {value!r}")
+    if not 0 < part <= 0.5:
+        raise ValueError(f"part must lie in (0, 0.5], got {part}")
+    if n_frac is not None and not 0 < n_frac <= 1:
+        raise ValueError(f"n_frac must lie in (0, 1], got {n_frac}")
     res = result if result is not None else analyse(run, n_boot=n_boot, seed=seed)
     label = run.label
     out: list[Verdict] = []
+    part_name = _PARTS.get(part, f"{part:.0%}")
 
     # C11: curved latent path
-    bend = float(bend_ratio(res.latent_mean))
-    bend_lo, bend_hi = _ci(bend_ratio(res.latent_mean_boot))
-    plr = float(path_length_ratio(res.latent_mean))
-    null = site_shuffle_null(res.latent_mean, path_length_ratio, n_perm=1000, seed=seed)
+    if latent == "autoencoder":
+        path, path_boot, where = res.latent_mean, res.latent_mean_boot, "mean latent path"
+    else:
+        held = res.pca.scores[res.ae.test_idx][..., :2]
+        path, path_boot = held.mean(0), mean_trajectory_bootstrap(held, n_boot, seed)
+        where = "mean path in the plane of PC1 and PC2 (instead of the autoencoder's latent)"
+    bend = float(bend_ratio(path))
+    bend_lo, bend_hi = _ci(bend_ratio(path_boot))
+    plr = float(path_length_ratio(path))
+    null = site_shuffle_null(path, path_length_ratio, n_perm=1000, seed=seed)
     p_order = stats.permutation_pvalue(plr, null, alternative="less")
     ordered = p_order < 0.05
     out.append(judge(
         "C11", "A 2-D compressing autoencoder gives a curved latent trajectory over depth.",
-        f"mean latent path (held-out samples) bows from its chord by > {BEND_THRESHOLD:g} of the chord "
+        f"{where} (held-out samples) bows from its chord by > {bend_threshold:g} of the chord "
         "(bootstrap 95 % lower bound) and is ordered by depth (length/chord below a site-shuffle null, p < 0.05)",
-        label, bend, agrees=bend_lo > BEND_THRESHOLD and ordered, partly=bend > BEND_THRESHOLD,
+        label, bend, agrees=bend_lo > bend_threshold and ordered, partly=bend > bend_threshold,
         uncertainty=(f"bend 95 % CI [{bend_lo:.3g}, {bend_hi:.3g}] (bootstrap over samples); length/chord "
                      f"{plr:.3g} vs shuffled sites median {np.median(null):.3g}, p = {p_order:.3g}"),
         detail="value = largest distance of the mean latent path from its chord / chord length "
                "(0 straight, 0.5 half circle)", chapter=chapter))
 
     # C12: reconstruction error early vs late
-    diff = float(early_minus_late(res.ae_nmse))
-    d_lo, d_hi = _ci(early_minus_late(res.ae_nmse_boot))
-    early, late = thirds(len(res.ae_nmse))
+    if reconstruction == "autoencoder":
+        nmse, nmse_boot, code = res.ae_nmse, res.ae_nmse_boot, "the 2-D autoencoder"
+    else:
+        nmse, nmse_boot = site_nmse(res.pca.sq_error(run.acts, k=2), res.ae.spread, res.ae.test_idx, n_boot=n_boot,
+                                    seed=seed)
+        code = "the first 2 PCs (instead of the autoencoder)"
+    diff = float(early_minus_late(nmse, part))
+    d_lo, d_hi = _ci(early_minus_late(nmse_boot, part))
+    early, late = thirds(len(nmse), part)
     out.append(judge(
         "C12", "Early layers are harder to reconstruct from the autoencoder's 2-D latent.",
-        "held-out NMSE of the 2-D autoencoder, mean over the early third of sites minus the late third, "
+        f"held-out NMSE of {code}, mean over the early {part_name} of sites minus the late {part_name}, "
         "bootstrap 95 % CI above 0",
         label, diff, agrees=d_lo > 0, partly=diff > 0,
         uncertainty=f"95 % CI [{d_lo:.3g}, {d_hi:.3g}] (bootstrap over held-out samples)",
-        detail=(f"NMSE early third {np.mean(res.ae_nmse[early]):.3g}, late third {np.mean(res.ae_nmse[late]):.3g} "
-                f"(1 = no better than the site mean); medians over sites: early {np.median(res.ae_nmse[early]):.3g}, "
-                f"late {np.median(res.ae_nmse[late]):.3g}"), chapter=chapter))
+        detail=(f"NMSE early {part_name} {np.mean(nmse[early]):.3g}, late {part_name} {np.mean(nmse[late]):.3g} "
+                f"(1 = no better than the site mean); medians over sites: early {np.median(nmse[early]):.3g}, "
+                f"late {np.median(nmse[late]):.3g}"), chapter=chapter))
 
     # C12: late sites lower-dimensional
     passes, parts = [], []
+    share = res.raw.frac if n_frac is None else n_frac
+    n_name = f"n{100 * share:g}"
     for name, sp in (("raw", res.raw), ("standardised", res.std)):
-        d_pr = float(early_minus_late(sp.pr))
-        lo, hi = (float(v) for v in se_interval(d_pr, early_minus_late(sp.pr_boot)))
-        d_n90 = float(early_minus_late(sp.n90))
-        passes.append(lo > 0 and d_n90 > 0)
+        d_pr = float(early_minus_late(sp.pr, part))
+        lo, hi = (float(v) for v in se_interval(d_pr, early_minus_late(sp.pr_boot, part)))
+        counts = sp.n90 if share == sp.frac else n_components_for(sp.eigvals, share)
+        d_n = float(early_minus_late(counts, part))
+        passes.append(lo > 0 and d_n > 0)
         parts.append(f"{name}: PR early − late {d_pr:.3g} [95 % CI {lo:.3g}, {hi:.3g}], "
-                     f"n90 early − late {d_n90:.3g}")
-    value = float(early_minus_late(res.raw.pr))
+                     f"{n_name} early − late {d_n:.3g}")
+    value = float(early_minus_late(res.raw.pr, part))
     out.append(judge(
         "C12", "Later layers become lower-dimensional.",
-        "late third of sites has a lower participation ratio (95 % CI of early − late above 0, block-bootstrap SE) "
-        "and fewer PCs for 90 % of variance, in both raw and per-site standardised spectra",
+        f"late {part_name} of sites has a lower participation ratio (95 % CI of early − late above 0, block-bootstrap "
+        f"SE) and fewer PCs for {100 * share:g} % of variance, in both raw and per-site standardised spectra",
         label, value, agrees=all(passes), partly=any(passes),
         uncertainty="; ".join(parts),
-        detail="value = raw participation ratio, early-third mean minus late-third mean (> 0: late is lower-dimensional)",
+        detail=f"value = raw participation ratio, early-{part_name} mean minus late-{part_name} mean (> 0: late is "
+               "lower-dimensional)",
         chapter=chapter))
     return out
 

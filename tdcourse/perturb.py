@@ -1042,17 +1042,23 @@ def _boot_stat(values: np.ndarray, stat, n_boot: int, rng) -> np.ndarray:
     return stat(values[idx])
 
 
-def _early_late(flows: Flows) -> tuple[list[int], list[int]]:
+def _early_late(flows: Flows, late: Sequence[int] = (23, 31)) -> tuple[list[int], list[int]]:
     pl = list(flows.paper_layers)
-    missing = [p for p in (0, 7, 23, 31) if p not in pl]
+    missing = [p for p in (0, 7, *late) if p not in pl]
     if missing:
-        raise ValueError(f"C13 compares the paper's layers 0, 7 with 23, 31; these flows lack paper layers {missing} "
-                         "(a model needs at least 4 layers for the four to map to distinct layers)")
-    return [pl.index(0), pl.index(7)], [pl.index(23), pl.index(31)]
+        raise ValueError(f"C13 compares the paper's layers 0, 7 with {', '.join(map(str, late))}; these flows lack "
+                         f"paper layers {missing} (a model needs at least 4 layers for the four to map to distinct "
+                         "layers)")
+    return [pl.index(0), pl.index(7)], [pl.index(p) for p in late]
+
+
+#: Spaces :func:`verdicts` can read each C13 reading in (see :meth:`Flows.ratio`, :meth:`Flows.inward`).
+SPACES = ("full", "pca")
 
 
 def verdicts(run: Activations, chapter: str = "", flows: Flows | None = None, k: int = 1,
-             n_boot: int = 2000, seed: int = 0, min_pull: float = 0.0, **kwargs) -> list[Verdict]:
+             n_boot: int = 2000, seed: int = 0, min_pull: float = 0.0, ratio_space: str = "full",
+             arrow_space: str = "pca", late: Sequence[int] = (23, 31), **kwargs) -> list[Verdict]:
     """C13 on one model: the two readings of "states flow back toward the unperturbed trajectory".
 
     Parameters
@@ -1068,6 +1074,13 @@ def verdicts(run: Activations, chapter: str = "", flows: Flows | None = None, k:
     min_pull : float in [0, 1), default 0
         Inward arrows: count an arrow only if it shrinks by at least this share (see
         :meth:`Flows.inward`); 0 counts any shrink (the robustness page also tries 0.05).
+    ratio_space : {"full", "pca"}, default "full"
+        The contraction ratio's distances: in the full residual space, or in the PCA plane.
+    arrow_space : {"pca", "full"}, default "pca"
+        The inward arrows: in the PCA plane (the flow field drawn), or in the full space.
+    late : sequence of int, default (23, 31)
+        The paper's layers read as "late" (``(23,)`` leaves out the last layer, whose output
+        goes to the final norm and the unembedding).
     **kwargs
         Passed to :func:`flow_fields` when ``flows`` is None.
 
@@ -1085,16 +1098,35 @@ def verdicts(run: Activations, chapter: str = "", flows: Flows | None = None, k:
         flows = flow_fields(run, **kwargs)
     if flows.label != run.label:
         raise ValueError(f"flows were computed on {flows.label!r}, not on this run ({run.label!r})")
-    early, late = _early_late(flows)
+    for name, value in (("ratio_space", ratio_space), ("arrow_space", arrow_space)):
+        if value not in SPACES:
+            raise ValueError(f"{name} must be one of {SPACES}, got {value!r}")
+    late_paper = tuple(int(p) for p in late)
+    if not late_paper or any(p <= 7 for p in late_paper):
+        raise ValueError(f"late must name paper layers after 7 (e.g. (23, 31)), got {late!r}")
+    early, late = _early_late(flows, late_paper)
     lay = flows.layers
+    ratio_crit, arrows_crit = C13_RATIO_CRITERION, C13_ARROWS_CRITERION
+    if late_paper != (23, 31):
+        names = " and ".join(map(str, late_paper))
+        ratio_crit = ratio_crit.replace("(paper's 23 and 31)", f"(paper's {names})")
+        arrows_crit = arrows_crit.replace("(paper's 23 and 31)", f"(paper's {names})")
+    if ratio_space == "pca":
+        ratio_crit = ratio_crit.replace("mean full-space distance", "mean distance in the PCA plane")
+    if arrow_space == "full":
+        arrows_crit = arrows_crit.replace("displacement in the PCA plane", "displacement in the full space")
+    if min_pull:
+        arrows_crit = arrows_crit.replace("(kept fraction < 1)",
+                                          f"by at least {min_pull:.0%} (kept fraction < {1 - min_pull:g})")
     rng = np.random.default_rng(seed)
     setting = (f"k = {k}, grid {flows.n_grid}×{flows.n_grid} over ±{flows.extent:g} SD ({flows.mode}), "
                f"seed prompt {flows.prompt!r}, layers {'/'.join(map(str, lay))} for the paper's "
                f"{'/'.join(map(str, flows.paper_layers))}.")
 
     # contraction ratio, full space
-    r = {j: flows.ratio(j, k, n_boot=n_boot, seed=seed) for j in early + late}
-    boots = {j: _boot_stat(flows.after(flows.dist, j), lambda d: _ratio_of_means(d, k), n_boot, rng) for j in early + late}
+    r = {j: flows.ratio(j, k, ratio_space, n_boot=n_boot, seed=seed) for j in early + late}
+    dist = flows.dist if ratio_space == "full" else flows.dist_pc
+    boots = {j: _boot_stat(flows.after(dist, j), lambda d: _ratio_of_means(d, k), n_boot, rng) for j in early + late}
     diff = np.mean([boots[j] for j in late], 0) - np.mean([boots[j] for j in early], 0)
     e_r = float(np.mean([r[j].estimate for j in early]))
     l_r = float(np.mean([r[j].estimate for j in late]))
@@ -1103,21 +1135,22 @@ def verdicts(run: Activations, chapter: str = "", flows: Flows | None = None, k:
     weaker = lo > 0
     rand = {j: flows.ratio(j, k, space="random", n_boot=n_boot, seed=seed).estimate for j in early + late}
     v_ratio = judge(
-        "C13", _PAPER_C13, C13_RATIO_CRITERION, run.label, e_r, agrees=contracts and weaker, partly=contracts or weaker,
-        uncertainty=(f"r at layer {lay[early[0]]}: {r[early[0]]}; layer {lay[early[1]]}: {r[early[1]]}; layer "
-                     f"{lay[late[0]]}: {r[late[0]]}; layer {lay[late[1]]}: {r[late[1]]}; late − early "
-                     f"{l_r - e_r:.3g} [95 % CI {lo:.3g}, {hi:.3g}]"),
-        detail=("Contraction ratio (full space). Same-norm random directions: r = "
+        "C13", _PAPER_C13, ratio_crit, run.label, e_r, agrees=contracts and weaker, partly=contracts or weaker,
+        uncertainty=("r at " + "; ".join(f"layer {lay[j]}: {r[j]}" for j in early + late)
+                     + f"; late − early {l_r - e_r:.3g} [95 % CI {lo:.3g}, {hi:.3g}]"),
+        detail=(f"Contraction ratio ({'full space' if ratio_space == 'full' else 'PCA plane'}). Same-norm random "
+                "directions: r = "
                 + ", ".join(f"{rand[j]:.3g} (layer {lay[j]})" for j in early + late) + ". " + setting),
         chapter=chapter)
 
-    # inward arrows, PCA plane
-    f = {j: flows.inward(j, k, space="pca", min_pull=min_pull) for j in early + late}
+    # inward arrows, PCA plane (by default)
+    f = {j: flows.inward(j, k, space=arrow_space, min_pull=min_pull) for j in early + late}
 
     def frac(x):
         return np.mean(x < 1 - min_pull, axis=-1)
 
-    boots = {j: _boot_stat(flows.after(flows.kept_pc, j)[:, k], frac, n_boot, rng) for j in early + late}
+    kept = flows.kept_pc if arrow_space == "pca" else flows.kept
+    boots = {j: _boot_stat(flows.after(kept, j)[:, k], frac, n_boot, rng) for j in early + late}
     diff = np.mean([boots[j] for j in early], 0) - np.mean([boots[j] for j in late], 0)
     e_f = float(np.mean([f[j].estimate for j in early]))
     l_f = float(np.mean([f[j].estimate for j in late]))
@@ -1126,13 +1159,11 @@ def verdicts(run: Activations, chapter: str = "", flows: Flows | None = None, k:
     weaker = lo > 0
     pull = {j: 1 - float(np.nanmean(flows.after(flows.kept, j)[:, k])) for j in early + late}
     v_arrows = judge(
-        "C13", _PAPER_C13, C13_ARROWS_CRITERION if not min_pull else C13_ARROWS_CRITERION.replace(
-            "(kept fraction < 1)", f"by at least {min_pull:.0%} (kept fraction < {1 - min_pull:g})"),
-        run.label, e_f, agrees=inward and weaker, partly=inward or weaker,
-        uncertainty=(f"inward fraction at layer {lay[early[0]]}: {f[early[0]]}; layer {lay[early[1]]}: {f[early[1]]}; "
-                     f"layer {lay[late[0]]}: {f[late[0]]}; layer {lay[late[1]]}: {f[late[1]]}; early − late "
-                     f"{e_f - l_f:.3g} [95 % CI {lo:.3g}, {hi:.3g}]"),
-        detail=("Inward arrows (PCA plane). Mean pull along the displacement in the full space (1 − kept fraction): "
+        "C13", _PAPER_C13, arrows_crit, run.label, e_f, agrees=inward and weaker, partly=inward or weaker,
+        uncertainty=("inward fraction at " + "; ".join(f"layer {lay[j]}: {f[j]}" for j in early + late)
+                     + f"; early − late {e_f - l_f:.3g} [95 % CI {lo:.3g}, {hi:.3g}]"),
+        detail=(f"Inward arrows ({'PCA plane' if arrow_space == 'pca' else 'full space'}). Mean pull along the "
+                "displacement in the full space (1 − kept fraction): "
                 + ", ".join(f"{pull[j]:.3g} (layer {lay[j]})" for j in early + late) + ". " + setting),
         chapter=chapter)
     return [v_ratio, v_arrows]

@@ -28,25 +28,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Sequence
 
+from . import robustness
 from .capture import Activations, load_activations
+from .registry import CHAPTERS, CLAIMS, LLAMA, SYMBOL as _SYMBOL, row_names
 from .verdicts import Verdict, load_all
 
 __all__ = ["CHAPTERS", "CLAIMS", "LLAMA", "VALUE_MEANING", "collect", "llama_verdicts", "to_markdown", "tally",
            "findings_markdown", "write", "default_runs"]
 
-#: chapter notebook -> (library module holding its ``verdicts``, the claims it tests)
-CHAPTERS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "01_residual_stream": ("stationarity", ("C7",)),
-    "02_continuity": ("continuity", ("C1", "C2", "C3")),
-    "03_growth": ("geometry", ("C4", "C5", "C6")),
-    "04_information": ("information", ("C8",)),
-    "05_rotations": ("rotations", ("C9", "C10")),
-    "06_low_dimensional": ("lowdim", ("C11", "C12")),
-    "07_teleport": ("perturb", ("C13",)),
-}
-CLAIMS = tuple(f"C{i}" for i in range(1, 14))
-LLAMA = "meta-llama/Llama-3.1-8B"
-_SYMBOL = {"agrees": "**agrees**", "partly": "*partly*", "disagrees": "**disagrees** ✗", "not run": "not run here"}
+# CHAPTERS, CLAIMS and LLAMA live in tdcourse.registry (shared with tdcourse.robustness, which must
+# not import this module); they are re-exported here under their old names.
 
 
 def _verdict_fn(module: str) -> Callable[..., list[Verdict]]:
@@ -95,10 +86,7 @@ FRAGILE = "⚠ fragile"
 
 
 def _reading_rows(claim: str, count: int) -> list[str]:
-    from .robustness import READINGS
-
-    names = READINGS.get(claim, ())
-    return [f"{claim} ({names[i]})" if i < len(names) else claim for i in range(count)]
+    return row_names(claim, count)
 
 
 def _cell(vs: list[Verdict], chapter: str, fragile: Sequence[bool] = ()) -> str:
@@ -127,9 +115,10 @@ def to_markdown(verdicts: Sequence[Verdict], columns: Sequence[str], robust: dic
     columns : sequence of str
         Model labels, one column each.
     robust : dict or None
-        :func:`tdcourse.robustness.summarise` of the specifications: adds the robustness column
-        (per run, how many specifications give the cell's outcome) and marks a cell
-        ``⚠ fragile`` where its outcome is not a strict majority.
+        :func:`tdcourse.robustness.summarise` of the specifications: marks ``⚠ fragile`` the
+        cells that an alternative definition or data axis flips (exactly the cells of
+        :func:`tdcourse.robustness.marks`), and adds the robustness column: per run, which
+        alternatives flip the outcome, which seeds do, and the threshold it hangs on.
     kinds : dict or None
         Model label -> run kind (``"trained"``, ``"4-bit"``, ``"control"``) for ``robust``.
 
@@ -140,6 +129,7 @@ def to_markdown(verdicts: Sequence[Verdict], columns: Sequence[str], robust: dic
     """
     robust = robust or {}
     kinds = kinds or {}
+    marked = {(row, col) for row, col, _ in robustness.marks(verdicts, columns, robust, kinds)}
     head = "| claim | the paper says | " + " | ".join(columns) + " |" + (" robustness |" if robust else "")
     rule = "|" + "---|" * (2 + len(columns) + bool(robust))
     rows = [head, rule]
@@ -150,8 +140,7 @@ def to_markdown(verdicts: Sequence[Verdict], columns: Sequence[str], robust: dic
         cells = []
         for col in columns:
             vs = [v for v in these if v.model == col]
-            names = _reading_rows(claim, len(vs))
-            flags = [bool(robust.get((n, kinds.get(col))) and robust[(n, kinds.get(col))].fragile) for n in names]
+            flags = [(n, col) in marked for n in _reading_rows(claim, len(vs))]
             cells.append(_cell(vs, chapter, flags))
         line = f"| **{claim}** | {paper.replace('|', '/')} | " + " | ".join(cells) + " |"
         if robust:
@@ -161,24 +150,31 @@ def to_markdown(verdicts: Sequence[Verdict], columns: Sequence[str], robust: dic
     rows += ["", f"**The number in parentheses** is the value the verdict rests on ({meaning}). Its criterion and "
                  "uncertainty are in the chapter and in `verdicts.json`."]
     if robust:
-        rows += ["", f"**robustness**: per run ({' · '.join(dict.fromkeys(k for k in kinds.values()))}), how many "
-                     "of the claim's specifications (the chapter's own and the alternatives on {doc}`robustness`) give "
-                     f"the outcome shown; {FRAGILE}: fewer than a strict majority do."]
+        rows += ["", f"**{FRAGILE}**: an alternative definition or data axis on {{doc}}`robustness` changes the "
+                     "outcome; the robustness column names it, per run "
+                     f"({' · '.join(dict.fromkeys(k for k in kinds.values()))}). *robust*: at least two alternatives "
+                     "computed, none changes it; *not tested*: fewer. *unstable*: a resampling seed (bootstrap, "
+                     "null, autoencoder initialisation or batch order) changes it, which is a matter of stability, "
+                     "not of the definition. *on the line*: the outcome hangs on a threshold, within a tenth of it."]
     return "\n".join(rows) + "\n"
 
 
 def _robust_cell(claim: str, robust: dict, kinds: Sequence[str]) -> str:
-    from .robustness import READINGS
-
-    names = [f"{claim} ({r})" for r in READINGS[claim]] if claim in READINGS else [claim]
     parts = []
-    for name in names:
-        bits = []
+    for name in row_names(claim):
+        groups: dict[str, list[str]] = {}
+        extra = []
         for k in kinds:
             r = robust.get((name, k))
-            bits.append("—" if r is None or not r.n else f"{r.same}/{r.n}" + (" ⚠" if r.fragile else ""))
-        prefix = f"{name.split('(')[1][:-1]}: " if "(" in name else ""
-        parts.append(prefix + " · ".join(bits))
+            key = ("not computed" if r is None else f"⚠ {', '.join(r.flips)}" if r.fragile else r.status)
+            groups.setdefault(key, []).append(k)
+            if r is not None and r.unstable:
+                extra.append(f"unstable on {k}: {', '.join(r.unstable)}")
+            if r is not None and r.close:
+                extra.append(f"{k} on the line: {r.margin}")
+        bits = [f"{'/'.join(ks)}: {key}" if len(groups) > 1 or len(kinds) > 1 else key for key, ks in groups.items()]
+        prefix = f"*{name.split('(')[1][:-1]}*: " if "(" in name else ""
+        parts.append(prefix + "; ".join(bits + extra))
     return " / ".join(parts)
 
 
@@ -196,8 +192,9 @@ def findings_markdown(verdicts: Sequence[Verdict], trained: str, control: str | 
                       robust: dict | None = None, kinds: dict[str, str] | None = None) -> str:
     """A few sentences for the landing page, built from the verdicts (and their robustness).
 
-    The counts are the scoreboard column's cells (:func:`tally`); a verdict marked fragile on the
-    scoreboard is named as such here too.
+    The counts are the scoreboard column's cells (:func:`tally`); the fragile verdicts named
+    and counted here are the scoreboard's marked cells (:func:`tdcourse.robustness.marks`, the
+    same call), with the alternatives that flip them.
     """
     robust = robust or {}
     kinds = kinds or {}
@@ -209,41 +206,50 @@ def findings_markdown(verdicts: Sequence[Verdict], trained: str, control: str | 
     lines = [f"On **{trained}**, the scoreboard shows {n} verdicts on {len(claims)} claims{read}: "
              f"**{t['agrees']} agree** with the paper, **{t['partly']} partly** and **{t['disagrees']} disagree** "
              f"({_SYMBOL['disagrees'].split()[-1]})."]
+    columns = [c for c in (trained, quant, control) if c]
+    marked = robustness.marks(verdicts, columns, robust, kinds)
 
-    def rows(model):
-        out = {}
-        for c in claims:
-            vs = [v for v in verdicts if v.model == model and v.claim == c]
-            for name, v in zip(_reading_rows(c, len(vs)), vs):
-                out[name] = v.outcome
-        return out
+    def fragile(model) -> list[tuple[str, "robustness.Robustness"]]:
+        return sorted(((row, rb) for row, col, rb in marked if col == model),
+                      key=lambda x: (int(x[0].split()[0][1:]), x[0]))
 
-    def fragile(model) -> list[str]:
-        k = kinds.get(model)
-        return _order(name for (name, kk), r in robust.items() if kk == k and r.fragile and name in rows(model))
+    def named(items) -> str:
+        return ", ".join(f"{row} ({'; '.join(rb.flips)})" for row, rb in items)
 
     frag_t = fragile(trained)
     if robust:
         lines.append(f"{len(frag_t)} of them {'is' if len(frag_t) == 1 else 'are'} **fragile** ({FRAGILE} on the "
-                     "scoreboard: no strict majority of the claim's specifications on {doc}`robustness` gives "
-                     "that outcome)" + (f": {', '.join(frag_t)}." if frag_t else "."))
+                     "scoreboard: an alternative definition or data axis on {doc}`robustness` changes the outcome)"
+                     + (f": {named(frag_t)}." if frag_t else "."))
         others = [(name, fragile(m)) for name, m in (("the 4-bit copy", quant), ("the control", control)) if m]
-        others = [f"on {name}: {', '.join(f)}" for name, f in others if f]
+        others = [f"on {name} ({len(f)}): {named(f)}" for name, f in others if f]
         if others:
             lines.append(f"Fragile {'; '.join(others)}.")
+        run_name = {"trained": trained, "4-bit": "the 4-bit copy", "control": "the control"}
+        rank = {k: i for i, k in enumerate(robustness.RUN_KINDS)}
+        ordered = sorted(robust.items(), key=lambda x: (int(x[0][0].split()[0][1:]), x[0][0], rank.get(x[0][1], 9)))
+        shaky = [f"{row} on {run_name.get(kk, kk)} ({', '.join(rb.unstable)})"
+                 for (row, kk), rb in ordered if rb.unstable and kk in kinds.values()]
+        if shaky:
+            lines.append("Unstable (a resampling seed changes the outcome, whatever the definition): "
+                         + "; ".join(shaky) + ".")
+        edge = [f"{row} on {run_name.get(kk, kk)} ({rb.margin})"
+                for (row, kk), rb in ordered if rb.close and kk in kinds.values()]
+        if edge:
+            lines.append("On the line (the outcome hangs on a threshold): " + "; ".join(edge) + ".")
     by = {}
     for v in verdicts:
         by.setdefault((v.claim, v.model), set()).add(v.outcome)
     agree_t = _order(c for (c, m), o in by.items() if m == trained and o == {"agrees"} and c in CLAIMS)
     if control:
-        frag_c = set(fragile(control))
+        frag_c = {row for row, _rb in fragile(control)}
         both = [c for c in agree_t if by.get((c, control)) == {"agrees"}]
         learned = [c for c in agree_t if by.get((c, control)) and "agrees" not in by[(c, control)]]
         if both:
-            shaky = [c for c in both if any(r.startswith(c) and r.split()[0] == c for r in frag_c)]
+            shaky_c = [c for c in both if any(r.split()[0] == c for r in frag_c)]
             lines.append(f"The random-init control agrees too on {', '.join(both)}: those properties come with the "
                          "architecture (residual additions, norms), not from training"
-                         + (f" (the control's agreement is fragile on {', '.join(shaky)})." if shaky else "."))
+                         + (f" (the control's agreement is fragile on {', '.join(shaky_c)})." if shaky_c else "."))
         if learned:
             lines.append(f"The control does not (fully) reproduce {', '.join(learned)}: those need training.")
     if quant:
@@ -259,7 +265,7 @@ def findings_markdown(verdicts: Sequence[Verdict], trained: str, control: str | 
 
 
 def write(out_dir: Path, runs: Sequence[Activations], extra_json: Path | None = None, progress: bool = True,
-          data_axes: bool = True) -> list[Verdict]:
+          data_axes: bool | Sequence[str] = True) -> list[Verdict]:
     """Compute the scoreboard for ``runs`` (trained, 4-bit, control) and write its files.
 
     Every chapter's verdicts and every specification of :mod:`tdcourse.robustness` are
@@ -274,23 +280,24 @@ def write(out_dir: Path, runs: Sequence[Activations], extra_json: Path | None = 
     extra_json : Path or None
         A second copy of ``verdicts.json``.
     progress : bool
-    data_axes : bool
-        Also evaluate the data axes (captured once into the cache by
-        :func:`tdcourse.robustness.load_data_runs`, about two minutes on two cores the first time).
+    data_axes : bool or sequence of str
+        True: capture (once, into the cache) and evaluate the data axes of
+        :data:`tdcourse.robustness.BUILD_AXES`; a sequence: those axes instead (e.g. every
+        one of :data:`tdcourse.robustness.DATA`); False: none (their cells then say why).
 
     Returns
     -------
     list of Verdict
         The scoreboard's verdicts (claims C1–C13; Llama 3.1 8B's saved ones included).
     """
-    from . import robustness
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    robustness.drop_old_summary()  # an older version kept it among the chapters' verdicts, which load_all reads
     t0 = time.perf_counter()
-    data_runs = robustness.load_data_runs(runs, progress=progress) if data_axes else {}
+    axes = robustness.BUILD_AXES if data_axes is True else (() if data_axes is False else tuple(data_axes))
+    data_runs = robustness.load_data_runs(runs, axes=axes, progress=progress) if axes else {}
     t_data = time.perf_counter() - t0
-    computed, outcomes, sec = robustness.evaluate(runs, data_runs, progress=progress)
+    computed, outcomes, sec = robustness.evaluate(runs, data_runs, chapters=CHAPTERS, progress=progress)
     t_all = time.perf_counter() - t0
     found = [v for v in computed if v.claim in CLAIMS] + llama_verdicts()
     # Llama 3.1 8B gets a column once a chapter has saved verdicts on it; a column of "not run here"
@@ -308,17 +315,22 @@ def write(out_dir: Path, runs: Sequence[Activations], extra_json: Path | None = 
     n_specs = sum(o.verdict is not None for o in outcomes)
     timing = (f"*Computed when this book was built: {n_specs} specification outcomes on {len(runs)} runs and "
               f"{sum(len(v) for v in data_runs.values())} data-axis captures. On this machine the chapters' own "
-              f"verdicts (the scoreboard) took {sec.get('primary', 0):.0f} s, the alternatives "
-              f"{sec.get('alternatives', 0):.0f} s and reading or capturing the data axes {t_data:.0f} s.*")
+              f"verdicts (the scoreboard) took {sec.get('primary', 0):.0f} s, the alternative definitions and "
+              f"seeds {sec.get('alternatives', 0):.0f} s, the data axes {sec.get('data axes', 0):.0f} s and "
+              f"reading or capturing their samples {t_data:.0f} s.*")
     runs_line = "Runs: " + "; ".join(f"**{k}** = {l}" for l, k in kinds.items()) + "."
-    axes = [a for a in robustness.DATA if a != robustness.PRIMARY_DATA]
     runs_line += " Data axes in this build: " + "; ".join(
-        f"*{a}*: " + (", ".join(data_runs[a]) if data_runs.get(a) else "not run (not cached here)") for a in axes) + "."
+        f"*{a}*: " + (", ".join(data_runs[a]) if data_runs.get(a) else f"not run ({robustness.NOT_RUN.get(a, 'not captured in this build')})")
+        for a in robustness.DATA if a != robustness.PRIMARY_DATA) + "."
+    if any(k not in robustness.DATA_KINDS for k in kinds.values()):
+        runs_line += f" Not on the data axes: {robustness.NOT_RUN['4-bit']}."
     (out_dir / "robustness.md").write_text(robustness.to_markdown(
         outcomes, kinds=list(dict.fromkeys(kinds.values())), timing=runs_line + " " + timing))
     blob = json.dumps({"generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "columns": columns,
                        "runs": [r.meta for r in runs], "verdicts": [v.to_dict() for v in found],
                        "robustness": [o.to_dict() for o in outcomes],
+                       "robustness_summary": [{**rb.to_dict(), "model": next((l for l, k in kinds.items() if k == kind), kind)}
+                                              for (row, kind), rb in summ.items()],
                        "seconds": {"total": round(t_all, 1), "data_axes_load": round(t_data, 1),
                                    **{k: round(v, 1) for k, v in sec.items()}}}, indent=1)
     (out_dir / "verdicts.json").write_text(blob)

@@ -170,7 +170,7 @@ def stationarity(acts: np.ndarray, n_null: int = 3, seed: int = 0) -> Stationari
 
 
 def verdicts(run, chapter: str = "", n_null: int = 3, seed: int = 0,
-             result: Stationarity | None = None) -> list[Verdict]:
+             result: Stationarity | None = None, null_quantile: float = 0.99) -> list[Verdict]:
     """Claim C7 for one run (an :class:`tdcourse.capture.Activations`).
 
     Parameters
@@ -181,6 +181,9 @@ def verdicts(run, chapter: str = "", n_null: int = 3, seed: int = 0,
     result : Stationarity, optional
         ``stationarity(run.acts, n_null, seed)`` computed already (the chapter's), reused
         instead of computed again.
+    null_quantile : float in (0, 1), default 0.99
+        A unit drifts when its F exceeds this quantile of the null's F (the robustness page
+        also tries 0.95 and 0.999).
 
     Returns
     -------
@@ -188,15 +191,19 @@ def verdicts(run, chapter: str = "", n_null: int = 3, seed: int = 0,
         ``[C7]``.
     """
     check_run_size(check_acts(run.acts, name="run.acts"), MIN_SAMPLES, MIN_LAYERS, _ANALYSIS)
+    if not 0 < null_quantile < 1:
+        raise ValueError(f"null_quantile must lie in (0, 1), got {null_quantile}")
     st = result if result is not None else stationarity(run.acts, n_null=n_null, seed=seed)
-    null_hi = float(np.quantile(st.null_drift, 0.99))
+    null_hi = float(np.quantile(st.null_drift, null_quantile))
+    frac = st.frac_drifting if null_quantile == 0.99 else float(np.mean(st.drift > null_hi))
+    pct = f"{round(100 * null_quantile, 6):g}th"
     med_var = float(np.median(st.var_log_ratio))
     return [judge(
         "C7", "Activations are non-stationary across layers: each unit's mean and variance drift with depth.",
-        "share of units whose drift ratio F exceeds the 99th percentile of the site-shuffled null > 0.5 "
+        f"share of units whose drift ratio F exceeds the {pct} percentile of the site-shuffled null > 0.5 "
         "(agrees); > 0.1 (partly)",
-        run.label, st.frac_drifting, agrees=st.frac_drifting > 0.5, partly=st.frac_drifting > 0.1,
-        uncertainty=f"null F 99th pct {null_hi:.3g}, median F {np.median(st.drift):.3g}",
+        run.label, frac, agrees=frac > 0.5, partly=frac > 0.1,
+        uncertainty=f"null F {pct} pct {null_hi:.3g}, median F {np.median(st.drift):.3g}",
         detail=f"median log10 variance ratio (last site / site 1) = {med_var:+.2f}",
         chapter=chapter)]
 

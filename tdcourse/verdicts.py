@@ -602,19 +602,32 @@ def _control_reading(control: str, trained: str | None) -> str:
 
 
 def _robust_words(rb, max_flips: int = 2) -> str:
-    """``"holds in 6 of 6 specifications"`` or ``"FRAGILE: holds in 3 of 6 specifications; flips with a
-    and b"``; "" if there is no robustness record."""
+    """How robust one outcome is, in the words of its line: ``"robust to 4 alternatives"``,
+    ``"FRAGILE: flips with a and b"``, ``"robustness not tested"``, then where a resampling seed
+    changes it (``"unstable: …"``) and where it hangs on a threshold (``"on the line: …"``); ""
+    if there is no robustness record.
+
+    ``rb`` is a :class:`tdcourse.robustness.Robustness` (or any object with its attributes
+    ``flips``, ``holds``, ``tested``, ``unstable``, ``close`` and ``margin``).
+    """
     if rb is None:
         return ""
-    flips = [str(f) for f in (getattr(rb, "flips", ()) or ())]
-    margin = getattr(rb, "margin", None)
-    n = getattr(rb, "n", None)
-    same = getattr(rb, "same", None)
-    count = f"{same} of {n} specifications" if isinstance(n, int) and isinstance(same, int) and n else rb.text
-    shown = flips[:max_flips] + ([f"{len(flips) - max_flips} more (below)"] if len(flips) > max_flips else [])
-    flip = f"; flips with {_and(shown)}" if flips else ""
-    edge = f"; {margin}" if isinstance(margin, str) and margin.strip() else ""
-    return f"FRAGILE: holds in {count}{flip}{edge}" if rb.fragile else f"holds in {count}{flip}{edge}"
+    flips = [str(f) for f in getattr(rb, "flips", ())]
+    if flips:
+        shown = flips[:max_flips] + ([f"{len(flips) - max_flips} more (below)"] if len(flips) > max_flips else [])
+        words = f"FRAGILE: flips with {_and(shown)}"
+    elif getattr(rb, "tested", False):
+        n = len(getattr(rb, "holds", ()))
+        words = f"robust to {n} alternative{'' if n == 1 else 's'}"
+    else:
+        words = "robustness not tested"
+    unstable = [str(u) for u in getattr(rb, "unstable", ())]
+    if unstable:
+        words += f"; unstable: {_and(unstable)}"
+    margin = getattr(rb, "margin", "")
+    if getattr(rb, "close", False) and isinstance(margin, str) and margin.strip():
+        words += f"; on the line: {margin}"
+    return words
 
 
 def _run_names(items: list) -> dict[str, str]:
@@ -710,23 +723,18 @@ def _robustness_paragraph(items: list, robustness) -> str:
                 if rb is None:
                     continue
                 where = f"{claim}{f' ({name})' if name else ''} on {names[m]}"
-                flips = [str(f) for f in (getattr(rb, "flips", ()) or ())]
-                s = f"{where}: {rb.text}"
-                if flips:
-                    s += f", flipped by {_and(flips)}"
-                margin = getattr(rb, "margin", None)
-                if margin is not None and not (isinstance(margin, str) and not margin.strip()):
-                    s += f" (distance to the threshold: {margin if isinstance(margin, str) else number(margin)})"
-                parts.append(s)
+                parts.append(f"{where}: {rb.text}")  # robustness, stability, a threshold it hangs on
                 if rb.fragile:
                     fragile.append(where)
     if not parts:
         return ""
-    s = ("Across the robustness page's specifications (the primary one and reasonable alternatives), the "
-         "primary outcome holds in: " + "; ".join(parts) + ".")
+    s = ("Robustness (does the outcome survive each reasonable alternative definition and data axis of the "
+         "robustness page?) and stability (does it survive resampling seeds?), per claim and run: "
+         + "; ".join(parts) + ".")
     if fragile:
-        s += (f" FRAGILE: {_and(fragile)}: read {'that verdict' if len(fragile) == 1 else 'those verdicts'} "
-              "as uncertain.")
+        s += (f" FRAGILE: {_and(fragile)}: one alternative definition or data axis changes "
+              f"{'that verdict' if len(fragile) == 1 else 'those verdicts'}, so read "
+              f"{'it' if len(fragile) == 1 else 'them'} as uncertain.")
     return plain_numbers(s)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import html
 import re
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -96,24 +95,28 @@ def test_the_4bit_copy_and_a_beyond_the_paper_row():
 
 
 def test_robustness_in_the_line_with_the_alternatives_that_flip_it():
-    rob = {("C7", TRAINED): SimpleNamespace(fragile=True, text="agrees in 3 of 6", n=6, same=3, agrees=3,
-                                            flips=("the 25th token of 48", "a 5 % pull floor"), margin=None),
-           ("C7", CONTROL): SimpleNamespace(fragile=False, text="agrees in 6 of 6", n=6, same=6, agrees=6, flips=(),
-                                            margin=None)}
+    rob = {("C7", TRAINED): Robustness("C7", "trained", "agrees", flips=("the 25th token of 48", "a 5 % pull floor"),
+                                       holds=("r > 0.9",), seeds=("seed 1",), unstable=("seed 1 → partly",)),
+           ("C7", CONTROL): Robustness("C7", "control", "agrees", holds=("a", "b", "c"))}
     f = verdicts.findings([_v(), _v(model=CONTROL)], robustness=rob)
     (line,) = f.lines
-    assert ("Trained agrees (FRAGILE: holds in 3 of 6 specifications; flips with the 25th token of 48 and a "
-            "5 % pull floor)") in line
+    assert ("Trained agrees (FRAGILE: flips with the 25th token of 48 and a 5 % pull floor; unstable: seed 1 → "
+            "partly)") in line
     assert "FRAGILE" not in line.split("; the control")[1]  # a robust control is not marked
     details = " ".join(f.paragraphs)
-    assert "C7 on the trained model: agrees in 3 of 6, flipped by the 25th token of 48 and a 5 % pull floor" in details
+    assert "C7 on the trained model: fragile: the 25th token of 48, a 5 % pull floor; unstable: seed 1" in details
+    assert "C7 on the random-init control: robust to 3 alternatives" in details
 
 
-def test_robustness_objects_without_flips_still_work():
-    """Robustness before the robust helper's fields: no "flips with" and no empty list."""
-    rob = {("C7", TRAINED): Robustness("C7", "trained", "agrees", 6, 6, 6)}
-    line = _line([_v()], rob)
-    assert line == "C7 · the dynamics are non-stationary. Trained agrees (holds in 6 of 6 specifications)."
+def test_robustness_words_robust_untested_and_on_the_line():
+    robust = {("C7", TRAINED): Robustness("C7", "trained", "agrees", holds=("a", "b", "c", "d", "e", "f"))}
+    assert _line([_v()], robust) == "C7 · the dynamics are non-stationary. Trained agrees (robust to 6 alternatives)."
+    untested = {("C7", TRAINED): Robustness("C7", "trained", "agrees", holds=("a",))}
+    assert _line([_v()], untested).endswith("Trained agrees (robustness not tested).")
+    close = {("C7", TRAINED): Robustness("C7", "trained", "agrees", holds=("a", "b"), close=True,
+                                         margin="5.035 % against the 5 % line: 0.035 points above")}
+    assert _line([_v()], close).endswith("(robust to 2 alternatives; on the line: 5.035 % against the 5 % line: "
+                                         "0.035 points above).")
 
 
 def test_no_empty_lists_and_no_cut_labels():

@@ -22,11 +22,12 @@ def _verdict(claim, model, outcome):
 
 def test_fragile_verdicts_are_marked_and_counts_given():
     found = [_verdict("C11", "m", "disagrees"), _verdict("C11", "m · ctl", "partly")]
-    rob = {("C11", "m"): Robustness("C11", "trained", "disagrees", 5, 5, 0),
-           ("C11", "m · ctl"): Robustness("C11", "control", "partly", 5, 2, 3)}
+    rob = {("C11", "m"): Robustness("C11", "trained", "disagrees", holds=("bend > 0.05", "bend > 0.2")),
+           ("C11", "m · ctl"): Robustness("C11", "control", "partly", flips=("bend > 0.2 → disagrees",),
+                                          holds=("bend > 0.05",))}
     text = " ".join(verdicts.findings(found, robustness=rob).paragraphs)
-    assert "C11 on m: disagrees in 5 of 5" in text and "C11 on m · ctl: partly in 2 of 5" in text
-    assert "FRAGILE: C11 on m · ctl" in text and "FRAGILE: C11 on m," not in text
+    assert "C11 on m: robust to 2 alternatives" in text
+    assert "C11 on m · ctl: fragile: bend > 0.2 → disagrees" in text
     # not computed for these captures: said, not silently left out
     assert "has not been computed" in " ".join(verdicts.findings(found, robustness={}).paragraphs)
     assert not any("robust" in p for p in verdicts.findings(found).paragraphs)
@@ -34,10 +35,19 @@ def test_fragile_verdicts_are_marked_and_counts_given():
 
 def test_summary_kept_per_capture_and_read_back_only_for_the_same_captures():
     runs = [_run(0), _run(1, "random")]
-    summ = {("C1", "trained"): Robustness("C1", "trained", "agrees", 6, 5, 5),
-            ("C1", "control"): Robustness("C1", "control", "agrees", 6, 6, 6)}
+    summ = {("C1", "trained"): Robustness("C1", "trained", "agrees", flips=("r > 0.94 → partly",), holds=("r > 0.9",),
+                                          seeds=("seed 1",), margin="median r 0.95 against the 0.94 line: 0.01 above",
+                                          close=True),
+            ("C1", "control"): Robustness("C1", "control", "agrees", holds=("r > 0.9", "r > 0.94"))}
     robustness.save_summary(runs, summ)
     back = robustness.for_runs(runs)
-    assert back[("C1", runs[0].label)].text == "agrees in 5 of 6"
-    assert back[("C1", runs[1].label)].same == 6
+    assert back[("C1", runs[0].label)] == summ[("C1", "trained")]
+    got = back[("C1", runs[0].label)]
+    assert got.fragile and got.flips == ("r > 0.94 → partly",) and got.stable is True and got.close
+    assert got.text == ("fragile: r > 0.94 → partly; stable over 1 seed; on the line: median r 0.95 against the "
+                        "0.94 line: 0.01 above")
+    assert back[("C1", runs[1].label)].status == "robust" and back[("C1", runs[1].label)].stable is None
     assert robustness.for_runs([_run(7)]) == {}  # another capture: nothing claimed for it
+    # a file of the old format (counts of a majority rule) is not read as the new rule
+    robustness._summary_file().write_text('[{"row": "C1", "capture": "x", "n": 6, "same": 5, "agrees": 5}]')
+    assert robustness.for_runs(runs) == {}

@@ -29,7 +29,7 @@ def _walk(n=80, s=16, d=40, seed=0) -> np.ndarray:
 # --------------------------------------------------------------------------- declarations
 
 
-def test_every_claim_and_reading_has_a_primary_and_alternatives_or_a_reason():
+def test_every_claim_and_reading_has_a_primary_two_alternative_definitions_and_seeds():
     rows = [f"{c} ({r})" if r else c for c in (f"C{i}" for i in range(1, 14))
             for r in robustness.READINGS.get(c, ("",))]
     by_row: dict[str, list[robustness.Spec]] = {}
@@ -39,15 +39,21 @@ def test_every_claim_and_reading_has_a_primary_and_alternatives_or_a_reason():
     for row, specs in by_row.items():
         assert sum(s.primary for s in specs) == 1, row
         assert specs[0].primary, f"{row}: the primary specification comes first"
-        alternatives = [s for s in specs if not s.primary]
-        assert alternatives or row in robustness.NO_ALTERNATIVE, f"{row} has no alternative and no stated reason"
+        definitions = [s for s in specs if s.role == "definition"]
+        assert len(definitions) >= 2, f"{row} has fewer than two alternative definitions: {[s.name for s in specs]}"
+        assert any(s.role == "seed" for s in specs) or row in robustness.NO_STABILITY, f"{row}: no seed, no reason"
     names = {s.name for s in robustness.SPECS if s.claim == "C11"}
-    assert {"primary", "AE seed 1", "AE seed 2", "AE seed 3", "AE seed 4"} <= names  # >= 5 seeds
+    assert {"primary", "AE seed 1", "AE seed 2", "AE seed 3", "AE seed 4", "AE batch order 1"} <= names
+    assert all(s.seed for s in robustness.SPECS if s.name.startswith(("AE seed", "AE batch order", "seed", "null seed")))
     c6 = {s.name: s for s in robustness.SPECS if s.claim == "C6"}
     assert c6["no floor"].kwargs == {"min_ratio": None}
-    assert {s.name for s in robustness.SPECS if s.claim == "C1"} >= {"r > 0.94"}
+    assert {s.name for s in robustness.SPECS if s.claim == "C1"} >= {"r > 0.9", "r > 0.94", "Spearman"}
     assert any(s.kwargs.get("min_pull") == 0.05 for s in robustness.SPECS if s.row == "C13 (arrows)")
-    assert any(s.compute.get("factor") == 3.5 for s in robustness.SPECS if s.claim == "C10")
+    factors = {s.compute.get("factor") for s in robustness.SPECS if s.claim == "C10"}
+    assert {1.5, 2.5, 3.0, 3.5} <= factors  # the listed ones kept, the two between them added
+    phase = [s for s in robustness.SPECS if s.claim == "C9" and s.compute.get("null") == "phase"]
+    assert len(phase) == 2 and all(s.compute["n_shuffles"] == 200 for s in phase)
+    assert not any(s.seed for s in phase)  # another null is another definition, not a seed
 
 
 def test_spec_records_refuse_bad_declarations():
@@ -59,12 +65,12 @@ def test_spec_records_refuse_bad_declarations():
         robustness.Spec("C1", "primary", "y", {"high_r": 0.9}, primary=True)
 
 
-def test_data_specs_cover_the_cheap_modules_on_both_axes():
+def test_data_specs_cover_every_claim_on_both_axes():
     ds = robustness.data_specs()
     rows = {s.row for s in ds}
-    assert "C1" in rows and "C8" in rows and "C10" in rows
-    assert not any(r.startswith(("C11", "C12", "C13")) for r in rows)
+    assert rows == {s.row for s in robustness.SPECS}  # C11-C13 included: a cell not run says why
     assert {s.data for s in ds} == {"token 25 of 48", "whole lines"}
+    assert all(s.role == "data" and s.label == s.data for s in ds)
 
 
 # --------------------------------------------------------------------------- fidelity
@@ -203,42 +209,121 @@ def _v(claim, model, outcome, value=1.0):
     return Verdict(claim, f"paper says {claim}", "crit", model, value, "", outcome, chapter="x")
 
 
-def _outcomes(outcomes_by_spec: dict[str, str], claim="C11", kind="trained"):
+def _outcomes(outcomes_by_spec: dict[str, str], claim="C11", kind="trained", seeds: dict[str, str] | None = None):
+    """Outcomes of made-up specifications: ``{name: outcome}`` (the first is the primary, the rest
+    alternative definitions), then ``seeds`` ``{name: outcome}`` (resampling seeds)."""
     out = []
-    for name, outcome in outcomes_by_spec.items():
-        spec = robustness.Spec(claim, name, "d", primary=name == "primary",
-                               compute={} if name == "primary" else {"ae_seed": len(out)})
+    for i, (name, outcome) in enumerate(outcomes_by_spec.items()):
+        spec = robustness.Spec(claim, name, "d", primary=i == 0, kwargs={} if i == 0 else {"x": i})
+        out.append(robustness.Outcome(spec, kind, _v(claim, "t", outcome)))
+    for j, (name, outcome) in enumerate((seeds or {}).items()):
+        spec = robustness.Spec(claim, name, "d", compute={"seed": j + 1}, seed=True)
         out.append(robustness.Outcome(spec, kind, _v(claim, "t", outcome)))
     return out
 
 
-def test_fragile_when_the_primary_outcome_is_not_a_strict_majority():
-    outs = _outcomes({"primary": "disagrees", "s1": "agrees", "s2": "partly", "s3": "disagrees", "s4": "agrees"})
+@pytest.mark.parametrize("n_seeds", [0, 1, 4, 25])
+def test_one_flipping_definition_makes_a_verdict_fragile_whatever_the_number_of_seeds(n_seeds):
+    seeds = {f"seed {i}": "disagrees" for i in range(n_seeds)}  # seeds that all agree with the primary
+    outs = _outcomes({"primary": "disagrees", "threshold a": "disagrees", "threshold b": "partly",
+                      "threshold c": "disagrees"}, seeds=seeds)
     r = robustness.summarise(outs)[("C11", "trained")]
-    assert (r.n, r.same, r.agrees, r.fragile) == (5, 2, 2, True)
-    assert r.text == "disagrees in 2 of 5"
-    solid = robustness.summarise(_outcomes({"primary": "agrees", "s1": "agrees", "s2": "partly"}))
-    assert not solid[("C11", "trained")].fragile
-    tie = robustness.summarise(_outcomes({"primary": "agrees", "s1": "partly"}))
-    assert tie[("C11", "trained")].fragile  # 1 of 2 is no majority
+    assert r.fragile and r.flips == ("threshold b → partly",)
+    assert r.holds == ("threshold a", "threshold c") and r.status == "fragile"
+    assert r.stable is (None if n_seeds == 0 else True)
+    assert r.text.startswith("fragile: threshold b → partly")
+    # the majority of the old rule (primary held by 3 of 4, or by 28 of 29) does not hide it
+    assert sum(o.outcome == "disagrees" for o in outs) > len(outs) / 2
+
+
+def test_a_seed_that_flips_is_instability_not_fragility():
+    outs = _outcomes({"primary": "disagrees", "a": "disagrees", "b": "disagrees"},
+                     seeds={"AE seed 1": "agrees", "AE seed 2": "disagrees"})
+    r = robustness.summarise(outs)[("C11", "trained")]
+    assert not r.fragile and r.status == "robust" and r.flips == ()
+    assert r.stable is False and r.unstable == ("AE seed 1 → agrees",) and r.seeds == ("AE seed 1", "AE seed 2")
+    assert r.text == "robust to 2 alternatives; unstable: AE seed 1 → agrees"
+
+
+def test_a_claim_with_one_specification_is_not_tested():
+    r = robustness.summarise(_outcomes({"primary": "agrees"}, seeds={"seed 1": "agrees"}))[("C11", "trained")]
+    assert not r.fragile and not r.tested and r.status == "not tested"
+    assert r.text.startswith("robustness not tested (0 alternatives computed)")
+    one = robustness.summarise(_outcomes({"primary": "agrees", "a": "agrees"}))[("C11", "trained")]
+    assert one.status == "not tested"  # one alternative that holds is not enough to call it robust
+    flip = robustness.summarise(_outcomes({"primary": "agrees", "a": "partly"}))[("C11", "trained")]
+    assert flip.status == "fragile"  # but one that flips is enough to call it fragile
+
+
+def test_an_alternative_not_run_neither_counts_nor_hides():
+    outs = _outcomes({"primary": "agrees", "a": "agrees", "b": "agrees"})
+    axis = robustness.Spec("C11", "whole lines", "d", data="whole lines")
+    outs.append(robustness.Outcome(axis, "trained", None, "too costly"))
+    r = robustness.summarise(outs)[("C11", "trained")]
+    assert r.status == "robust" and r.not_run == ("whole lines (too costly)",)
+
+
+def test_threshold_margin_in_words_and_on_the_line():
+    t = robustness.Threshold("outward-spiral share", 0.0503, 0.05, 0.05, percent=True)
+    assert t.words() == "outward-spiral share 5.03 % against the 5 % line: 0.03 points above"
+    assert t.distance < robustness.NEAR
+    far = robustness.Threshold("median r's 95 % CI lower bound", 0.96, 0.8, 0.8)
+    assert far.words() == "median r's 95 % CI lower bound 0.96 against the 0.8 line: 0.16 above"
+    words, close = robustness._nearest([far, t])
+    assert close and words.startswith("outward-spiral share 5.03 %")
+    assert robustness._nearest([far]) == (far.words(), False)
 
 
 def test_fragile_mark_on_scoreboard_and_landing_page():
     vs = [_v("C11", "t", "disagrees", 0.087), _v("C1", "t", "agrees", 0.9)]
     robust = robustness.summarise(
-        _outcomes({"primary": "disagrees", "s1": "agrees", "s2": "agrees"}) +
-        _outcomes({"primary": "agrees", "s1": "agrees"}, claim="C1"))
+        _outcomes({"primary": "disagrees", "bend > 0.05": "agrees", "bend > 0.2": "disagrees"}) +
+        _outcomes({"primary": "agrees", "r > 0.9": "agrees", "r > 0.94": "agrees"}, claim="C1"))
     md = scoreboard.to_markdown(vs, ["t"], robust, {"t": "trained"})
     c11 = next(r for r in md.splitlines() if r.startswith("| **C11**"))
-    c1 = next(r for r in md.splitlines() if r.startswith("| **C1**"))
-    assert "**disagrees** ✗ (0.087) ⚠ fragile" in c11 and c11.rstrip().endswith("1/3 ⚠ |")
-    assert "fragile" not in c1 and c1.rstrip().endswith("2/2 |")
+    c1 = next(r for r in md.splitlines() if r.startswith("| **C1** "))
+    assert "**disagrees** ✗ (0.087) ⚠ fragile" in c11 and c11.rstrip().endswith("⚠ bend > 0.05 → agrees |")
+    assert "fragile" not in c1 and c1.rstrip().endswith("robust |")
     assert "The number in parentheses" in md
     text = scoreboard.findings_markdown(vs, "t", None, None, robust, {"t": "trained"})
-    assert "**fragile**" in text and ": C11." in text
-    page = robustness.to_markdown(_outcomes({"primary": "disagrees", "s1": "agrees", "s2": "agrees"}),
-                                  kinds=["trained"])
-    assert "**disagrees** ✗ in 1 of 3 ⚠ fragile" in page
+    assert "1 of them is **fragile**" in text and ": C11 (bend > 0.05 → agrees)." in text
+    page = robustness.to_markdown(_outcomes({"primary": "disagrees", "bend > 0.05": "agrees",
+                                             "bend > 0.2": "disagrees"}), kinds=["trained"])
+    assert "**disagrees** ✗: ⚠ fragile: bend > 0.05 → agrees" in page
+    assert "| bend > 0.05 | **disagrees** ✗ (1) ⚠ flips |" not in page  # the cell shows the alternative's outcome
+    assert "| bend > 0.05 | **agrees** (1) ⚠ flips |" in page
+    assert "| *robust?* | fragile |" in page
+
+
+def test_landing_page_counts_the_scoreboard_marks():
+    """The landing page's fragile count is the number of marked cells of the scoreboard column,
+    both made from robustness.marks()."""
+    vs = [_v("C1", "t", "agrees"), _v("C9", "t", "agrees"), _v("C9", "t", "partly"), _v("C10", "t", "partly"),
+          _v("C1", "c", "agrees"), _v("C10", "c", "agrees")]
+    outs = (_outcomes({"primary": "agrees", "r > 0.94": "partly", "Spearman": "agrees"}, claim="C1") +
+            _outcomes({"primary": "partly", "factor 3.5": "agrees", "share ≥ 3 %": "partly"}, claim="C10") +
+            _outcomes({"primary": "agrees", "factor 2.5": "partly", "share ≥ 10 %": "partly"}, claim="C10",
+                      kind="control") +
+            _outcomes({"primary": "agrees", "a": "agrees", "b": "agrees"}, claim="C1", kind="control",
+                      seeds={"seed 1": "partly"}))
+    c9 = []  # C9's two readings: the mean trajectory flips, the per-sample one does not
+    for reading, (prim, alt) in zip(("mean trajectory", "per-sample R"), (("agrees", "partly"), ("partly", "partly"))):
+        for i, (name, outcome) in enumerate((("primary", prim), ("phase null", alt), ("band × 2", prim))):
+            spec = robustness.Spec("C9", name, "d", primary=i == 0, reading=reading, kwargs={} if i == 0 else {"x": i})
+            c9.append(robustness.Outcome(spec, "trained", _v("C9", "t", outcome)))
+    robust = robustness.summarise(outs + c9)
+    kinds = {"t": "trained", "c": "control"}
+    md = scoreboard.to_markdown(vs, ["t", "c"], robust, kinds)
+    rows = [r for r in md.splitlines() if r.startswith("| **C")]
+    in_col = {col: sum(r.split(" | ")[i].count("⚠ fragile") for r in rows) for col, i in (("t", 2), ("c", 3))}
+    assert in_col == {"t": 3, "c": 1}  # C1, C9 (mean trajectory), C10 on t; C10 on c; C1 on c is only unstable
+    marked = robustness.marks(vs, ["t", "c"], robust, kinds)
+    assert len(marked) == sum(in_col.values())
+    text = scoreboard.findings_markdown(vs, "t", "c", None, robust, kinds)
+    assert f"{in_col['t']} of them are **fragile**" in text
+    assert f"on the control ({in_col['c']}): C10 (factor 2.5 → partly; share ≥ 10 % → partly)" in text
+    assert "C9 (mean trajectory) (phase null → partly)" in text
+    assert "Unstable" in text and "C1 on the control (seed 1 → partly)" in text
 
 
 def test_landing_page_counts_equal_the_scoreboard_cells():
@@ -299,9 +384,31 @@ def test_data_runs_are_left_out_with_a_reason_when_they_cannot_be_had(capsys):
     run = Activations(acts=np.zeros((4, 4, 3), np.float32), sites=site_names(2), texts=[""] * 4,
                       meta={"model": {"name": "/nonexistent/model-folder", "source": "local", "revision": None,
                                       "quant": "none", "dtype": "float32", "init": "trained", "seed": 0}})
-    got = robustness.load_data_runs([run], capture=["token 25 of 48"])
-    assert got == {"token 25 of 48": {}, "whole lines": {}}
+    got = robustness.load_data_runs([run])
+    assert got == {"token 25 of 48": {}}  # the build's axes only: nothing read from whatever is cached
     said = capsys.readouterr().out
-    assert "'token 25 of 48', trained: not captured" in said and "'whole lines', trained: not cached" in said
+    assert "'token 25 of 48', trained: not captured" in said
     with pytest.raises(ValueError, match="unknown data axes"):
         robustness.load_data_runs([run], axes=["middle"])
+    with pytest.raises(ValueError, match="unknown data axes"):
+        robustness.load_data_runs([run], axes=[robustness.PRIMARY_DATA])
+
+
+def test_cells_not_run_say_why():
+    run = _run(_walk())
+    found, outcomes, _ = robustness.evaluate([run], {"token 25 of 48": {"trained": run}},
+                                             chapters={"01_residual_stream": ("stationarity", ("C7",))},
+                                             progress=False)
+    by = {o.spec.label: o for o in outcomes}
+    assert by["token 25 of 48"].verdict is not None
+    assert by["whole lines"].verdict is None and "20-minute CI budget" in by["whole lines"].note
+    _, outcomes, _ = robustness.evaluate([run], {"token 25 of 48": {"trained": run}},
+                                         chapters={"01_residual_stream": ("stationarity", ("C7",))},
+                                         progress=False, data_modules=())
+    by = {o.spec.label: o for o in outcomes}
+    assert by["token 25 of 48"].verdict is None and "not evaluated on the data axes" in by["token 25 of 48"].note
+    page = robustness.to_markdown(outcomes, kinds=["trained"])
+    assert "- not run (token 25 of 48 on trained, whole lines on trained)" not in page  # two reasons, two lines
+    assert "- not run (whole lines on trained): why: see the line under the summary" in page
+    assert "- not run (token 25 of 48 on trained): this chapter is not evaluated on the data axes" in page
+    assert "—" not in page.split("## C7")[1]
