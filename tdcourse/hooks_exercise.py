@@ -30,6 +30,7 @@ import numpy as np
 from .exercises import report
 from .hooks import input_device, residual_hooks
 from .models import residual_sites, text_config
+from .verdicts import number
 
 __all__ = ["check_residual_hooks", "relative_gap"]
 
@@ -199,7 +200,7 @@ def _padding_hint(bad: np.ndarray, lengths: Sequence[int]) -> str:
 
 
 def check_residual_hooks(fn: Callable, model, input_ids: Sequence[Sequence[int]], n_samples: int = 4,
-                         rtol: float | None = None) -> bool:
+                         rtol: float | None = None, cached: np.ndarray | None = None) -> bool:
     """Check a learner's residual-stream reader against the capture engine; print what passed.
 
     ``fn(model, input_ids)`` must return the residual stream at the last real token of each
@@ -231,6 +232,11 @@ def check_residual_hooks(fn: Callable, model, input_ids: Sequence[Sequence[int]]
     rtol : float or None
         Largest relative gap (:func:`relative_gap`) that counts as equal. None: 1e-4 when the
         residual stream is float32 or float64, 2e-2 when it is 16-bit.
+    cached : ndarray of shape (n_samples, 2 * n_layers, d_model), optional
+        The cached capture of the same samples (``runs[0].acts[:n_samples]``): one more case
+        compares the learner's values with it and prints the largest gap. Where the model's own
+        states differ from it too (a capture of another model or precision), the case says so
+        instead of blaming the function.
 
     Returns
     -------
@@ -334,6 +340,21 @@ def check_residual_hooks(fn: Callable, model, input_ids: Sequence[Sequence[int]]
                           "fix the cases above first" if not (ok_pre and ok_mid) else
                           _padding_hint(bad, [len(x) for x in cut])
                           or f"{int(bad.sum())} of {k} samples differ: read each sample at its own last real token"))
+    if cached is not None and got is not None:
+        cached = _numpy(cached)[:k]
+        if cached.shape != want.shape:
+            cases.append(("equals the cached capture of these samples", False,
+                          f"the cached array has shape {cached.shape}, expected {want.shape}: pass the "
+                          f"cached rows of these {k} samples, runs[0].acts[:{k}]"))
+        else:
+            gap = float(np.max(relative_gap(got, cached)))
+            engine = float(np.max(relative_gap(want, cached)))
+            desc = (f"equals the cached capture of these {k} samples (the library's, made in batches): "
+                    + ("identical, bit for bit" if gap == 0 else f"largest gap {number(gap, 1)} of a site's largest value"))
+            why = ("the cached capture differs from this model's own states too (largest gap "
+                   f"{number(engine, 2)}): it was captured from another model, precision or samples, so this case "
+                   "cannot judge your function" if engine > rtol else "see the cases above")
+            cases.append((desc, gap <= rtol, why))
     cases.append(("leaves no hooks on the model", left == 0,
                   f"{left} hooks were still registered after your function returned (now removed): "
                   "remove every handle (handle.remove()) in a finally block, or later forward passes "

@@ -235,3 +235,22 @@ def test_on_smollm2(smollm2, capsys):
     assert not hooks_exercise.check_residual_hooks(
         lambda m, x: read_residual(m, x, forward_hook_on_layer=True), model, ids)
     assert "off by one layer" in _unwrap(capsys.readouterr().out)
+
+
+def test_the_cached_capture_case(llama, capsys):
+    model, ids = llama
+    cached = capture(model, ids, progress=False)
+    assert hooks_exercise.check_residual_hooks(read_residual, model, ids, cached=cached)
+    out = _unwrap(capsys.readouterr().out)
+    assert "✓ equals the cached capture of these 4 samples" in out and out.count("✓") == 6
+    # a wrong function fails this case too
+    assert not hooks_exercise.check_residual_hooks(lambda m, x: read_residual(m, x, position=0), model, ids,
+                                                   cached=cached)
+    assert "✗ equals the cached capture" in _unwrap(capsys.readouterr().out)
+    # a cache of something else: said, not blamed on the function
+    other = cached.copy()
+    other[:, 3] += 1.0
+    assert not hooks_exercise.check_residual_hooks(read_residual, model, ids, cached=other)
+    assert "captured from another model, precision or samples" in _unwrap(capsys.readouterr().out)
+    assert not hooks_exercise.check_residual_hooks(read_residual, model, ids, cached=cached[:, :-1])
+    assert "expected (4, 6, 64)" in _unwrap(capsys.readouterr().out)
