@@ -27,14 +27,22 @@ _CHECK = re.compile(r"(?<![\w.])(?:\w+\.)*check_\w+\s*\(")
 _CHART = re.compile(r"\bplots\.(?!label\b|run_tag\b|series_colors\b)\w+\s*\(|\balt\.(?:Chart|layer|vconcat|hconcat|concat)\s*\(")
 
 
+#: The heading that opens a chapter's exercises section.
+_EXERCISES = re.compile(r"^#{1,6}\s+Exercises\s*$", re.MULTILINE)
+
+
 def first_check_and_chart(cells: list[dict]) -> tuple[int | None, int | None]:
     """Indices of the first code cell calling a ``check_…`` function outside the exercises, and of
     the first code cell drawing a chart (None where there is none). The exercises start at the
-    first markdown cell holding an ``{exercise}`` directive."""
+    chapter's ``## Exercises`` heading; in a chapter without one, at the first markdown cell holding
+    an ``{exercise}`` directive. (The build-it part before the first chart is an ``{exercise}``
+    too, with its solution in a dropdown: it counts.)"""
+    heading = any(cell["cell_type"] == "markdown" and _EXERCISES.search("".join(cell["source"]))
+                  for cell in cells)
     check = chart = None
     for i, cell in enumerate(cells):
         src = "".join(cell["source"])
-        if cell["cell_type"] == "markdown" and "{exercise}" in src:
+        if cell["cell_type"] == "markdown" and (_EXERCISES.search(src) if heading else "{exercise}" in src):
             break
         if cell["cell_type"] != "code":
             continue
@@ -76,3 +84,11 @@ def test_the_order_check_itself():
     only_in_exercises = _cells(("code", "plots.heatmap(m, s)"), ("markdown", "```{exercise}"),
                                ("code", "geometry.check_hoyer_density(h)"))
     assert first_check_and_chart(only_in_exercises) == (None, 0)
+    # a build-it exercise before the first chart counts; the ## Exercises heading ends the scan
+    build_it = _cells(("markdown", "```{exercise}\n:label: ch1-hooks\n```"), ("code", "def f(): ..."),
+                      ("code", "assert hooks_exercise.check_residual_hooks(f, model, ids)"),
+                      ("code", "plots.heatmap(m, s)"), ("markdown", "## What we found\n\n## Exercises"),
+                      ("code", "check_pr(my_pr)"))
+    assert first_check_and_chart(build_it) == (2, 3)
+    only_after_heading = _cells(("markdown", "## Exercises"), ("code", "check_pr(f)"), ("code", "plots.curves(x)"))
+    assert first_check_and_chart(only_after_heading) == (None, None)
