@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 #: Chapters still without a "build it first" part before their first chart.
-NOT_YET = {"01_residual_stream", "02_continuity", "03_growth", "04_information", "05_rotations",
+NOT_YET = {"03_growth", "04_information", "05_rotations",
            "06_low_dimensional", "07_teleport"}
 
 _CHECK = re.compile(r"(?<![\w.])(?:\w+\.)*check_\w+\s*\(")
