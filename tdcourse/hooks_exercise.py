@@ -85,14 +85,15 @@ def _output(out):
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def _references(model, input_ids: Sequence[Sequence[int]], positions: Sequence[Sequence[int]]
-                ) -> dict[str, np.ndarray]:
+def _references(model, input_ids: Sequence[Sequence[int]], positions: Sequence[Sequence[int]],
+                extra: bool = True) -> dict[str, np.ndarray]:
     """One sample at a time, through the engine's hooks (:func:`tdcourse.hooks.residual_hooks`):
     the two sites and the values a wrong hook would read, at the given positions of each sample.
 
     Returns ``{name: ndarray (n_samples, n_positions, n_layers, d_model)}`` for ``pre``,
     ``mid`` (the sites), ``layer_out`` (the layer's output), ``mid_out`` (the pre-MLP module's
-    output) and, where the layer has an ``input_layernorm``, ``pre_normed`` (its output).
+    output) and, where the layer has an ``input_layernorm``, ``pre_normed`` (its output); with
+    ``extra=False`` the two sites only.
     """
     import torch
 
@@ -116,7 +117,7 @@ def _references(model, input_ids: Sequence[Sequence[int]], positions: Sequence[S
 
     handles = []
     try:
-        for l, (layer, mid) in enumerate(sites):
+        for l, (layer, mid) in enumerate(sites if extra else ()):
             handles.append(layer.register_forward_hook(keep("layer_out", l)))
             handles.append(mid.register_forward_hook(keep("mid_out", l)))
             norm = getattr(layer, "input_layernorm", None)  # pre-norm families; absent on OLMo-2
@@ -207,9 +208,10 @@ def check_residual_hooks(fn: Callable, model, input_ids: Sequence[Sequence[int]]
     sample, at both sites of every decoder layer: ``resid_pre.l``, the input of
     ``model.model.layers[l]``, and ``resid_mid.l``, the input of the layer's pre-MLP module
     (:func:`tdcourse.models.residual_sites`). The check runs it twice: on the first
-    ``n_samples`` samples as given, and on the same samples cut to different lengths (so that
-    a batch of them needs padding), and compares each with the engine's hooks
-    (:func:`tdcourse.hooks.residual_hooks`, run one sample at a time).
+    ``n_samples`` samples as given, and on the same samples cut to different lengths, a quarter
+    of each and less (so that a batch of them needs padding), and compares each with the
+    engine's hooks (:func:`tdcourse.hooks.residual_hooks`, run one sample at a time) or, for the
+    full samples, with ``cached`` when the values equal it.
     Where the values differ it names the mistake they match: a forward hook instead of a
     pre-hook (off by one layer), a normalised state (the output of ``input_layernorm`` or
     ``post_attention_layernorm``), the attention block's write instead of the stream, the
@@ -227,8 +229,10 @@ def check_residual_hooks(fn: Callable, model, input_ids: Sequence[Sequence[int]]
         Real samples (e.g. the course's samples, ``tdcourse.data.build_samples``); the first
         ``n_samples`` are used.
     n_samples : int, default 4
-        At least 2 (the cut copies need two lengths). Each costs three forward passes of one
-        sample: one for the references, two for ``fn``.
+        At least 2 (the cut copies need two lengths). ``fn`` runs on the samples and on their
+        cut copies; the engine on the cut copies, and on the full samples only where ``fn``'s
+        values differ from ``cached`` (or without it): for a right answer with ``cached``, the
+        cost of about 1.3 forward passes of the samples (one, and two of their cut copies).
     rtol : float or None
         Largest relative gap (:func:`relative_gap`) that counts as equal. None: 1e-4 when the
         residual stream is float32 or float64, 2e-2 when it is 16-bit.
@@ -257,106 +261,135 @@ def check_residual_hooks(fn: Callable, model, input_ids: Sequence[Sequence[int]]
         raise ValueError("every sample needs at least 2 tokens (a first token that is also the last one "
                          "cannot tell the two apart)")
     k = len(ids)
-    # the same samples cut to k different lengths: a padded batch of them has padding
-    cut = [x[: max(1, (len(x) * (k - i)) // k)] for i, x in enumerate(ids)]
+    # the same samples cut short, to k different lengths (a quarter of each and less): a padded
+    # batch of them has padding, and they cost a fraction of the full samples
+    cut = [x[: -(-len(x) * (k - i) // (4 * k))] for i, x in enumerate(ids)]  # ceil: at least 1 token
     sites = residual_sites(model)
     n_layers, d = len(sites), int(text_config(model).hidden_size)
+    shape = (k, 2 * n_layers, d)
     mid_attr = next((name for name, m in sites[0][0].named_children() if m is sites[0][1]), "its pre-MLP module")
-
-    # The references, before the learner's function runs (hooks it leaves behind cannot touch
-    # them), one sample at a time through the engine's hooks: each sample's last token, its first,
-    # and the last token of its cut copy (a causal model gives position t of a sample the state
-    # that the sample cut to t + 1 tokens has at its last token).
-    ref = _references(model, ids, [(len(x) - 1, 0, len(c) - 1) for x, c in zip(ids, cut)])
-    last = {key: v[:, 0] for key, v in ref.items()}
-    first = {key: v[:, 1] for key, v in ref.items()}
-    pre, mid = last["pre"], last["mid"]
-    want = np.stack([pre, mid], axis=2).reshape(k, 2 * n_layers, d)
-    want_cut = np.stack([ref["pre"][:, 2], ref["mid"][:, 2]], axis=2).reshape(k, 2 * n_layers, d)
     if rtol is None:
         import torch
 
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
         rtol = RTOL_FLOAT32 if dtype in (torch.float32, torch.float64) else RTOL_16BIT
 
+    def interleave(pre_, mid_):
+        return np.stack([pre_, mid_], axis=2).reshape(len(pre_), 2 * n_layers, d)
+
     lengths = sorted({len(x) for x in ids})
     span = f"{lengths[0]}" if len(lengths) == 1 else f"{lengths[0]} to {lengths[-1]}"
-    shape_desc = f"returns an array of shape (n_samples, 2 * n_layers, d_model) = {want.shape}"
+    shape_desc = f"returns an array of shape (n_samples, 2 * n_layers, d_model) = {shape}"
     pre_desc = f"resid_pre.l = the input of model.model.layers[l], at the last token ({k} samples of {span} tokens)"
     mid_desc = f"resid_mid.l = the input of layers[l].{mid_attr}, at the last token"
     cut_desc = (f"the same samples cut to {', '.join(str(len(x)) for x in cut)} tokens: each read at its own "
                 "last real token")
 
-    got, why, left = _call(fn, model, ids, want.shape)
+    if cached is not None:
+        cached = _numpy(cached)[:k]
+    # The references come from the engine's hooks, one sample at a time, and only where needed:
+    # learner's values equal to the cached capture (the library's) need no other reference for the
+    # full samples; otherwise the engine's states and the values the usual mistakes read are taken
+    # to name the mistake. Each is computed after the learner's function ran and its leftover
+    # hooks were removed, so they cannot touch them.
+    got, why, left = _call(fn, model, ids, shape)
     cases = [(shape_desc, got is not None, why)]
     if got is None:
         cases += [(desc, False, "not checked (see above)") for desc in (pre_desc, mid_desc, cut_desc)]
     else:
+        matches_cache = (cached is not None and cached.shape == shape
+                         and bool(np.all(relative_gap(got, cached) <= rtol)))
+        if matches_cache:
+            want, ref = cached, None
+        else:
+            ref = _references(model, ids, [(len(x) - 1, 0) for x in ids])
+            want = interleave(ref["pre"][:, 0], ref["mid"][:, 0])
         gap = relative_gap(got, want)
         g_pre, g_mid = gap[:, 0::2], gap[:, 1::2]
         ok_pre, ok_mid = bool(np.all(g_pre <= rtol)), bool(np.all(g_mid <= rtol))
-        normed = last.get("pre_normed")
-        layer_out = last["layer_out"]
-        # mistakes that touch both sites alike: the sites' order, the token
-        common = _padding_hint(np.any(gap > rtol, axis=1), [len(x) for x in ids])
-        if not common and not (ok_pre and ok_mid) and np.all(relative_gap(got[:, :n_layers], pre) <= rtol) \
-                and np.all(relative_gap(got[:, n_layers:], mid) <= rtol):
-            common = ("your values are right but in another order: all resid_pre first, then all resid_mid. "
-                      "The sites alternate: resid_pre.0, resid_mid.0, resid_pre.1, … (positions 2l and 2l + 1)")
-        first_tok = ("these are the first token's values: read each sample at its last real token, "
-                     "hidden[0, -1] for one unpadded sample")
-        msg_pre = common or _explain(got[:, 0::2], [
-            (layer_out, "your resid_pre.l is the OUTPUT of layer l, i.e. the input of layer l + 1: off by one "
-                        "layer. A forward hook sees a module's output; register_forward_pre_hook sees its input"),
-            (normed, "your values are normalised: the output of input_layernorm (the input of self_attn). "
-                     "resid_pre.l is the input of the layer itself, before its first norm"),
-            (mid, f"your resid_pre.l is resid_mid.l: the input of {mid_attr}, not of the layer"),
-            (first["pre"], first_tok),
-        ], rtol) or ("not the input of model.model.layers[l] at the last token: hook the decoder layer "
-                     "itself (model.model.layers[l].register_forward_pre_hook) and read args[0][0, -1]")
-        msg_mid = common or _explain(got[:, 1::2], [
-            (last["mid_out"],
-             f"your values are the OUTPUT of {mid_attr} (normalised: the input of the MLP), not its input: "
-             "use register_forward_pre_hook on it"),
-            (normed, "your values are the output of input_layernorm (the input of self_attn), normalised and "
-                     "before the attention add"),
-            (mid - pre, "your values are the attention block's write (the output of self_attn) without the "
-                        f"stream it is added to: resid_mid.l = resid_pre.l + that write, the input of {mid_attr}"),
-            (pre, "your resid_mid.l is resid_pre.l (the layer's input): it must come after the attention add"),
-            (layer_out, "your resid_mid.l is the layer's output, after the MLP: read it before the MLP, at "
-                        f"the input of {mid_attr}"),
-            (first["mid"], first_tok),
-        ], rtol) or (f"not the input of layers[l].{mid_attr} at the last token: use "
-                     "tdcourse.models.residual_sites(model), which gives each layer's pre-MLP module")
+        msg_pre = msg_mid = ""
+        if ref is not None and not (ok_pre and ok_mid):
+            msg_pre, msg_mid = _diagnose(got, ref, rtol, [len(x) for x in ids], mid_attr)
         cases.append((pre_desc, ok_pre, "" if ok_pre else f"{_site_list(g_pre > rtol, 'resid_pre')}: {msg_pre}"))
         cases.append((mid_desc, ok_mid, "" if ok_mid else f"{_site_list(g_mid > rtol, 'resid_mid')}: {msg_mid}"))
-        got_cut, why_cut, left_cut = _call(fn, model, cut, want_cut.shape)
+        got_cut, why_cut, left_cut = _call(fn, model, cut, (k, 2 * n_layers, d))
         left += left_cut
         if got_cut is None:
             cases.append((cut_desc, False, why_cut))
         else:
+            ref_cut = _references(model, cut, [(len(c) - 1,) for c in cut], extra=False)
+            want_cut = interleave(ref_cut["pre"][:, 0], ref_cut["mid"][:, 0])
             bad = np.any(relative_gap(got_cut, want_cut) > rtol, axis=1)
             cases.append((cut_desc, not bad.any(), "" if not bad.any() else
                           "fix the cases above first" if not (ok_pre and ok_mid) else
                           _padding_hint(bad, [len(x) for x in cut])
                           or f"{int(bad.sum())} of {k} samples differ: read each sample at its own last real token"))
-    if cached is not None and got is not None:
-        cached = _numpy(cached)[:k]
-        if cached.shape != want.shape:
-            cases.append(("equals the cached capture of these samples", False,
-                          f"the cached array has shape {cached.shape}, expected {want.shape}: pass the "
-                          f"cached rows of these {k} samples, runs[0].acts[:{k}]"))
-        else:
-            gap = float(np.max(relative_gap(got, cached)))
-            engine = float(np.max(relative_gap(want, cached)))
-            desc = (f"equals the cached capture of these {k} samples (the library's, made in batches): "
-                    + ("identical, bit for bit" if gap == 0 else f"largest gap {number(gap, 1)} of a site's largest value"))
-            why = ("the cached capture differs from this model's own states too (largest gap "
-                   f"{number(engine, 2)}): it was captured from another model, precision or samples, so this case "
-                   "cannot judge your function" if engine > rtol else "see the cases above")
-            cases.append((desc, gap <= rtol, why))
+        if cached is not None:
+            if cached.shape != shape:
+                cases.append(("equals the cached capture of these samples", False,
+                              f"the cached array has shape {cached.shape}, expected {shape}: pass the "
+                              f"cached rows of these {k} samples, runs[0].acts[:{k}]"))
+            else:
+                worst = float(np.max(relative_gap(got, cached)))
+                desc = (f"equals the cached capture of these {k} samples (the library's, made in batches): "
+                        + ("identical, bit for bit" if worst == 0 else
+                           f"largest gap {number(worst, 1)} of a site's largest value"))
+                why = "see the cases above"
+                if not matches_cache and ok_pre and ok_mid:
+                    engine = float(np.max(relative_gap(want, cached)))
+                    why = ("the cached capture differs from this model's own states too (largest gap "
+                           f"{number(engine, 2)}): it was captured from another model, precision or samples, so "
+                           "this case cannot judge your function")
+                cases.append((desc, matches_cache, why))
     cases.append(("leaves no hooks on the model", left == 0,
                   f"{left} hooks were still registered after your function returned (now removed): "
                   "remove every handle (handle.remove()) in a finally block, or later forward passes "
                   "run your hooks too"))
     return report(cases, width=68)
+
+
+def _diagnose(got: np.ndarray, ref: dict[str, np.ndarray], rtol: float, lengths: Sequence[int],
+              mid_attr: str) -> tuple[str, str]:
+    """The likely mistake behind wrong resid_pre and resid_mid values: (message, message).
+
+    ``ref`` from :func:`_references` at positions (last, first) of each sample."""
+    n_layers = ref["pre"].shape[2]
+    last = {key: v[:, 0] for key, v in ref.items()}
+    first = {key: v[:, 1] for key, v in ref.items()}
+    pre, mid = last["pre"], last["mid"]
+    want = np.stack([pre, mid], axis=2).reshape(len(pre), 2 * n_layers, -1)
+    gap = relative_gap(got, want)
+    normed = last.get("pre_normed")
+    layer_out = last["layer_out"]
+    # mistakes that touch both sites alike: the token, the sites' order
+    common = _padding_hint(np.any(gap > rtol, axis=1), lengths)
+    if not common and np.all(relative_gap(got[:, :n_layers], pre) <= rtol) \
+            and np.all(relative_gap(got[:, n_layers:], mid) <= rtol):
+        common = ("your values are right but in another order: all resid_pre first, then all resid_mid. "
+                  "The sites alternate: resid_pre.0, resid_mid.0, resid_pre.1, … (positions 2l and 2l + 1)")
+    first_tok = ("these are the first token's values: read each sample at its last real token, "
+                 "hidden[0, -1] for one unpadded sample")
+    msg_pre = common or _explain(got[:, 0::2], [
+        (layer_out, "your resid_pre.l is the OUTPUT of layer l, i.e. the input of layer l + 1: off by one "
+                    "layer. A forward hook sees a module's output; register_forward_pre_hook sees its input"),
+        (normed, "your values are normalised: the output of input_layernorm (the input of self_attn). "
+                 "resid_pre.l is the input of the layer itself, before its first norm"),
+        (mid, f"your resid_pre.l is resid_mid.l: the input of {mid_attr}, not of the layer"),
+        (first["pre"], first_tok),
+    ], rtol) or ("not the input of model.model.layers[l] at the last token: hook the decoder layer "
+                 "itself (model.model.layers[l].register_forward_pre_hook) and read args[0][0, -1]")
+    msg_mid = common or _explain(got[:, 1::2], [
+        (last["mid_out"],
+         f"your values are the OUTPUT of {mid_attr} (normalised: the input of the MLP), not its input: "
+         "use register_forward_pre_hook on it"),
+        (normed, "your values are the output of input_layernorm (the input of self_attn), normalised and "
+                 "before the attention add"),
+        (mid - pre, "your values are the attention block's write (the output of self_attn) without the "
+                    f"stream it is added to: resid_mid.l = resid_pre.l + that write, the input of {mid_attr}"),
+        (pre, "your resid_mid.l is resid_pre.l (the layer's input): it must come after the attention add"),
+        (layer_out, "your resid_mid.l is the layer's output, after the MLP: read it before the MLP, at "
+                    f"the input of {mid_attr}"),
+        (first["mid"], first_tok),
+    ], rtol) or (f"not the input of layers[l].{mid_attr} at the last token: use "
+                 "tdcourse.models.residual_sites(model), which gives each layer's pre-MLP module")
+    return msg_pre, msg_mid

@@ -131,7 +131,7 @@ def test_a_padded_batch_read_at_its_last_column(llama, capsys):
     assert not ok
     # the four samples have one length: only their cut copies need padding
     assert "✓ resid_pre.l" in out and "✓ resid_mid.l" in out
-    assert "✗ the same samples cut to 9, 6, 4, 2 tokens" in out and "you read a padded position" in out
+    assert "✗ the same samples cut to 3, 2, 2, 1 tokens" in out and "you read a padded position" in out
     # samples of different lengths: caught on the first case already
     model, ids = llama
     uneven = [ids[0], ids[1][:5], ids[2][:7], ids[3][:3]]
