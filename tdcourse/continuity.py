@@ -45,6 +45,7 @@ import numpy as np
 from .capture import check_acts
 from .checks import check_array, check_run_size
 from . import stats
+from .exercises import report, run_case
 from .memo import cached
 from .verdicts import Verdict, judge
 
@@ -728,6 +729,11 @@ def _report(ok: bool, msg: str) -> bool:
     return ok
 
 
+def _model_name(run) -> str:
+    model = (getattr(run, "meta", None) or {}).get("model", {}) or {}
+    return str(model.get("name") or str(getattr(run, "label", "")).split(" · ")[0])
+
+
 def findings_notes(runs, results: dict, found, high_r: float = HIGH_R) -> list[str]:
     """Chapter 2's "what we found", as sentences computed from its results.
 
@@ -745,62 +751,185 @@ def findings_notes(runs, results: dict, found, high_r: float = HIGH_R) -> list[s
     Returns
     -------
     list of str
-        One paragraph each, for :func:`tdcourse.verdicts.findings`.
+        One paragraph per claim, for :func:`tdcourse.verdicts.findings`: the trained model's
+        outcome and its interval (a disagreement said plainly), then the random-init control read
+        as a control (it shows it too → the architecture; it does not → training) with the number
+        that explains it (the write ratio's trend with depth for C2, which block writes more for
+        C3, the median r along random directions for C1); last, which model these numbers are of.
     """
+    from .verdicts import number, run_label
+
     by = {(v.claim, v.model): v for v in found}
-    trained = runs[0].label
-    control = runs[1].label if len(runs) > 1 else None
+    trained = runs[0]
+    control = runs[1] if len(runs) > 1 else None
+    rt = results[trained.label]
+    rc = results[control.label] if control is not None else None
+
+    def outcome(v) -> str:
+        paper = v.claim in ("C1", "C2", "C3")
+        return f"{v.outcome} with the paper" if paper and v.outcome == "disagrees" else v.outcome
+
+    def reading(claim: str) -> str:
+        """What the control's outcome says, read as a control."""
+        t, c = by.get((claim, trained.label)), by.get((claim, control.label)) if control else None
+        if t is None or c is None:
+            return ""
+        pos = ("agrees", "partly")
+        if c.outcome in pos and t.outcome in pos:
+            return "The random-init control shows it too → the architecture, not training"
+        if c.outcome in pos:
+            return "The random-init control shows it and the trained model does not → training removes it"
+        if t.outcome in pos:
+            return "The random-init control does not show it → training"
+        return "The random-init control does not show it either"
+
+    def write_sizes(res) -> tuple[float, float, float]:
+        """Median write ratio of attention and of the MLP, and the Spearman ρ of g with depth."""
+        g_attn, g_mlp = split_within_across(res.write[:, None])
+        trend = float(depth_trend(res.write[:, None])[0]) if len(res.write) >= 3 else float("nan")
+        return float(np.nanmedian(g_attn)), float(np.nanmedian(g_mlp)), trend
+
     words = {"C1": "most units stay highly correlated from site to site",
              "C2": "that correlation rises with depth for most units",
-             "C3": "it is higher within a layer than across layers",
-             "C1 (random basis)": "(beyond the paper) random directions are as continuous as units"}
+             "C3": "it is higher within a layer (across attention) than across layers (across the MLP)",
+             "C1 (random basis)": "(beyond the paper) C1 holds along random directions too"}
+    named = [("trained", trained, rt)] + ([("control", control, rc)] if control is not None else [])
     out = []
     for claim, text in words.items():
-        if (claim, trained) not in by:
+        t = by.get((claim, trained.label))
+        if t is None:
             continue
-        t = by[(claim, trained)]
-        line = (f"{claim}: {text}. {trained}: {t.outcome} ({t.value:.3g}; "
-                f"{t.uncertainty.split(';')[0]}).")
-        if control and (claim, control) in by:
-            c = by[(claim, control)]
-            line += (f" Control: {c.outcome} ({c.value:.3g})"
-                     + (": the architecture alone gives it." if c.outcome == t.outcome == "agrees" else
-                        ": here training makes the difference." if c.outcome != t.outcome else "."))
+        line = f"{claim}: {text}. Trained: {outcome(t)} ({number(t.value)}; {t.uncertainty.split(';')[0]})."
+        said = reading(claim)
+        c = by.get((claim, control.label)) if control is not None else None
+        if claim == "C1" and said:
+            line += f" {said}: its median r is {number(rc.median_r.estimate)}, the trained model's " \
+                    f"{number(rt.median_r.estimate)}."
+        elif claim == "C2":
+            line += f" {said} (share of rising units: {c.value:.0%})." if said else ""
+            trends = {kind: write_sizes(res)[2] for kind, _, res in named}
+            who = {"trained": "the trained model", "control": "the control"}
+            falls = [k for k, v in trends.items() if v < 0]
+            flat = [k for k, v in trends.items() if not v < 0]
+            rho = {k: f"Spearman ρ with depth {number(v)}" for k, v in trends.items()}
+            line += " The write ratio g (a block's write against the stream, basis-free)"
+            if falls:
+                line += (" falls with depth in " + " and ".join(f"{who[k]} ({rho[k]})" for k in falls)
+                         + ", which by itself raises r (r = 1/√(1 + g²) for a write uncorrelated with the stream)")
+            if flat:
+                line += ("; it does not fall" if falls else " does not fall with depth") + " in " \
+                        + " and ".join(f"{who[k]} ({rho[k]})" for k in flat) \
+                        + ": there the rise of r is not explained by the size of the whole write"
+            line += "."
+        elif claim == "C3":
+            line += f" {said} (median difference {number(c.value)})." if said else ""
+            parts = []
+            for kind, run, res in named:
+                g_attn, g_mlp, _ = write_sizes(res)
+                more = "the MLP" if g_mlp > g_attn else "attention"
+                who = "trained model" if kind == "trained" else run_label(run)
+                parts.append(f"in the {who} {more} writes more, relative to the stream (median g: "
+                             f"MLP {number(g_mlp)}, attention {number(g_attn)})")
+            g_attn, g_mlp, _ = write_sizes(rt)
+            line += " " + "; ".join(p[:1].upper() + p[1:] if i == 0 else p for i, p in enumerate(parts)) + "."
+            line += (" The paper's reading, that the MLP writes bigger changes than attention, "
+                     + ("holds in the trained model." if g_mlp > g_attn else "does not hold in the trained model."))
+            if control is not None:
+                line += (" Which block writes more in a random-init stack is set by the initialisation; in the "
+                         "trained model it is learned.")
+        elif claim == "C1 (random basis)":
+            line += f" {said}." if said else ""
+            rel = ("less" if rt.median_r.estimate < rt.median_r_rot.estimate else "more")
+            line += (f" The trained model's units are {rel} continuous than random directions (median r "
+                     f"{number(rt.median_r.estimate)} against {number(rt.median_r_rot.estimate)}): "
+                     + ("continuity does not need the unit basis; it comes with the residual additions."
+                        if t.outcome == "agrees" else "here the unit basis matters."))
+        elif said:
+            line += f" {said}."
         out.append(line)
-    t_unit, t_rot = results[trained].median_r, results[trained].median_r_rot
-    out.append(
-        f"In the trained model the units are "
-        f"{'less' if t_rot.estimate > t_unit.estimate else 'more'} continuous than random directions "
-        f"(median r {t_unit.estimate:.3f} vs {t_rot.estimate:.3f}): the unit basis is "
-        f"{'not special; continuity comes from the residual additions' if t_rot.lo > high_r else 'special here'}.")
+    name = _model_name(trained)
+    n_layers = trained.acts.shape[1] // 2
+    if "llama-3.1-8b" not in name.lower():
+        out.append(f"These numbers are {name}'s ({n_layers} layers); the paper's are Llama 3.1 8B's. This "
+                   "run makes no claim about Llama 3.1 8B: uncomment tdcourse.use_model(\"llama-3.1-8b\") in a "
+                   "chapter's settings cell to run it (a GPU; see the Setup page).")
     return out
+
+
+def _corr_example() -> np.ndarray:
+    """400 samples × 6 sites (3 layers) × 6 units: each unit a random walk over sites with its own
+    step size and its own offset (an offset must not change r), so each has its own r per pair."""
+    rng = np.random.default_rng(3)
+    n, s, d = 400, 6, 6
+    acts = rng.standard_normal((n, 1, d)) + rng.standard_normal((n, s, d)).cumsum(1) * np.linspace(0.1, 2.0, d)
+    return acts + np.array([50.0, -3.0, 7.0, 1.0, -20.0, 4.0])
 
 
 def check_adjacent_corr(fn: Callable[[np.ndarray], np.ndarray]) -> bool:
     """Check a learner's ``fn(acts) -> ndarray (n_sites - 1, d_model)`` against :func:`adjacent_corr`.
 
-    Runs it on a small synthetic array whose units have known, different correlations; prints
-    one line per case and returns True if all match (within 1e-6).
+    ``r[s, u]``: the Pearson correlation of unit ``u`` at site ``s`` with the same unit at site
+    ``s + 1``, across the samples (axis 0). Runs ``fn`` on 400 samples × 6 sites × 6 units (units
+    with different correlations and offsets) and names the usual mistakes: a correlation across
+    the units of one sample (per sample, shape (n_samples, n_sites - 1), or standardising across
+    units instead of samples), no centring, a covariance and standard deviations with different
+    normalisations (``np.cov``'s ``ddof=1`` against ``np.std``'s ``ddof=0``), the wrong pair of
+    sites (``s`` with ``s + 2``, e.g. ``resid_pre.l`` with ``resid_pre.l+1``), rows and columns
+    swapped.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(acts)`` with ``acts`` of shape (n_samples, n_sites, d_model).
+
+    Returns
+    -------
+    bool
+        Whether it matches (within 1e-6); one ✓ / ✗ line per case is printed.
     """
-    rng = np.random.default_rng(3)
-    n, s, d = 400, 5, 6
-    base = rng.standard_normal((n, 1, d)) * np.arange(1, d + 1)
-    acts = base + rng.standard_normal((n, s, d)).cumsum(1) * np.linspace(0.1, 2.0, d)
-    acts[:, :, 0] += 50.0  # an offset must not matter
+    acts = _corr_example()
+    n, n_sites, d = acts.shape
     want = adjacent_corr(acts)
     try:
-        got = np.asarray(fn(acts), dtype=float)
+        got = np.asarray(fn(acts.copy()), dtype=float)
     except Exception as err:  # a learner's bug is reported, not raised
-        return _report(False, f"your function raised {type(err).__name__}: {err}")
-    if got.shape != want.shape:
-        return _report(False, f"shape {got.shape}, expected {want.shape} = (n_sites - 1, d_model): one r per "
-                              "adjacent pair of sites and unit, correlating over samples (axis 0)")
-    ok = _report(bool(np.allclose(got, want, atol=1e-6)),
-                 "values match adjacent_corr" if np.allclose(got, want, atol=1e-6) else
-                 f"values differ by up to {np.nanmax(np.abs(got - want)):.3g}: centre each unit over samples "
-                 "and divide by both standard deviations")
-    print("All checks passed." if ok else "Compare with the definition of r above.")
-    return ok
+        got = err
+
+    def returned(_acts):
+        if isinstance(got, Exception):
+            raise got
+        return got
+
+    shapes = {
+        (n, n_sites - 1): "one r per sample and pair: that correlates the units within one sample. r^u "
+                          "correlates one unit with itself across the samples (axis 0)",
+        (n_sites - 2, d): "one pair short: you paired site s with site s + 2. Adjacent sites are s and "
+                          "s + 1 (resid_pre.l → resid_mid.l → resid_pre.l+1)",
+        (n_sites // 2 - 1, d): "one row per layer step: you paired resid_pre.l with resid_pre.l+1 (sites s "
+                               "and s + 2). Adjacent sites are s and s + 1, two pairs per layer",
+        (d, n_sites - 1): "rows and columns swapped: one row per adjacent pair, one column per unit",
+    }
+    if not isinstance(got, Exception) and got.shape in shapes and got.shape != want.shape:
+        case = (f"{n} samples × {n_sites} sites × {d} units: r per adjacent pair and unit", False,
+                f"shape {got.shape}, expected {want.shape} = (n_sites - 1, d_model): " + shapes[got.shape])
+        return report([case], width=68)
+    a, b = acts[:, :-1], acts[:, 1:]
+    za = (acts - acts.mean(2, keepdims=True)) / acts.std(2, keepdims=True)
+    centred = acts - acts.mean(0)
+    not_centred = "not centred ({}): subtract each unit's mean over samples, at each site, before multiplying"
+    mistakes = {
+        "standardised across the units of each sample (axis 2), not across the samples (axis 0): r^u "
+        "correlates one unit with itself across the samples": (za[:, :-1] * za[:, 1:]).mean(0),
+        not_centred.format("E[ab] / (σa σb)"): (a * b).mean(0) / (a.std(0) * b.std(0)),
+        not_centred.format("the cosine of the two columns"):
+            (a * b).sum(0) / np.sqrt((a * a).sum(0) * (b * b).sum(0)),
+        "the covariance and the standard deviations use different normalisations (np.cov divides by "
+        "n - 1, np.std by n): use the same for both, or np.corrcoef":
+            (centred[:, :-1] * centred[:, 1:]).sum(0) / (n - 1) / (acts.std(0)[:-1] * acts.std(0)[1:]),
+    }
+    return report([run_case(f"{n} samples × {n_sites} sites × {d} units (different r and offsets): r per "
+                            "adjacent pair and unit", returned, (acts,), want, rtol=0, atol=1e-6,
+                            mistakes=mistakes)], width=68)
 
 
 def check_uncorrelated_write_r(fn: Callable[[np.ndarray], np.ndarray]) -> bool:

@@ -5,7 +5,7 @@ learner's bug: the bug is reported.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -16,13 +16,32 @@ Case = tuple[str, bool, str]
 
 
 def run_case(desc: str, fn: Callable, args: tuple, want: np.ndarray, rtol: float = 1e-6, atol: float = 1e-9,
-             mistakes: Sequence[tuple[str, np.ndarray]] = ()) -> Case:
+             mistakes: "Mapping[str, np.ndarray] | Sequence[tuple[str, np.ndarray]] | None" = None) -> Case:
     """Call ``fn(*args)`` and compare it with ``want`` (shape and values, NaN equal to NaN).
 
-    ``mistakes``: optional ``(what, wrong answer)`` pairs, the values the usual mistakes give on
-    these arguments; when the learner's result matches one of them (shape and values, same
-    tolerances), the message names that mistake instead of listing numbers. Without it the
-    function behaves as before.
+    Parameters
+    ----------
+    desc : str
+        What the case is, in words a learner understands.
+    fn : callable
+        The learner's function.
+    args : tuple
+        Its arguments (copies are not made: pass fresh arrays).
+    want : array_like
+        The right answer.
+    rtol, atol : float
+        As for :func:`numpy.allclose`.
+    mistakes : mapping of str to array_like, or sequence of (str, array_like) pairs, optional
+        What the usual mistakes give on these arguments: ``{what went wrong: the value that
+        mistake gives}``. When the learner's value matches one of them (and not ``want``), the
+        reason printed is that mapping key (write it as the whole reason), or "this matches a known
+        mistake: <what>" for pairs; a mistake whose value equals ``want`` is never named. None (the
+        default): the reason names the expected and the returned values.
+
+    Returns
+    -------
+    Case
+        ``(desc, passed, why not)``.
     """
     try:
         got = np.asarray(fn(*args), dtype=float)
@@ -32,28 +51,42 @@ def run_case(desc: str, fn: Callable, args: tuple, want: np.ndarray, rtol: float
     ok = got.shape == want.shape and np.allclose(got, want, rtol=rtol, atol=atol, equal_nan=True)
     if ok:
         return desc, True, ""
-    for what, wrong in mistakes:
+    # a mapping's keys are whole reasons; pairs name the mistake ("this matches a known mistake: …")
+    named = isinstance(mistakes, Mapping)
+    for what, wrong in (mistakes.items() if named else (mistakes or ())):
         wrong = np.asarray(wrong, dtype=float)
+        if np.allclose(wrong, want, rtol=rtol, atol=atol, equal_nan=True) if wrong.shape == want.shape else False:
+            continue  # a mistake that gives the right answer here cannot be told apart: never named
         if got.shape == wrong.shape and np.allclose(got, wrong, rtol=rtol, atol=atol, equal_nan=True):
-            return desc, False, f"this matches a known mistake: {what}"
+            return desc, False, what if named else f"this matches a known mistake: {what}"
     if got.shape != want.shape:
         return desc, False, f"shape {got.shape}, expected {want.shape}"
     return desc, False, (f"expected {np.round(want, 4).ravel()[:4].tolist()}…, "
                          f"got {np.round(got, 4).ravel()[:4].tolist()}…")
 
 
-def report(cases: Sequence[Case], width: int = 68) -> bool:
+def report(cases: Sequence[Case], width: int | None = 68) -> bool:
     """Print one ✓ / ✗ line per case and a summary; return whether all passed.
 
-    Each line is wrapped at ``width`` characters (later lines indented by two spaces), as
-    :func:`tdcourse.verdicts.say` does, so that it fits the book's content column.
+    Parameters
+    ----------
+    cases : sequence of Case
+        ``(what the case is, whether it passed, why not)``, e.g. from :func:`run_case`.
+    width : int or None, default 68
+        Wrap each case at this many characters, later lines indented by two spaces, as
+        :func:`tdcourse.verdicts.say` does (68 fits the book's content column); None prints each
+        case on one line.
+
+    Returns
+    -------
+    bool
     """
     import textwrap
 
     ok = all(passed for _, passed, _ in cases)
     for desc, passed, msg in cases:
         line = ("✓ " if passed else "✗ ") + desc + (f": {msg}" if msg and not passed else "")
-        print(textwrap.fill(line, width, subsequent_indent="  "))
+        print(line if width is None else textwrap.fill(line, width, subsequent_indent="  ", break_on_hyphens=False))
     print("All checks passed." if ok else "Some checks failed: compare with the definition above.")
     return ok
 

@@ -25,7 +25,7 @@ from .memo import cached
 from .verdicts import Verdict, judge
 
 __all__ = ["MIN_SAMPLES", "MIN_LAYERS", "site_moments", "drift_ratio", "shuffled_sites", "Stationarity",
-           "stationarity", "verdicts", "check_site_means"]
+           "stationarity", "verdicts", "check_site_means", "check_drift_ratio", "check_first_crossing"]
 
 #: The fewest samples (N) and layers a verdict on C7 is computed from (see the module's docstring).
 MIN_SAMPLES = 20
@@ -218,32 +218,56 @@ def findings_notes(runs, results: dict, found) -> list[str]:
     results : dict
         ``{run.label: Stationarity}`` from :func:`stationarity`.
     found : list of Verdict
-        The chapter's verdicts, in the order of ``runs`` (from :func:`verdicts`).
+        The chapter's verdicts (from :func:`verdicts`), one C7 verdict per run.
 
     Returns
     -------
     list of str
-        One paragraph each, for :func:`tdcourse.verdicts.findings`.
+        One paragraph each, for :func:`tdcourse.verdicts.findings`: the numbers of each run; what
+        the trained model says about the paper's claim (a disagreement said plainly); the
+        random-init control read as a control (it drifts too → the architecture; it does not →
+        training) and how training changes the size of the drift.
     """
+    from .verdicts import number, run_label
+
+    by = {v.model: v for v in found if v.claim == "C7"}
     out = []
     for run in runs:
         r = results[run.label]
-        q99 = float(np.quantile(r.null_drift, 0.99))
         out.append(
-            f"{run.label}: {r.frac_drifting:.1%} of units drift beyond the null's 99th percentile "
-            f"(median drift ratio F = {np.median(r.drift):.3g}; without drift, in the site-shuffled "
-            f"null, F stays below {q99:.3g} for 99 % of units). The median unit's variance grows "
-            f"{10 ** np.median(r.var_log_ratio):.3g}-fold from site 1 to the last site.")
-    trained, *control = found
-    out.append(f"The paper: the residual stream is non-stationary. Our run on {trained.model}: "
-               f"{trained.outcome}.")
-    if control:
-        same = control[0].outcome == trained.outcome
-        out.append(f"Random-init control: {control[0].outcome}. "
-                   + ("Non-stationarity is therefore not a product of training: a stack of residual "
-                      "additions with random weights drifts too (each block adds to the sum, so the "
-                      "variance grows). Training shapes how it drifts, not whether it does." if same else
-                      "The control differs, so training is what makes the stream drift."))
+            f"{run_label(run)}: {r.frac_drifting:.1%} of units drift beyond the site-shuffled null's 99th "
+            f"percentile (F above {number(float(np.quantile(r.null_drift, 0.99)))}; the median unit has "
+            f"F = {number(float(np.median(r.drift)))}). A unit's variance grows "
+            f"{10 ** float(np.median(r.var_log_ratio)):.3g}-fold from site 1 (after the first attention) to "
+            "the last site (median over units).")
+    trained, control = runs[0], (runs[1] if len(runs) > 1 else None)
+    t = by.get(trained.label)
+    if t is not None:
+        out.append(f"The paper calls the residual stream non-stationary (the title of its Fig. 1). On "
+                   f"{trained.label}, C7 {t.outcome}"
+                   + (" with the paper: most units' means stay put across depth, within the noise of the "
+                      "site-shuffled null." if t.outcome == "disagrees" else "."))
+    c = by.get(control.label) if control is not None else None
+    if c is not None:
+        rt, rc = results[trained.label], results[control.label]
+        share = f"{rc.frac_drifting:.1%} of its units"
+        out.append({
+            "agrees": f"The random-init control drifts too ({share}): non-stationarity comes with the "
+                      "architecture, a stack of blocks that each add their write to the stream, not with "
+                      "training.",
+            "partly": f"The random-init control drifts in part ({share}): the architecture gives some of the "
+                      "drift, training the rest.",
+            "disagrees": f"The random-init control does not drift ({share}): training makes the stream "
+                         "non-stationary.",
+        }.get(c.outcome, f"The random-init control: {c.outcome}."))
+        f_t, f_c = float(np.median(rt.drift)), float(np.median(rc.drift))
+        g_t, g_c = (10 ** float(np.median(x.var_log_ratio)) for x in (rt, rc))
+        ratio = f_t / f_c if f_c > 0 else np.inf
+        size = ("stronger in the trained model" if ratio > 1.5 else
+                "weaker in the trained model" if ratio < 1 / 1.5 else "about as strong in both")
+        out.append(f"The drift is {size}: median F {number(f_t)} (trained) against {number(f_c)} "
+                   f"(control); a unit's variance grows {g_t:.3g}-fold against {g_c:.3g}-fold (median over "
+                   "units).")
     return out
 
 
@@ -252,3 +276,94 @@ def check_site_means(fn) -> bool:
     rng = np.random.default_rng(1)
     acts = rng.normal(size=(7, 4, 3)) + np.arange(4)[None, :, None]
     return report([run_case("7 samples × 4 sites × 3 units: the mean over samples (axis 0)", fn, (acts,), acts.mean(0))])
+
+
+def _drift_example() -> np.ndarray:
+    """7 samples × 4 sites × 3 units: unit 0 drifts, unit 1 grows in scale only, unit 2 neither."""
+    rng = np.random.default_rng(2)
+    acts = rng.normal(size=(7, 4, 3))
+    acts[:, :, 0] += np.arange(4) * 2.0
+    acts[:, :, 1] *= 1.0 + np.arange(4)
+    return acts
+
+
+def check_drift_ratio(fn) -> bool:
+    """Check a learner's ``fn(acts) -> ndarray (d_model,)``: the drift ratio of :func:`drift_ratio`.
+
+    ``F_u = n_samples · Var_sites(mean_{s,u}) / Mean_sites(var_{s,u})``, both variances unbiased
+    (``ddof=1``): the means and variances over samples (axis 0), their spread over sites (axis 1).
+    Runs ``fn`` on 7 samples × 4 sites × 3 units (one unit drifts, one grows in scale only, one
+    does neither) and names the usual mistakes: the factor ``n_samples`` left out, numpy's default
+    ``ddof=0``, the axes swapped, standard deviations instead of variances.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(acts)`` with ``acts`` of shape (n_samples, n_sites, d_model); returns shape (d_model,).
+
+    Returns
+    -------
+    bool
+        Whether it matches; one ✓ / ✗ line per case is printed.
+    """
+    acts = _drift_example()
+    n = acts.shape[0]
+    m, v = acts.mean(0), acts.var(0, ddof=1)
+    mistakes = {
+        "the factor n_samples is missing (F = N · Var_sites(mean) / Mean_sites(var))":
+            m.var(0, ddof=1) / v.mean(0),
+        "np.var uses ddof=0 by default; the definition takes unbiased variances (ddof=1), over "
+        "samples and over sites": n * m.var(0) / acts.var(0).mean(0),
+        "the axes are swapped: take the mean and variance of each unit over samples (axis 0), then "
+        "their spread over sites": n * acts.mean(1).var(0, ddof=1) / acts.var(1, ddof=1).mean(0),
+        "standard deviations where the definition has variances": n * m.std(0, ddof=1) / acts.std(0, ddof=1).mean(0),
+    }
+    return report([run_case("7 samples × 4 sites × 3 units (unit 0 drifts, unit 1 only grows in scale): "
+                            "F per unit", fn, (acts.copy(),), drift_ratio(acts), mistakes=mistakes)], width=68)
+
+
+def check_first_crossing(fn) -> bool:
+    """Check a learner's ``fn(mean, factor) -> ndarray (d_model,)``: each unit's first site above
+    ``factor`` times its site's median ``|mean|``, and -1 for a unit that never gets there.
+
+    ``first[u]`` is the smallest ``s`` with ``|mean[s, u]| > factor · median_v |mean[s, v]|`` (the
+    median over the units of site ``s``). Runs ``fn`` on 5 sites × 10 units where one unit never
+    crosses, one crosses at site 0, one is negative, one crosses, falls back and crosses again,
+    and names the usual mistakes: ``np.argmax`` of an all-False column (0, as if the unit crossed
+    at the first site), the sign forgotten, the last crossing instead of the first, the median
+    over sites instead of over units.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(mean, factor)`` with ``mean`` of shape (n_sites, d_model) and a float ``factor``;
+        returns integers of shape (d_model,).
+
+    Returns
+    -------
+    bool
+        Whether it matches; one ✓ / ✗ line per case is printed.
+    """
+    mean = np.ones((5, 10))                # the median |mean| of every site is 1
+    mean[:, 1] = 50.0                      # above from site 0
+    mean[3:, 2] = 20.0                     # crosses at site 3
+    mean[2:, 3] = -30.0                    # negative: crosses at site 2 by its size
+    mean[[1, 4], 4] = 15.0                 # crosses at 1, falls back, crosses again at 4
+    mean[:, 5] = np.linspace(1.0, 8.0, 5)  # grows but never gets there
+    want = np.array([-1, 0, 3, 2, 1, -1, -1, -1, -1, -1])
+    big = np.abs(mean) > 10 * np.median(np.abs(mean), axis=1, keepdims=True)
+    last = np.where(big.any(0), big.shape[0] - 1 - big[::-1].argmax(0), -1)
+    signed = mean > 10 * np.median(np.abs(mean), axis=1, keepdims=True)
+    by_site = np.abs(mean) > 10 * np.median(np.abs(mean), axis=0, keepdims=True)
+    mistakes = {
+        "a unit that never crosses got 0: np.argmax of an all-False column is 0, the same answer as "
+        "a unit above from the first site. Test .any() first and return -1 for such a unit":
+            big.argmax(0),
+        "a negative unit was missed: compare |mean|, its size, not its signed value":
+            np.where(signed.any(0), signed.argmax(0), -1),
+        "that is the last site above, not the first": last,
+        "the median is over the units of each site (axis 1), not over the sites of each unit":
+            np.where(by_site.any(0), by_site.argmax(0), -1),
+    }
+    return report([run_case("5 sites × 10 units: first site above 10× the site's median |mean| "
+                            "(-1: never)", fn, (mean.copy(), 10.0), want, mistakes=mistakes)], width=68)

@@ -20,13 +20,17 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 #: Chapters still without a "build it first" part before their first chart.
-NOT_YET = {"01_residual_stream", "02_continuity", "05_rotations", "06_low_dimensional"}
+NOT_YET = {"05_rotations", "06_low_dimensional"}
 
 #: The exercises proper start at a markdown heading "Exercises" (any level).
 _EXERCISES = re.compile(r"^#+\s*Exercises\b", re.M)
 _CHECK = re.compile(r"(?<![\w.])(?:\w+\.)*check_\w+\s*\(")
 #: A cell draws a chart when it calls a tdcourse.plots builder or altair itself.
 _CHART = re.compile(r"\bplots\.(?!label\b|run_tag\b|series_colors\b)\w+\s*\(|\balt\.(?:Chart|layer|vconcat|hconcat|concat)\s*\(")
+
+
+#: The heading that opens a chapter's exercises section.
+_EXERCISES = re.compile(r"^#{1,6}\s+Exercises\s*$", re.MULTILINE)
 
 
 def first_check_and_chart(cells: list[dict]) -> tuple[int | None, int | None]:

@@ -107,10 +107,10 @@ def test_stationarity_notes_state_the_computed_numbers():
     found = [verdicts.Verdict(claim="C7", paper="non-stationary", criterion="c", model="toy",
                               value=res.frac_drifting, uncertainty="", outcome="agrees")]
     notes = stationarity.findings_notes([run], {"toy": res}, found)
-    q99 = f"{np.quantile(res.null_drift, 0.99):.3g}"
-    assert f"stays below {q99} for 99 % of units" in notes[0]
+    q99 = verdicts.number(float(np.quantile(res.null_drift, 0.99)))
+    assert f"(F above {q99};" in notes[0]
     assert f"{res.frac_drifting:.1%} of units drift" in notes[0]
-    assert re.search(r"Our run on toy: agrees", notes[-1])
+    assert re.search(r"On toy, C7 agrees\.", notes[-1])
 
 
 def test_findings_lead_tells_readings_apart():
@@ -144,9 +144,10 @@ def test_continuity_notes_state_the_verdict_values(toy_run):
     found = continuity.verdicts(toy_run, "x", analysis=res)
     notes = continuity.findings_notes([toy_run], {"toy": res}, found)
     by = {v.claim: v for v in found}
-    assert notes[0].startswith(f"C1: most units stay highly correlated from site to site. toy: {by['C1'].outcome} "
-                               f"({by['C1'].value:.3g};")
-    assert f"median r {res.median_r.estimate:.3f} vs {res.median_r_rot.estimate:.3f}" in notes[-1]
+    assert notes[0].startswith(f"C1: most units stay highly correlated from site to site. Trained: "
+                               f"{by['C1'].outcome} ({verdicts.number(by['C1'].value)};")
+    assert (f"median r {verdicts.number(res.median_r.estimate)} against "
+            f"{verdicts.number(res.median_r_rot.estimate)}") in notes[-2]
 
 
 def test_geometry_notes_state_growth_and_trends(toy_run):

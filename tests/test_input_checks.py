@@ -152,6 +152,8 @@ CASES = {
 NO_ARRAY_INPUT = {
     "stationarity.Stationarity": "result record",
     "stationarity.check_site_means": "takes the learner's function",
+    "stationarity.check_drift_ratio": "takes the learner's function",
+    "stationarity.check_first_crossing": "takes the learner's function",
     "continuity.HIGH_R": "constant",
     "continuity.METHODS": "constant",
     "continuity.TRENDS": "constant",
