@@ -118,9 +118,13 @@ def test_findings_lead_tells_readings_apart():
           verdicts.judge("C12", "early layers harder", "raw PR early minus late", "m", 1, agrees=False),
           verdicts.judge("C12", "early layers harder", "a", "m · random init (seed 0)", 1, agrees=True),
           verdicts.judge("C12", "early layers harder", "b", "m · random init (seed 0)", 1, agrees=True)]
-    (line,) = verdicts.findings(vs).lines
-    assert "Error reading: trained agrees; the control shows it too → the architecture" in line
-    assert "Dimension reading: trained disagrees with the paper; the control shows it, the trained model does not" in line
+    # C12's readings are two statements of the paper: each gets its own line and its own sentence
+    error, dimension = verdicts.findings(vs).lines
+    assert error.startswith("C12 (error) · early sites are harder to rebuild from a 2-D code. ")
+    assert "Trained agrees; the control shows it too → the architecture." in error
+    assert "lower-dimensional" not in error and "disagrees" not in error
+    assert dimension.startswith("C12 (dimension) · later sites are lower-dimensional. ")
+    assert "Trained disagrees with the paper; the control shows it, the trained model does not" in dimension
 
 
 # --- the chapters' findings_notes on a small synthetic run: the sentences hold the computed numbers
