@@ -19,22 +19,34 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 #: Chapters still without a "build it first" part before their first chart.
-NOT_YET = {"01_residual_stream", "02_continuity", "03_growth", "04_information", "05_rotations",
-           "06_low_dimensional", "07_teleport"}
+NOT_YET = {"01_residual_stream", "02_continuity", "03_growth", "04_information", "07_teleport"}
 
 _CHECK = re.compile(r"(?<![\w.])(?:\w+\.)*check_\w+\s*\(")
 #: A cell draws a chart when it calls a tdcourse.plots builder or altair itself.
 _CHART = re.compile(r"\bplots\.(?!label\b|run_tag\b|series_colors\b)\w+\s*\(|\balt\.(?:Chart|layer|vconcat|hconcat|concat)\s*\(")
 
 
+_EXERCISES = re.compile(r"^#{1,3}\s+Exercises\b", re.M)
+
+
+def _exercises_start(cell: dict, headed: bool) -> bool:
+    src = "".join(cell["source"])
+    if cell["cell_type"] != "markdown":
+        return False
+    return bool(_EXERCISES.search(src)) if headed else "{exercise}" in src
+
+
 def first_check_and_chart(cells: list[dict]) -> tuple[int | None, int | None]:
     """Indices of the first code cell calling a ``check_…`` function outside the exercises, and of
     the first code cell drawing a chart (None where there is none). The exercises start at the
-    first markdown cell holding an ``{exercise}`` directive."""
+    chapter's "Exercises" heading (a build-it part before it may be an ``{exercise}`` with its
+    solution, as the chapters write it); in a notebook without that heading, at the first
+    markdown cell holding an ``{exercise}`` directive."""
+    headed = any(c["cell_type"] == "markdown" and _EXERCISES.search("".join(c["source"])) for c in cells)
     check = chart = None
     for i, cell in enumerate(cells):
         src = "".join(cell["source"])
-        if cell["cell_type"] == "markdown" and "{exercise}" in src:
+        if _exercises_start(cell, headed):
             break
         if cell["cell_type"] != "code":
             continue
@@ -76,3 +88,12 @@ def test_the_order_check_itself():
     only_in_exercises = _cells(("code", "plots.heatmap(m, s)"), ("markdown", "```{exercise}"),
                                ("code", "geometry.check_hoyer_density(h)"))
     assert first_check_and_chart(only_in_exercises) == (None, 0)
+    # a build-it part written as an {exercise} with its solution, before the chapter's Exercises
+    built = _cells(("markdown", "## Build it\n```{exercise}\n:label: ch5-build\n```"),
+                   ("code", "def my_r(a): ..."), ("code", "rot.check_rotation_count(my_r)"),
+                   ("code", "plots.histograms(h, 'R')"), ("markdown", "## Exercises\n\n```{exercise}"),
+                   ("code", "rot.check_amplitude_growth(g)"))
+    assert first_check_and_chart(built) == (2, 3)
+    headed_late = _cells(("code", "plots.curves(v, s, 'y')"), ("markdown", "## Exercises"),
+                         ("code", "lowdim.check_participation_ratio(pr)"))
+    assert first_check_and_chart(headed_late) == (None, 0)
