@@ -184,9 +184,10 @@ def test_rotation_notes_state_counts_and_yardsticks(toy_run):
     by = {"toy": rot.verdicts(toy_run, "x", analysis=an["toy"])}
     shares = pd.DataFrame([{"model": "toy"} | {c: 0.1 for c in rot.CLASSES}]).set_index("model")
     notes = rot.findings_notes([toy_run], by, an, shares, walk64=10.9, white64=14.8)
-    assert f"{an['toy'].mean.abs_rescaled:.2f} (mean trajectory, {by['toy'][0].outcome})" in notes[1]
-    assert "random walk of 64 steps turns 10.90 times and white noise 14.80 times" in notes[1]
-    assert notes[2].startswith(f"C10. The paper: some units orbit, others spiral outward. Our toy: {by['toy'][2].outcome}")
+    assert f"{an['toy'].mean.abs_rescaled:.2f} turns at 64 sites (mean trajectory, {by['toy'][0].outcome})" in notes[1]
+    assert "also holds a Gaussian random walk (10.90)" in notes[1] and "white noise (14.80)" in notes[1]
+    assert notes[2].startswith(f"C10. The paper: some units orbit, others spiral outward. Ours, trained: "
+                               f"{by['toy'][2].outcome}")
 
 
 def test_perturb_layer_names():
