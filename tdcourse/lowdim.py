@@ -1273,8 +1273,9 @@ def findings_notes(runs, by_run: dict, results: dict, curvature, robustness=None
     x = np.asarray(runs[0].acts[:, low], dtype=np.float64)
     var = x.var(axis=0)
     top = float(var.max() / var.sum())
-    dim_text += (f" The lowest raw PR is at site {low} ({runs[0].sites[low]}, PR {raw.pr[low]:.3g}), where one "
-                 f"unit holds {top:.0%} of the variance across samples.")
+    dim_text += (f" The lowest raw PR is at site {low} ({runs[0].sites[low]}, PR {raw.pr[low]:.3g}), where "
+                 + (f"one unit holds {top:.0%} of the variance across samples." if top >= 0.25 else
+                    f"no unit holds more than {top:.0%} of the variance across samples."))
     if ctrl:
         cv = by_run[ctrl][2]
         rc = results[ctrl].raw

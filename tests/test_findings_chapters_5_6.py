@@ -71,7 +71,9 @@ def test_lowdim_notes_name_each_reading_and_hold_its_numbers(two_runs, lowdim_fo
     # the one unit that holds the most variance at the lowest-PR site
     low = int(np.argmin(results["toy"].raw.pr))
     var = two_runs[0].acts[:, low].astype(float).var(0)
-    assert f"one unit holds {var.max() / var.sum():.0%} of the variance" in dim
+    top = var.max() / var.sum()
+    assert (f"one unit holds {top:.0%} of the variance" if top >= 0.25 else
+            f"no unit holds more than {top:.0%} of the variance") in dim
     # the control's verdicts, each reading named, read as a control
     assert ctrl.startswith("The random-init control: C11 ")
     assert "C12 (error reading)" in ctrl and "C12 (dimension reading)" in ctrl
