@@ -1100,7 +1100,7 @@ def findings_notes(runs, by_run: dict, analyses: dict, norm_shares, walk64: floa
           f"(mean trajectory, {c9_mean.outcome}), {analyses[trained].per_sample.abs_rescaled:.2f} (per sample, "
           f"{c9_sample.outcome}). ")
     if all(s < 0 for s in signs):
-        c9 += ("Every count here is negative, clockwise: a portrait of (x, ∇x) runs clockwise whenever it "
+        c9 += ("The mean counts here are all negative, clockwise: a portrait of (x, ∇x) runs clockwise whenever it "
                "turns (above the x axis x grows, below it x shrinks), so the sign says nothing about the model "
                "and the counts are compared by size. ")
     yard = [(name, v) for name, v in (("a Gaussian random walk", abs(walk64)),

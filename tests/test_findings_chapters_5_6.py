@@ -151,7 +151,7 @@ def test_rotation_notes_read_the_sign_and_the_band_right(two_runs, rotation_foun
     null64 = float(rot.rescale_count(abs(t.null_means.mean()), t.n_sites))
     assert (f"the layer-shuffled curves themselves ({null64:.2f})" in c9) == (lo <= null64 <= hi)
     signs_negative = t.mean_real < 0 and t.null_means.mean() < 0
-    assert ("Every count here is negative, clockwise" in c9) == signs_negative
+    assert ("The mean counts here are all negative, clockwise" in c9) == signs_negative
     assert "control" in c9 and ("the architecture" in c9 or "training" in c9)
 
 
@@ -160,7 +160,7 @@ def test_rotation_notes_leave_out_yardsticks_outside_the_band(two_runs, rotation
     c9 = rot.findings_notes(two_runs, by, an, shares, walk64=-3.0, white64=-30.0)[2]
     assert "random walk (3.00)" not in c9 and "white noise (30.00)" not in c9
     positive = rot.findings_notes(two_runs, by, an, shares, walk64=3.0, white64=14.0)[2]
-    assert "Every count here is negative" not in positive
+    assert "The mean counts here are all negative" not in positive
 
 
 # --------------------------------------------------------------------------- the clipped NMSE chart
