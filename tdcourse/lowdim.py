@@ -1238,6 +1238,12 @@ def findings_notes(runs, by_run: dict, results: dict, curvature, robustness=None
     if b10 > BEND_THRESHOLD >= c11.value:
         c11_text += (f" So the stream's mean path does bend in {ten}, and the squeeze into two dimensions "
                      "straightens it.")
+    spread = r.ae.spread[r.ae.test_idx].sum(0)
+    _, last = thirds(len(spread))
+    share = float(spread[last].sum() / spread.sum())
+    c11_text += (f" Pooled over all sites, the last third of the sites holds {share:.0%} of the spread of the "
+                 "held-out rows" + (", so a 2-D code spends its two directions mostly on them." if share > 0.5
+                                    else "."))
     seed = _seed_sentence(robustness.get(("C11", trained))) if robustness is not None else ""
     if seed:
         c11_text += " " + seed
@@ -1251,9 +1257,9 @@ def findings_notes(runs, by_run: dict, results: dict, curvature, robustness=None
                 f"{c12_err.detail.rstrip('.')}.")
     if gap > 0 and len(nmse[early]) > 2:
         gap_wo = float(np.mean(nmse[early][2:]) - np.mean(nmse[late]))
-        err_text += (f" Sites 0 and 1 alone (NMSE {nmse[0]:.3g} and {nmse[1]:.3g}) carry "
+        err_text += (f" Leaving out sites 0 and 1 (NMSE {nmse[0]:.3g} and {nmse[1]:.3g}) removes "
                      f"{min(max(1 - gap_wo / gap, 0), 1):.0%} of that gap: without them the first third's mean "
-                     f"NMSE exceeds the last third's by {gap_wo:+.3g}.")
+                     f"NMSE {'exceeds' if gap_wo > 0 else 'falls below'} the last third's by {abs(gap_wo):.3g}.")
     if ctrl:
         cv = by_run[ctrl][1]
         err_text += f" The random-init control: {cv.outcome} ({cv.value:.3g})"

@@ -61,6 +61,9 @@ def test_lowdim_notes_name_each_reading_and_hold_its_numbers(two_runs, lowdim_fo
     v11, v_err, v_dim = by_run["toy"]
     assert c11.startswith("C11. The paper: in a 2-D latent the stream follows a curved path.")
     assert f"bows from its chord by {v11.value:.3f} of the chord ({v11.outcome}" in c11
+    spread = results["toy"].ae.spread[results["toy"].ae.test_idx].sum(0)
+    last = ld.thirds(len(spread))[1]
+    assert f"the last third of the sites holds {spread[last].sum() / spread.sum():.0%} of the spread" in c11
     assert err.startswith("C12, error reading. The paper: early layers are harder to reconstruct")
     assert f"NMSE = {v_err.value:.3g} ({v_err.outcome})" in err and "lower-dimensional" not in err
     assert dim.startswith("C12, dimension reading. The paper: later layers become lower-dimensional.")
