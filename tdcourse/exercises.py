@@ -9,7 +9,10 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["Case", "run_case", "report", "agreement"]
+__all__ = ["Case", "run_case", "report", "agreement", "which_mistake"]
+
+#: Printed lines are wrapped at this many characters (the book's column, as ``verdicts.say``).
+WIDTH = 68
 
 #: (what the case is, whether it passed, why not)
 Case = tuple[str, bool, str]
@@ -61,21 +64,30 @@ def run_case(desc: str, fn: Callable, args: tuple, want: np.ndarray, rtol: float
             return desc, False, what if named else f"this matches a known mistake: {what}"
     if got.shape != want.shape:
         return desc, False, f"shape {got.shape}, expected {want.shape}"
+    close = np.isclose(got, want, rtol=rtol, atol=atol, equal_nan=True)
+    if want.ndim == 0:
+        return desc, False, f"expected {want:.6g}, got {got:.6g}"
+    at = np.unravel_index(int(np.argmin(close)), want.shape)  # the first value that differs
+    where = int(at[0]) if len(at) == 1 else tuple(int(i) for i in at)
     return desc, False, (f"expected {np.round(want, 4).ravel()[:4].tolist()}…, "
-                         f"got {np.round(got, 4).ravel()[:4].tolist()}…")
+                         f"got {np.round(got, 4).ravel()[:4].tolist()}…; first difference at index {where}: "
+                         f"expected {want[at]:.6g}, got {got[at]:.6g}")
 
 
-def report(cases: Sequence[Case], width: int | None = 68) -> bool:
+def report(cases: Sequence[Case], width: int | None = WIDTH, hint: str = "") -> bool:
     """Print one ✓ / ✗ line per case and a summary; return whether all passed.
 
     Parameters
     ----------
     cases : sequence of Case
         ``(what the case is, whether it passed, why not)``, e.g. from :func:`run_case`.
-    width : int or None, default 68
-        Wrap each case at this many characters, later lines indented by two spaces, as
+    width : int or None, default :data:`WIDTH` (68)
+        Wrap each line at this many characters, later lines indented by two spaces, as
         :func:`tdcourse.verdicts.say` does (68 fits the book's content column); None prints each
         case on one line.
+    hint : str
+        Printed after the summary when a case failed, e.g. the usual mistake that gives exactly
+        the learner's answers (:func:`which_mistake`).
 
     Returns
     -------
@@ -83,11 +95,16 @@ def report(cases: Sequence[Case], width: int | None = 68) -> bool:
     """
     import textwrap
 
+    def show(text: str) -> None:
+        print(text if width is None else
+              textwrap.fill(text, width, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False))
+
     ok = all(passed for _, passed, _ in cases)
     for desc, passed, msg in cases:
-        line = ("✓ " if passed else "✗ ") + desc + (f": {msg}" if msg and not passed else "")
-        print(line if width is None else textwrap.fill(line, width, subsequent_indent="  ", break_on_hyphens=False))
-    print("All checks passed." if ok else "Some checks failed: compare with the definition above.")
+        show(("✓ " if passed else "✗ ") + desc + (f": {msg}" if msg and not passed else ""))
+    show("All checks passed." if ok else "Some checks failed: compare with the definition above.")
+    if hint and not ok:
+        show(hint)
     return ok
 
 
@@ -121,3 +138,37 @@ def agreement(yours, library) -> str:
     if err >= 1e-3:
         return f"differ: largest relative difference {err:.2g}"
     return f"agree to {min(15, int(np.floor(-np.log10(err))))} significant digits"
+
+
+def which_mistake(fn: Callable, cases: Sequence[tuple], mistakes: Sequence[tuple[str, Callable]],
+                  rtol: float = 1e-6, atol: float = 1e-9) -> str | None:
+    """Name the usual mistake that gives the learner's answers.
+
+    Parameters
+    ----------
+    fn : callable
+        The learner's function.
+    cases : sequence of tuple
+        The argument tuples the check called ``fn`` with.
+    mistakes : sequence of (description, callable)
+        Known wrong versions of the method, each taking the same arguments as ``fn``.
+
+    Returns
+    -------
+    str or None
+        The description of the first mistake whose answer equals ``fn``'s (shape and values, as
+        :func:`run_case` compares) on every case, or None (no known mistake fits, or ``fn`` raised).
+    """
+    try:
+        got = [np.asarray(fn(*args), dtype=float) for args in cases]
+    except Exception:  # the learner's error is reported by the check itself
+        return None
+    for desc, wrong in mistakes:
+        try:
+            want = [np.asarray(wrong(*args), dtype=float) for args in cases]
+        except Exception:  # a mistake that cannot run on a case does not fit it
+            continue
+        if all(g.shape == w.shape and np.allclose(g, w, rtol=rtol, atol=atol, equal_nan=True)
+               for g, w in zip(got, want)):
+            return desc
+    return None

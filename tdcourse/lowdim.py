@@ -48,7 +48,7 @@ import numpy as np
 from .capture import check_acts
 from .checks import check_array, check_run_size
 from . import stats
-from .exercises import report
+from .exercises import report, run_case, which_mistake
 from .memo import cached
 from .verdicts import Verdict, judge
 
@@ -80,6 +80,7 @@ __all__ = [
     "analyse",
     "verdicts",
     "check_participation_ratio",
+    "check_training_step",
     "check_bend_ratio",
 ]
 
@@ -629,6 +630,7 @@ def train_autoencoder(
     device: str = "cpu",
     num_threads: int | None = 1,
     order_seed: int | None = None,
+    step: Callable[[Any, Any, Any], Any] | None = None,
 ) -> AutoencoderFit:
     """Train the compressing autoencoder on pooled, standardised site vectors.
 
@@ -668,6 +670,13 @@ def train_autoencoder(
         Seeds the order in which the training rows are drawn into minibatches alone (same
         split, same initial weights): the resampling that the autoencoder's fit is least
         expected to depend on. None (default): ``seed``.
+    step : callable or None
+        One optimisation step on a minibatch, ``step(model, opt, xb) -> loss`` (forward, MSE
+        loss, ``opt.zero_grad()``, ``loss.backward()``, ``opt.step()``; returns the loss, a
+        scalar tensor or float), in place of the library's own: how the chapter checks a
+        learner's training loop (:func:`check_training_step`). The learning-rate schedule
+        still steps after it. None (default): the library's step. Not with
+        ``balance_sites=True`` (its per-row weights are the library step's).
 
     Returns
     -------
@@ -681,6 +690,9 @@ def train_autoencoder(
         raise ValueError(f"train_frac must be in (0, 1), got {train_frac}")
     if epochs < 1 or batch_size < 1:
         raise ValueError("epochs and batch_size must be positive")
+    if step is not None and (balance_sites or not callable(step)):
+        raise ValueError("step must be a callable step(model, opt, xb) -> loss, and cannot be combined with "
+                         "balance_sites=True (the site weights belong to the library's own step)")
     rng = np.random.default_rng(seed)
     perm = rng.permutation(n)
     n_train = int(round(train_frac * n))
@@ -703,13 +715,13 @@ def train_autoencoder(
     try:
         return _train(torch, z, mean, scale, spread, site_w, train_idx, test_idx, latent_dim, hidden, epochs,
                       batch_size, lr, train_frac, balance_sites, seed, device, num_threads,
-                      seed if order_seed is None else int(order_seed))
+                      seed if order_seed is None else int(order_seed), step=step)
     finally:
         torch.set_num_threads(threads_before)
 
 
 def _train(torch, z, mean, scale, spread, site_w, train_idx, test_idx, latent_dim, hidden, epochs, batch_size,
-           lr, train_frac, balance_sites, seed, device, num_threads, order_seed) -> AutoencoderFit:
+           lr, train_frac, balance_sites, seed, device, num_threads, order_seed, step=None) -> AutoencoderFit:
     n, s, d = z.shape
     n_train = len(train_idx)
     torch.manual_seed(seed)
@@ -731,11 +743,15 @@ def _train(torch, z, mean, scale, spread, site_w, train_idx, test_idx, latent_di
         for k in range(steps_per_epoch):
             b = order[k * batch_size : (k + 1) * batch_size]
             xb = x_train[b]
-            err = ((model(xb) - xb) ** 2).mean(1)
-            loss = (err * w_train[b]).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if step is None:  # forward, MSE loss (weighted per site), backward, step
+                err = ((model(xb) - xb) ** 2).mean(1)
+                loss = (err * w_train[b]).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            else:  # a learner's step (check_training_step)
+                loss = step(model, opt, xb)
+                loss = loss.detach() if isinstance(loss, torch.Tensor) else torch.tensor(float(loss))
             sched.step()
             total += loss.item() * len(b)
         losses[e] = total / n_rows
@@ -1198,76 +1214,354 @@ def verdicts(run, chapter: str = "06_low_dimensional", result: LowDim | None = N
     return out
 
 
-# --------------------------------------------------------------------------- exercises
+# --------------------------------------------------------------------------- what we found
 
 
+def _seed_sentence(rb, claim: str = "C11") -> str:
+    """How a verdict moves with the autoencoder's seed, from the robustness page's record ``rb``
+    (:func:`tdcourse.robustness.for_runs`); "" when there is nothing to say.
+
+    Reads both forms of the record: one that lists the seeds it computed (``rb.seeds``, with the
+    ones that change the outcome in ``rb.unstable``), and one that counts specifications
+    (``rb.n``, ``rb.same``), read as seeds only where every alternative of ``claim`` on the
+    robustness page is another autoencoder seed.
+    """
+    if rb is None:
+        return ("How this outcome moves with the autoencoder's seed has not been computed for these captures "
+                "(the robustness page computes it for the captures the book is built from).")
+    seeds = getattr(rb, "seeds", None)
+    if seeds is not None:
+        if not seeds:
+            return ""
+        unstable = tuple(getattr(rb, "unstable", ()) or ())
+        k = len(seeds)
+        if not unstable:
+            return (f"It does not rest on one seed: the autoencoder retrained with {k} other "
+                    f"seed{'' if k == 1 else 's'} gives '{rb.primary}' every time.")
+        return (f"It hangs on the autoencoder's seed: retrained with {k} other seed{'' if k == 1 else 's'}, "
+                f"the outcome changes with {', '.join(unstable)}.")
+    from . import robustness
+
+    alternatives = [s for s in robustness.SPECS if s.claim == claim and not s.primary]
+    n, same = getattr(rb, "n", 0), getattr(rb, "same", 0)
+    if not alternatives or not all("ae_seed" in s.compute for s in alternatives) or n != len(alternatives) + 1:
+        return ""
+    if same == n:
+        return (f"It does not rest on one seed: the autoencoder retrained with {n - 1} other seeds gives "
+                f"'{rb.primary}' every time.")
+    return (f"It hangs on the autoencoder's seed: '{rb.primary}' holds for {same} of {n} seeds "
+            f"(the chapter's and {n - 1} others).")
 
 
-def findings_notes(runs, by_run: dict, results: dict, curvature) -> list[str]:
+def findings_notes(runs, by_run: dict, results: dict, curvature, robustness=None) -> list[str]:
     """Chapter 6's "what we found", as sentences computed from its results.
 
     Parameters
     ----------
     runs : list of Activations
-        The trained run first, then the random-init control (if any).
+        The trained run first, then the random-init control (if any; told apart by
+        :func:`tdcourse.verdicts.run_kind`).
     by_run : dict
         ``{run.label: [C11, C12 error, C12 dimension]}`` from :func:`verdicts`.
     results : dict
         ``{run.label: LowDim}`` from :func:`analyse`.
     curvature : pandas.DataFrame
         The chapter's curvature table: columns ``model``, ``space``, ``bend``.
+    robustness : mapping, optional
+        ``{(claim row, model label): Robustness}`` from :func:`tdcourse.robustness.for_runs`:
+        how C11 moves with the autoencoder's seed is said from it.
 
     Returns
     -------
     list of str
-        C11, C12 (error), C12 (dimension) against the paper, then the control's verdicts and
-        how many it shares with the trained model.
+        C11, C12 (error reading), C12 (dimension reading) against the paper, each with its own
+        sentence of the paper, then the control's verdicts read as a control.
     """
+    from .verdicts import run_kind, run_label
+
     trained = runs[0].label
+    ctrl = next((r.label for r in runs[1:] if run_kind(r.label) == "control"), None)
     c11, c12_err, c12_dim = by_run[trained]
     r = results[trained]
     bends = curvature.set_index(["model", "space"])["bend"]
     ten = f"PC1–PC{r.pc_mean.shape[1]}"
-    out = [
-        f"C11. The paper: the 2-D latent path is curved. Our {trained}: the mean latent path bows from its "
-        f"chord by {c11.value:.3f} of the chord ({c11.outcome}; threshold 0.1); {c11.uncertainty}. The same "
-        f"mean path in {ten}: bend {bends[(trained, ten)]:.3f} (trained)"
-        + (f", {bends[(runs[1].label, ten)]:.3f} (control)." if len(runs) > 1 else "."),
-        f"C12, error. The paper: early layers are harder to reconstruct. Ours: early-third minus late-third "
-        f"NMSE = {c12_err.value:.3g} ({c12_err.outcome}); {c12_err.detail.rstrip('.')}.",
-        f"C12, dimension. The paper: later layers are lower-dimensional. Ours: raw PR early minus late = "
-        f"{c12_dim.value:.3g} ({c12_dim.outcome}); {c12_dim.uncertainty.rstrip('.')}.",
-    ]
-    if len(runs) > 1:
-        ctrl = runs[1].label
+    b2, b10 = float(bends[(trained, "PC1–PC2")]), float(bends[(trained, ten)])
+
+    # C11
+    c11_text = (f"C11. The paper: in a 2-D latent the stream follows a curved path. Ours, trained: the mean latent "
+                f"path bows from its chord by {c11.value:.3f} of the chord ({c11.outcome}; threshold "
+                f"{BEND_THRESHOLD:g}); {c11.uncertainty}. The same mean path bends {b2:.3f} in PC1–PC2 and "
+                f"{b10:.3f} in {ten}")
+    if ctrl:
+        c10 = float(bends[(ctrl, ten)])
+        c11_text += (f" ({c10:.3f} for the random-init control: "
+                     f"{'less' if c10 < b10 else 'more'} than the trained model)")
+    c11_text += "."
+    if b10 > BEND_THRESHOLD >= c11.value:
+        c11_text += (f" So the stream's mean path does bend in {ten}, and the squeeze into two dimensions "
+                     "straightens it.")
+    spread = r.ae.spread[r.ae.test_idx].sum(0)
+    _, last = thirds(len(spread))
+    share = float(spread[last].sum() / spread.sum())
+    c11_text += (f" Pooled over all sites, the last third of the sites holds {share:.0%} of the spread of the "
+                 "held-out rows" + (", so a 2-D code spends its two directions mostly on them." if share > 0.5
+                                    else "."))
+    seed = _seed_sentence(robustness.get(("C11", trained))) if robustness is not None else ""
+    if seed:
+        c11_text += " " + seed
+
+    # C12, error reading
+    nmse = r.ae_nmse
+    early, late = thirds(len(nmse))
+    gap = float(early_minus_late(nmse))
+    err_text = (f"C12, error reading. The paper: early layers are harder to reconstruct from the 2-D latent. Ours, "
+                f"trained: early-third minus late-third NMSE = {gap:.3g} ({c12_err.outcome}); "
+                f"{c12_err.detail.rstrip('.')}.")
+    if gap > 0 and len(nmse[early]) > 2:
+        gap_wo = float(np.mean(nmse[early][2:]) - np.mean(nmse[late]))
+        err_text += (f" Leaving out sites 0 and 1 (NMSE {nmse[0]:.3g} and {nmse[1]:.3g}) removes "
+                     f"{min(max(1 - gap_wo / gap, 0), 1):.0%} of that gap: without them the first third's mean "
+                     f"NMSE {'exceeds' if gap_wo > 0 else 'falls below'} the last third's by {abs(gap_wo):.3g}.")
+    if ctrl:
+        cv = by_run[ctrl][1]
+        err_text += f" The random-init control: {cv.outcome} ({cv.value:.3g})"
+        err_text += ("; it shows the same outcome, so the gap comes with the architecture and the pooled loss "
+                     "(late sites spread most), not with training." if cv.outcome == c12_err.outcome else ".")
+
+    # C12, dimension reading
+    dim_text = (f"C12, dimension reading. The paper: later layers become lower-dimensional. Ours, trained: "
+                f"{c12_dim.outcome}; {c12_dim.uncertainty}.")
+    raw = r.raw
+    pr_e, pr_l = float(np.mean(raw.pr[early])), float(np.mean(raw.pr[late]))
+    if c12_dim.outcome == "disagrees":
+        dim_text += (f" Here SmolLM2 disagrees with the paper: its raw participation ratio "
+                     f"{'rises' if pr_l > pr_e else 'does not fall'} from {pr_e:.3g} (first third) to "
+                     f"{pr_l:.3g} (last third).")
+    low = int(np.argmin(raw.pr))
+    x = np.asarray(runs[0].acts[:, low], dtype=np.float64)
+    var = x.var(axis=0)
+    top = float(var.max() / var.sum())
+    dim_text += (f" The lowest raw PR is at site {low} ({runs[0].sites[low]}, PR {raw.pr[low]:.3g}), where "
+                 + (f"one unit holds {top:.0%} of the variance across samples." if top >= 0.25 else
+                    f"no unit holds more than {top:.0%} of the variance across samples."))
+    if ctrl:
+        cv = by_run[ctrl][2]
+        rc = results[ctrl].raw
+        dim_text += (f" The random-init control: {cv.outcome}; raw PR {np.mean(rc.pr[early]):.3g} (first third) → "
+                     f"{np.mean(rc.pr[late]):.3g} (last third)")
+        if cv.outcome in ("agrees", "partly") and c12_dim.outcome == "disagrees":
+            dim_text += (": the untrained architecture gets lower-dimensional with depth, and training "
+                         "removes it.")
+        else:
+            dim_text += "."
+    med_e, med_l = float(np.median(nmse[early])), float(np.median(nmse[late]))
+    dim_text += (f" Read as 'rebuilt better from the 2-D code' instead, the trained model's last third has a "
+                 f"median NMSE of {med_l:.3g} against {med_e:.3g} for the first third")
+    if ctrl:
+        cn = results[ctrl].ae_nmse
+        dim_text += f" (control: {np.median(cn[late]):.3g} against {np.median(cn[early]):.3g})"
+    dim_text += "."
+    out = [c11_text, err_text, dim_text]
+
+    if ctrl:
+        names = ("C11", "C12 (error reading)", "C12 (dimension reading)")
         same = [a.outcome == b.outcome for a, b in zip(by_run[trained], by_run[ctrl])]
-        out.append("The random-init control: "
-                   + "; ".join(f"{v.claim} {v.outcome} ({v.value:.3g})" for v in by_run[ctrl]) + ". "
-                   f"Verdicts shared by the trained model and its control: {sum(same)} of {len(same)} (a shared "
-                   "verdict comes from the architecture and the scale of the stream, not from training).")
+        out.append(f"The {run_label(ctrl)}: "
+                   + "; ".join(f"{n} {v.outcome} ({v.value:.3g})" for n, v in zip(names, by_run[ctrl])) + ". "
+                   f"Outcomes it shares with the trained model: {sum(same)} of {len(same)} (a shared outcome comes "
+                   "with the architecture and the scale of the stream, not with training).")
     return out
 
 
-def check_participation_ratio(fn: Callable[[np.ndarray], Any]) -> bool:
-    """Check a learner's participation ratio ``fn(x) -> float`` of a data matrix
-    ``x`` of shape (n_samples, n_units) against known answers. Prints PASS/FAIL per case and
-    returns whether all passed."""
+# --------------------------------------------------------------------------- exercise checks
+
+
+def _pr_of(ev: np.ndarray) -> float:
+    return float(ev.sum() ** 2 / (ev**2).sum())
+
+
+def _centred(x: np.ndarray) -> np.ndarray:
+    return x - x.mean(0)
+
+
+#: Usual wrong versions of the participation ratio of a data matrix ``x`` (n_samples, n_units),
+#: each with what it does wrong in the learner's words (:func:`check_participation_ratio`).
+_PR_MISTAKES: tuple[tuple[str, Callable[[np.ndarray], float]], ...] = (
+    ("the samples are not centred: the eigenvalues of xᵀx (the second moments) count the mean as a "
+     "direction of variance; subtract x.mean(axis=0) first",
+     lambda x: _pr_of(np.linalg.eigvalsh(x.T @ x))),
+    ("PR from the singular values s of x, not their squares: the covariance's eigenvalues are "
+     "λ = s² / (n − 1)",
+     lambda x: _pr_of(np.linalg.svd(_centred(x), compute_uv=False))),
+    ("PR from the singular values of x, neither squared nor centred",
+     lambda x: _pr_of(np.linalg.svd(x, compute_uv=False))),
+    ("the ratio is upside down: PR = (Σλ)² / Σλ², not Σλ² / (Σλ)²",
+     lambda x: 1 / _pr_of(np.linalg.eigvalsh(np.cov(x.T)))),
+    ("the covariance is taken over the wrong axis: np.cov(x) treats each sample as a variable; "
+     "np.cov(x.T) (or x.T @ x of the centred x) is the units' covariance across samples",
+     lambda x: _pr_of(np.linalg.eigvalsh(np.cov(x)))),
+    ("the correlation matrix (units standardised) instead of the covariance",
+     lambda x: _pr_of(np.linalg.eigvalsh(np.corrcoef(x.T)))),
+)
+
+
+def _pr_cases() -> list[tuple[str, np.ndarray]]:
+    """Data matrices (n_samples, n_units) chosen so that every mistake above changes the answer
+    (tests/test_lowdim.py checks that each one is rejected)."""
     rng = np.random.default_rng(0)
-    cases = []
-    iso = rng.standard_normal((4000, 8))
-    cases.append(("8 independent unit-variance units (PR ≈ 8)", iso, float(participation_ratio(np.linalg.eigvalsh(np.cov(iso.T))))))
-    line = rng.standard_normal((500, 1)) @ rng.standard_normal((1, 20))
-    cases.append(("data on one line in 20-D (PR = 1)", line, 1.0))
-    two = np.c_[rng.standard_normal(3000) * 3, rng.standard_normal(3000), np.zeros(3000)]
-    cases.append(("variances 9, 1, 0 (PR = 100/82 ≈ 1.22)", two, float(participation_ratio(np.linalg.eigvalsh(np.cov(two.T))))))
-    out = []
-    for name, x, want in cases:
-        try:
-            got = float(fn(x))
-            out.append((name, bool(np.isclose(got, want, rtol=1e-3)), f"got {got:.4g}, expected {want:.4g}"))
-        except Exception as err:  # noqa: BLE001 - report the learner's error, do not crash
-            out.append((name, False, f"raised {type(err).__name__}: {err}"))
-    return report(out)
+
+    def white(n, k):  # k columns of exactly mean 0, variance 1, uncorrelated
+        q = np.linalg.qr(_centred(rng.standard_normal((n, k))))[0]
+        return q * np.sqrt(n - 1)
+
+    w = white(200, 2)
+    return [
+        ("8 uncorrelated units of variance 1 around a mean of 2 (PR = 8)", white(200, 8) + 2.0),
+        ("data on one line in 20-D, off the origin (PR = 1)",
+         rng.standard_normal((100, 1)) @ rng.standard_normal((1, 20)) + 3.0),
+        ("variances 9, 1 and 0 (PR = 100/82 ≈ 1.22)", np.c_[3 * w[:, 0], w[:, 1], np.zeros(200)]),
+        ("6 units of unequal variance, mean far from 0",
+         rng.standard_normal((150, 6)) * [4, 2, 1, 1, 0.5, 0.5] + [10, -5, 3, 0, 8, 1]),
+        ("30 samples of 50 units (fewer samples than units)",
+         rng.standard_normal((30, 50)) * np.linspace(3, 0.1, 50) + 2.0),
+    ]
+
+
+def check_participation_ratio(fn: Callable[[np.ndarray], Any]) -> bool:
+    """Check a learner's participation ratio against :func:`participation_ratio`.
+
+    ``fn(x) -> float`` takes a data matrix ``x`` of shape (n_samples, n_units), the states of
+    one site, and returns :math:`(\\sum\\lambda)^2 / \\sum\\lambda^2` of the eigenvalues
+    :math:`\\lambda` of the covariance of the centred samples. Runs it on fixed matrices
+    (isotropic, one line, a spectrum 9:1:0, means far from 0, fewer samples than units),
+    compares with the library (relative 1e-6), prints one ✓ / ✗ line per case and, where the
+    answers are those of a usual mistake, which one: samples not centred; singular values of
+    ``x`` instead of their squares; the ratio upside down; the covariance over the wrong axis;
+    the correlation matrix. Never raises on the learner's bug: it is reported.
+
+    Returns
+    -------
+    bool
+        Whether every case passed.
+
+    Source: Gao et al. 2017 (the participation ratio); the chapter's per-site spectra
+    (:func:`site_spectra`).
+    """
+    cases = _pr_cases()
+    want = [float(participation_ratio(np.linalg.eigvalsh(np.cov(x.T)).clip(min=0))) for _, x in cases]
+    results = [run_case(desc, lambda x: float(fn(x)), (x,), w, rtol=1e-6, atol=0)
+               for (desc, x), w in zip(cases, want)]
+    hint = ""
+    if not all(ok for _, ok, _ in results):
+        fit = which_mistake(lambda x: float(fn(x)), [(x,) for _, x in cases], _PR_MISTAKES, rtol=1e-6, atol=0)
+        hint = f"Your PR looks like this usual mistake: {fit}." if fit else ""
+    return report(results, hint=hint)
+
+
+#: The training loop of :func:`check_training_step`: small enough for a second on a CPU. The
+#: minibatch size is chosen per case, for about 15 steps per epoch.
+_LOOP = dict(epochs=3, hidden=(64, 16), seed=0, device="cpu")
+_STEPS_PER_EPOCH = 15
+
+
+def _step_mistakes(torch):
+    """Usual wrong training steps ``step(model, opt, xb) -> loss``, with what each does wrong."""
+
+    def loss_of(model, xb):
+        return ((model(xb) - xb) ** 2).mean()
+
+    def no_zero_grad(model, opt, xb):
+        loss = loss_of(model, xb)
+        loss.backward()
+        opt.step()
+        return loss
+
+    def no_step(model, opt, xb):  # the weights never change (as without backward, or zero_grad after it)
+        loss = loss_of(model, xb)
+        opt.zero_grad()
+        loss.backward()
+        return loss
+
+    def summed(model, opt, xb):
+        loss = ((model(xb) - xb) ** 2).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss
+
+    return (
+        ("opt.zero_grad() is never called: each loss.backward() adds its gradient to the ones "
+         "before, so every step follows the sum of all gradients so far", no_zero_grad),
+        ("the weights never change: opt.step() is never called, or it finds no gradient "
+         "(loss.backward() missing, or opt.zero_grad() placed between loss.backward() and "
+         "opt.step())", no_step),
+        ("the loss is the sum of the squared errors, not their mean (MSE)", summed),
+    )
+
+
+def _plane_rows(n: int = 80, s: int = 6, d: int = 16, seed: int = 0) -> np.ndarray:
+    """States (n, s, d) on a 2-D plane plus a little noise: what a 2-D latent can hold."""
+    rng = np.random.default_rng(seed)
+    coef = rng.standard_normal((n, s, 2)) + np.linspace(-2, 2, s)[None, :, None]
+    return (coef @ rng.standard_normal((2, d)) + 0.02 * rng.standard_normal((n, s, d))).astype(np.float32)
+
+
+def check_training_step(fn: Callable[[Any, Any, Any], Any], acts: np.ndarray | None = None) -> bool:
+    """Check a learner's training step against the library's :func:`train_autoencoder`.
+
+    ``fn(model, opt, xb) -> loss`` makes one optimisation step of the autoencoder on the
+    minibatch ``xb`` (a float32 tensor of shape (batch, d_model), standardised states): the
+    forward pass, the MSE loss, ``opt.zero_grad()``, ``loss.backward()``, ``opt.step()``; it
+    returns the loss. The check trains the same network twice with the same seed, data,
+    minibatch order, Adam optimiser and learning-rate schedule (:func:`train_autoencoder`, 3
+    epochs of about 15 minibatches each): once with the library's own step, once with ``fn``
+    (``train_autoencoder(..., step=fn)``). The mean training loss of each epoch and the
+    held-out NMSE per site must agree within 1e-3 (relative). It prints one ✓ / ✗ line per
+    case and, where the answers are those of a usual mistake, which one: ``opt.zero_grad()``
+    never called (the gradients pile up); weights that never change (``opt.step()`` or
+    ``loss.backward()`` never called, or ``zero_grad`` between them); the summed instead of
+    the mean squared error. Never raises on the learner's bug: it is reported. About a second
+    on a CPU for a few dozen samples.
+
+    Parameters
+    ----------
+    fn : callable
+        The learner's step ``fn(model, opt, xb) -> loss``.
+    acts : ndarray of shape (n_samples, n_sites, d_model), optional
+        Real states to train on as well (a few dozen samples of a capture), after the
+        synthetic case (80 samples of 6 sites on a plane in 16 units).
+
+    Returns
+    -------
+    bool
+        Whether every case passed.
+    """
+    import torch
+
+    cases = [("80 samples × 6 sites on a plane in 16 units", _plane_rows())]
+    if acts is not None:
+        a = check_array(acts, "acts")
+        if a.ndim != 3 or a.shape[0] < 4:
+            raise ValueError(f"acts must have shape (n_samples >= 4, n_sites, d_model), got {a.shape}")
+        cases.append((f"{a.shape[0]} real samples × {a.shape[1]} sites × {a.shape[2]} units", a))
+    train = train_autoencoder.__wrapped__  # trained each time, never read from the analysis cache
+
+    def run(step, x):
+        rows = int(round(0.5 * x.shape[0])) * x.shape[1]  # the training rows (half the samples)
+        fit = train(x, step=step, batch_size=max(1, -(-rows // _STEPS_PER_EPOCH)), **_LOOP)
+        return np.r_[fit.loss, fit.nmse()[0]]  # the loss of each epoch, then the held-out NMSE per site
+
+    results = []
+    for desc, x in cases:
+        want = run(None, x)
+        name = f"{desc}: loss per epoch {np.round(want[:_LOOP['epochs']], 4).tolist()}, then the held-out NMSE per site"
+        results.append(run_case(name, lambda x: run(fn, x), (x,), want, rtol=1e-3, atol=1e-6))
+    hint = ""
+    if not all(ok for _, ok, _ in results):
+        fit = which_mistake(lambda x: run(fn, x), [(cases[0][1],)],
+                            [(d, lambda x, f=f: run(f, x)) for d, f in _step_mistakes(torch)], rtol=1e-3, atol=1e-6)
+        hint = f"Your step looks like this usual mistake: {fit}." if fit else ""
+    return report(results, hint=hint)
 
 
 def check_bend_ratio(fn: Callable[[np.ndarray], Any]) -> bool:

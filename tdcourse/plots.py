@@ -307,6 +307,7 @@ def curves(
     height: int = 260,
     x_title: str = "site (resid_pre 0, resid_mid 0, resid_pre 1, …)",
     colors: Mapping[str, str] | None = None,
+    y_domain: tuple[float, float] | None = None,
 ):
     """One line per series against site depth, with optional shaded bands.
 
@@ -320,14 +321,20 @@ def curves(
     colors : {series: colour}, optional
         Colours for some series, overriding the book's palette (:func:`series_colors`:
         a run, a null or a yardstick has the same colour in every chart).
+    y_domain : (lo, hi), optional
+        Show only this range of the y axis; lines and bands leave the chart at its edges
+        (clipped), so a few extreme sites do not flatten the rest. Say in the text which
+        values lie outside.
     """
     alt = _alt()
 
     df = site_frame(values, sites, "y")
-    yscale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
+    scale = {} if y_domain is None else {"domain": [float(y_domain[0]), float(y_domain[1])]}
+    yscale = alt.Scale(type="log", **scale) if log_y else alt.Scale(zero=False, **scale)
+    clip = y_domain is not None
     color = _color(list(values) + [k for k in (bands or {}) if k not in values], colors)
     x = alt.X("depth:Q", title=x_title)
-    line = alt.Chart(df).mark_line(point=alt.OverlayMarkDef(size=12)).encode(
+    line = alt.Chart(df).mark_line(point=alt.OverlayMarkDef(size=12), clip=clip).encode(
         x=x, y=alt.Y("y:Q", title=y_title, scale=yscale), color=color,
         tooltip=["series:N", "site:N", alt.Tooltip("y:Q", format=".4g", title=y_title)],
     )
@@ -336,7 +343,8 @@ def curves(
         lo = site_frame({k: v[0] for k, v in bands.items()}, sites, "lo")
         hi = site_frame({k: v[1] for k, v in bands.items()}, sites, "hi")
         lo["hi"] = hi["hi"].to_numpy()
-        layers.append(alt.Chart(lo).mark_area(opacity=0.2).encode(x=x, y="lo:Q", y2="hi:Q", color=color))
+        band_y = alt.Y("lo:Q", scale=yscale) if clip else "lo:Q"
+        layers.append(alt.Chart(lo).mark_area(opacity=0.2, clip=clip).encode(x=x, y=band_y, y2="hi:Q", color=color))
     layers.append(line)
     return alt.layer(*layers, title=title).properties(width=width, height=height)
 

@@ -45,6 +45,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from .capture import check_acts
+from .exercises import report, run_case, which_mistake
 from .checks import check_array, check_run_size
 from . import stats
 from .memo import cached
@@ -1061,33 +1062,161 @@ def verdicts(run, chapter: str, analysis: RotationAnalysis | None = None, min_sh
 # --------------------------------------------------------------------------- exercise checks
 
 
-def _check(name: str, cases: list[tuple[str, np.ndarray, np.ndarray]], fn, atol: float) -> bool:
-    ok = True
-    for desc, arg, want in cases:
-        try:
-            got = np.asarray(fn(arg), dtype=float)
-        except Exception as err:  # the learner's code may fail in any way
-            print(f"✗ {desc}: {name} raised {type(err).__name__}: {err}")
-            ok = False
-            continue
-        if got.shape != want.shape or not np.allclose(got, want, atol=atol, equal_nan=True):
-            print(f"✗ {desc}: expected {np.round(want, 3).tolist()}, got {np.round(got, 3).tolist()}")
-            ok = False
-        else:
-            print(f"✓ {desc}")
-    print("All checks passed." if ok else "Some checks failed: compare with the definition above.")
-    return ok
+def _wrap(angle: np.ndarray) -> np.ndarray:
+    """Angles into (−π, π] (the chapter's wrap)."""
+    return np.pi - (np.pi - angle) % (2 * np.pi)
 
 
-def _check_cases() -> list[tuple[str, np.ndarray]]:
+def _turns(theta: np.ndarray) -> float:
+    """Σ wrap(Δθ) / 2π of one curve's angles ``theta`` (n,)."""
+    return float(_wrap(np.diff(theta)).sum() / (2 * np.pi))
+
+
+def _tangent_turns(x: np.ndarray, y: np.ndarray) -> float:
+    return _turns(np.arctan2(np.diff(y), np.diff(x)))
+
+
+#: Usual wrong versions of the rotation count of one curve ``a`` (n_sites,), each with what it
+#: does wrong in the learner's words (:func:`check_rotation_count` names the one that fits).
+_R_MISTAKES: tuple[tuple[str, Callable[[np.ndarray], float]], ...] = (
+    ("the turning angles are not wrapped into (−π, π]: np.diff(θ) summed as is only counts the "
+     "net change of direction, never a full turn",
+     lambda a: float(np.diff(np.arctan2(np.diff(np.gradient(a)), np.diff(a))).sum() / (2 * np.pi))),
+    ("θ is the angle of the point, atan2(y, x), not of the step from one point to the next, "
+     "atan2(Δy, Δx): that counts turns around the origin, not turns of the curve",
+     lambda a: _turns(np.arctan2(np.gradient(a) - np.gradient(a)[0], a - a[0]))),
+    ("θ is the angle of the point, atan2(y, x), of a portrait not centred on the first site: "
+     "use the step's direction atan2(Δy, Δx), and x = a − a₀, y = ∇a − ∇a₀",
+     lambda a: _turns(np.arctan2(np.gradient(a), a))),
+    ("∇a is np.diff(a) (n − 1 forward differences) instead of np.gradient(a) (central "
+     "differences, one-sided at the two ends, n values)",
+     lambda a: _tangent_turns(a[1:], np.diff(a))),
+    ("∇a is np.diff(a, prepend=a[0]) instead of np.gradient(a) (central differences inside)",
+     lambda a: _tangent_turns(a, np.diff(a, prepend=a[:1]))),
+    ("∇a is np.diff(a, append=a[-1]) instead of np.gradient(a) (central differences inside)",
+     lambda a: _tangent_turns(a, np.diff(a, append=a[-1:]))),
+    ("x and y are swapped in atan2: it takes (Δy, Δx), in that order, and the swap flips "
+     "the sign (clockwise turns must come out negative)",
+     lambda a: _turns(np.arctan2(np.diff(a), np.diff(np.gradient(a))))),
+    ("the absolute turning |Δθ| is summed: turns one way and back cancel in R",
+     lambda a: float(np.abs(_wrap(np.diff(np.arctan2(np.diff(np.gradient(a)), np.diff(a))))).sum()
+                     / (2 * np.pi))),
+    ("the sum is divided by π, not 2π: R counts full turns",
+     lambda a: 2 * float(rotation_count(a))),
+)
+
+#: Usual wrong versions of the phase portrait of one curve ``a`` (n_sites,).
+_PORTRAIT_MISTAKES: tuple[tuple[str, Callable[[np.ndarray], tuple]], ...] = (
+    ("the portrait is not centred on the first site: x = a − a₀ and y = ∇a − ∇a₀ both start at 0",
+     lambda a: (a, np.gradient(a))),
+    ("only x is centred: y = ∇a − ∇a₀ too", lambda a: (a - a[0], np.gradient(a))),
+    ("the portrait is centred on its mean over the sites, not on the first site",
+     lambda a: (a - a.mean(), np.gradient(a) - np.gradient(a).mean())),
+    ("∇a is np.diff(a, prepend=a[0]) instead of np.gradient(a)",
+     lambda a: (a - a[0], np.diff(a, prepend=a[:1]) - 0.0)),
+    ("∇a is np.diff(a, append=a[-1]) instead of np.gradient(a)",
+     lambda a: (a - a[0], np.diff(a, append=a[-1:]) - (a[1] - a[0]))),
+)
+
+
+def _rotation_cases() -> list[tuple[str, np.ndarray]]:
+    """One unit each, shape (n_sites,): chosen so that every mistake above changes the answer
+    (tests/test_rotations.py checks that each one is rejected)."""
+    l = np.arange(61, dtype=float)
+    walks = np.random.default_rng(0).standard_normal((3, 61)).cumsum(-1)
+    return [
+        ("a sine of 3 periods (an ellipse, run clockwise 3 times)", np.sin(2 * np.pi * 3 * l / 60)),
+        ("a straight ramp (R = 0: the direction never changes)", 0.5 * l),
+        ("an oscillation around 5, far from 0", 5 + np.sin(2 * np.pi * l / 15)),
+        ("an oscillation on a rising trend", 0.3 * l + np.sin(2 * np.pi * l / 10)),
+        ("an oscillation that grows along depth", np.exp(l / 30) * np.sin(2 * np.pi * l / 12)),
+        *[(f"random walk {i + 1} of 3 (no rotation built in)", w) for i, w in enumerate(walks)],
+        ("a short curve of 6 sites", np.array([0.0, 1.0, 3.0, 2.5, 5.0, 4.0])),
+    ]
+
+
+def check_rotation_count(fn: Callable[[np.ndarray], float],
+                         portrait: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None) -> bool:
+    """Check a learner's rotation count of one unit against :func:`rotation_count`.
+
+    Runs ``fn`` on fixed curves (a sine, a ramp, oscillations away from 0, on a trend and
+    growing, random walks, a short curve), compares with the library within 1e-6 turns, and
+    prints one ✓ / ✗ line per case, then, if the answers are those of a usual mistake, which
+    one: angle differences not wrapped into (−π, π]; the angle of the point ``atan2(y, x)``
+    instead of the direction of the step ``atan2(Δy, Δx)`` (centred on the first site or not);
+    ``np.diff`` instead of :func:`numpy.gradient` for ``∇a``; ``x`` and ``y`` swapped in
+    ``atan2`` (the sign flips); ``|Δθ|`` summed; half turns instead of full ones. Never raises
+    on the learner's bug: it is reported.
+
+    Centring the portrait on the first site does not change ``R`` (only differences of points
+    enter the tangent), so a missing centring shows only in the portrait: pass ``portrait`` to
+    check it too.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(a) -> float``: ``a`` of shape (n_sites,), one unit's values along depth; returns
+        its rotation count ``R`` in full turns (negative = clockwise).
+    portrait : callable, optional
+        ``portrait(a) -> (x, y)``, each of shape (n_sites,): the learner's phase portrait
+        ``x = a − a₀``, ``y = ∇a − ∇a₀``, compared with :func:`phase_portrait` (rejects a
+        portrait not centred on the first site, centred on its mean, or with ``np.diff``).
+
+    Returns
+    -------
+    bool
+        Whether every case passed.
+
+    Source: the paper's section 2.6 as :mod:`tdcourse.rotations` implements it (module docstring).
+    """
+    cases = _rotation_cases()
+    results = []
+    hint = ""
+    if portrait is not None:
+        shown = [cases[2], cases[3], cases[5]]  # away from 0, on a trend, a random walk
+        for desc, a in shown:
+            for k, axis in enumerate(("x", "y")):
+                results.append(run_case(f"portrait of {desc}: {axis}", lambda c, k=k: portrait(c)[k], (a,),
+                                        phase_portrait(a)[k], rtol=0, atol=1e-9))
+        if not all(ok for _, ok, _ in results):
+            fit = which_mistake(lambda c: np.stack(portrait(c)), [(a,) for _, a in shown],
+                                [(d, lambda c, f=f: np.stack(f(c))) for d, f in _PORTRAIT_MISTAKES], rtol=0,
+                                atol=1e-9)
+            hint = f"Your portrait looks like this usual mistake: {fit}." if fit else ""
+    r_results = [run_case(desc, fn, (a,), rotation_count(a), rtol=0, atol=1e-6) for desc, a in cases]
+    if not all(ok for _, ok, _ in r_results):
+        fit = which_mistake(fn, [(a,) for _, a in cases], _R_MISTAKES, rtol=0, atol=1e-6)
+        if fit:
+            hint = (hint + "\n" if hint else "") + f"Your R looks like this usual mistake: {fit}."
+    return report(results + r_results, hint=hint)
+
+
+def check_amplitude_growth(fn: Callable[[np.ndarray], np.ndarray]) -> bool:
+    """Compare a learner's amplitude growth with :func:`amplitude_growth` (thirds) on fixed curves.
+
+    ``fn`` takes curves of shape ``(..., n_sites)`` and returns ``(...)``. Prints one line per
+    case and returns True if all match (within 1e-6).
+    """
     l = np.arange(61)
     rng = np.random.default_rng(0)
-    return [
-        ("a cosine of 3 periods over 61 sites", np.cos(2 * np.pi * 3 * l / 60)),
-        ("a straight ramp (no turning)", 0.5 * l.astype(float)),
+    cases = [
         ("a growing oscillation", np.exp(l / 30) * np.sin(2 * np.pi * l / 12)),
         ("random walk, 5 units at once (shape (5, 61))", rng.standard_normal((5, 61)).cumsum(-1)),
     ]
+    return report([run_case(d, fn, (a,), amplitude_growth(a), rtol=0, atol=1e-6) for d, a in cases])
+
+
+# --------------------------------------------------------------------------- what we found
+
+
+def _turn_words(t: RotationTest) -> str:
+    """How the real curves of one reading compare with their null, the sign read right."""
+    null = t.null_means
+    fewer = abs(t.mean_real) < abs(null.mean())
+    return (f"mean R = {t.mean_real:.2f} over {t.n_sites} sites ({t.abs_rescaled:.2f} turns at 64 sites); "
+            f"the shuffled curves give {null.mean():.2f} ± {null.std():.2f}, so the real curves turn "
+            f"{'fewer' if fewer else 'more'} times than the shuffled ones, {abs(t.z):.1f} null standard "
+            "deviations away")
 
 
 def findings_notes(runs, by_run: dict, analyses: dict, norm_shares, walk64: float,
@@ -1097,7 +1226,8 @@ def findings_notes(runs, by_run: dict, analyses: dict, norm_shares, walk64: floa
     Parameters
     ----------
     runs : list of Activations
-        The trained run first, then the random-init control (if any).
+        The trained run first, then the random-init control and the 4-bit copy (if any; told
+        apart by :func:`tdcourse.verdicts.run_kind`).
     by_run : dict
         ``{run.label: [C9 mean-trajectory, C9 per-sample, C10]}`` from :func:`verdicts`.
     analyses : dict
@@ -1112,41 +1242,61 @@ def findings_notes(runs, by_run: dict, analyses: dict, norm_shares, walk64: floa
     Returns
     -------
     list of str
-        One paragraph per run, then C9 and C10 against the paper (disagreements said plainly).
+        One paragraph per run, then C9 and C10 against the paper (disagreements said plainly,
+        the control read as a control: the architecture or training).
     """
+    from .verdicts import run_kind, run_label
+
     out = []
     for run in runs:
         an = analyses[run.label]
-        parts = []
-        for t, name in ((an.mean, "R of the mean trajectory"), (an.per_sample, "the mean of per-sample R")):
-            fewer = abs(t.mean_real) < abs(t.null_means.mean())
-            parts.append(f"{name}: mean R = {t.mean_real:.2f} over {t.n_sites} sites ({t.abs_rescaled:.2f} turns "
-                         f"at 64 sites); shuffled {t.null_means.mean():.2f} ± {t.null_means.std():.2f}, "
-                         f"z = {t.z:.1f}: the real curves turn {'less' if fewer else 'more'} than the shuffled ones")
-        sh = an.shares()
-        ns = norm_shares.loc[run.label]
-        out.append(f"{run.label}. " + ". ".join(p[0].upper() + p[1:] for p in parts) + ". "
-                   f"Classes: {sh['orbit']:.1%} orbits, {sh['outward spiral']:.1%} outward spirals, "
-                   f"{sh['inward spiral']:.1%} inward spirals; after dividing out the stream's norm: "
-                   f"{ns['orbit']:.1%} orbits, {ns['outward spiral']:.1%} outward spirals.")
+        sh, ns = an.shares(), norm_shares.loc[run.label]
+        out.append(
+            f"{run_label(run.label)[:1].upper() + run_label(run.label)[1:]}. R of the mean trajectory: "
+            f"{_turn_words(an.mean)}. The mean of per-sample R: {_turn_words(an.per_sample)}. Classes: "
+            f"{sh['orbit']:.1%} orbits, {sh['outward spiral']:.1%} outward spirals, {sh['inward spiral']:.1%} "
+            f"inward spirals; after dividing out the stream's norm: {ns['orbit']:.1%} orbits, "
+            f"{ns['outward spiral']:.1%} outward spirals.")
     trained = runs[0].label
+    ctrl = next((r.label for r in runs[1:] if run_kind(r.label) == "control"), None)
     c9_mean, c9_sample, c10 = by_run[trained]
     t_mean = analyses[trained].mean
-    c9 = (f"C9. The paper: units circle about 10 times over 64 sites ({PAPER_MEAN_R} quoted). Our {trained}: "
-          f"{t_mean.abs_rescaled:.2f} (mean trajectory, {c9_mean.outcome}), "
-          f"{analyses[trained].per_sample.abs_rescaled:.2f} (per sample, {c9_sample.outcome}). "
-          f"A Gaussian random walk of 64 steps turns {abs(walk64):.2f} times and white noise {abs(white64):.2f} "
-          "times: a count near 10 is what this measure gives for a curve of that length, with or without "
-          "dynamics.")
-    ctrl = runs[1].label if len(runs) > 1 else None
+    lo, hi = PAPER_MEAN_R / _BAND, PAPER_MEAN_R * _BAND
+    null64 = float(rescale_count(abs(t_mean.null_means.mean()), t_mean.n_sites))
+    signs = [t_mean.mean_real, t_mean.null_means.mean(), walk64, white64]
+    c9 = (f"C9. The paper: units circle about 10 times over 64 sites ({PAPER_MEAN_R} quoted), and the counts "
+          f"differ from those of the same curves with the layers shuffled. Ours, trained: "
+          f"{t_mean.abs_rescaled:.2f} turns at 64 sites "
+          f"(mean trajectory, {c9_mean.outcome}), {analyses[trained].per_sample.abs_rescaled:.2f} (per sample, "
+          f"{c9_sample.outcome}). ")
+    if all(s < 0 for s in signs):
+        c9 += ("The mean counts here are all negative, clockwise: a portrait of (x, ∇x) runs clockwise whenever it "
+               "turns (above the x axis x grows, below it x shrinks), so the sign says nothing about the model "
+               "and the counts are compared by size. ")
+    yard = [(name, v) for name, v in (("a Gaussian random walk", abs(walk64)),
+                                      ("the layer-shuffled curves themselves", null64),
+                                      ("white noise", abs(white64))) if lo <= v <= hi]
+    if yard:
+        said = [f"{name} ({v:.2f})" for name, v in yard]
+        c9 += (f"The criterion's band for 'about 10', [{lo:.2f}, {hi:.2f}] turns, also holds "
+               + (", ".join(said[:-1]) + " and " + said[-1] if len(said) > 1 else said[0])
+               + ": a count near 10 is what this measure gives a curve of 64 steps, with or without rotation "
+                 "in it. ")
+    fewer = abs(t_mean.mean_real) < abs(t_mean.null_means.mean())
+    c9 += (f"What sets the real curves apart is the null: they turn {'fewer' if fewer else 'more'} times than "
+           f"their layer shuffles ({abs(t_mean.z):.1f} null standard deviations away)"
+           + (", as smooth curves do: neighbouring sites are alike (the continuity of C1), which the shuffle "
+              "destroys. That is a difference, as C9 asks, but not one that needs units to oscillate."
+              if fewer else "."))
     if ctrl:
         c_mean = analyses[ctrl].mean
         close = abs(c_mean.abs_rescaled - t_mean.abs_rescaled) < 0.25 * t_mean.abs_rescaled
         c9 += (f" The random-init control turns {c_mean.abs_rescaled:.2f} times ({by_run[ctrl][0].outcome}): "
-               + ("within a quarter of the trained count, so the count is not a product of training."
-                  if close else "far from the trained count, so training changes it."))
+               + ("within a quarter of the trained count, so the count comes with the architecture, not with "
+                  "training." if close else "far from the trained count, so training changes it."))
     out.append(c9)
-    c10_text = f"C10. The paper: some units orbit, others spiral outward. Our {trained}: {c10.outcome}; {c10.uncertainty}."
+    c10_text = (f"C10. The paper: some units orbit, others spiral outward. Ours, trained: {c10.outcome}; "
+                f"{c10.uncertainty}.")
     sh, sh_n = analyses[trained].shares(), norm_shares.loc[trained]
     if sh["outward spiral"] > 0.5 and sh_n["outward spiral"] < 0.05:
         c10_text += (f" Almost every unit spirals outward, but only {sh_n['outward spiral']:.1%} still do once "
@@ -1156,28 +1306,8 @@ def findings_notes(runs, by_run: dict, analyses: dict, norm_shares, walk64: floa
         cv = by_run[ctrl][2]
         n_units = analyses[ctrl].classes.size
         ci = stats.proportion_ci(int(round(analyses[ctrl].shares()["outward spiral"] * n_units)), n_units)
-        c10_text += (f" Random-init control: {cv.outcome}; {cv.uncertainty}."
+        c10_text += (f" The random-init control: {cv.outcome}; {cv.uncertainty}."
                      + (f" Its outward-spiral share sits on the 5 % threshold (95 % CI {ci.lo:.1%}–{ci.hi:.1%}), "
                         "so this outcome could go either way." if ci.lo < 0.05 <= ci.hi else ""))
     out.append(c10_text)
     return out
-
-
-def check_rotation_count(fn: Callable[[np.ndarray], np.ndarray]) -> bool:
-    """Compare a learner's rotation count with :func:`rotation_count` on fixed curves.
-
-    ``fn`` takes curves of shape ``(..., n_sites)`` and returns ``(...)``. Prints one line per
-    case and returns True if all match (within 1e-6 turns).
-    """
-    cases = [(d, a, rotation_count(a)) for d, a in _check_cases()]
-    return _check("fn", cases, fn, atol=1e-6)
-
-
-def check_amplitude_growth(fn: Callable[[np.ndarray], np.ndarray]) -> bool:
-    """Compare a learner's amplitude growth with :func:`amplitude_growth` (thirds) on fixed curves.
-
-    ``fn`` takes curves of shape ``(..., n_sites)`` and returns ``(...)``. Prints one line per
-    case and returns True if all match (relative 1e-6).
-    """
-    cases = [(d, a, amplitude_growth(a)) for d, a in _check_cases()[2:]]
-    return _check("fn", cases, fn, atol=1e-6)

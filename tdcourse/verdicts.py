@@ -19,7 +19,7 @@ from typing import Iterable
 
 from . import env
 
-__all__ = ["OUTCOMES", "TABLE_CSS", "RUN_LABELS", "CLAIMS", "READINGS", "Verdict", "Findings", "findings",
+__all__ = ["OUTCOMES", "TABLE_CSS", "RUN_LABELS", "CLAIMS", "READINGS", "READING_CLAIMS", "Verdict", "Findings", "findings",
            "say", "number", "plain_numbers", "run_kind", "run_label", "judge", "table", "styled", "save",
            "load_all", "verdict_dir"]
 
@@ -453,6 +453,13 @@ CLAIMS = {
     "C13": "teleported states flow back in early layers, less so later",
 }
 
+#: Readings that are statements of their own (the paper says two things under one claim id): the
+#: lead of a chapter's "what we found" gives each its own line, with its own sentence in short.
+READING_CLAIMS = {
+    "C12 (error)": "early sites are harder to rebuild from a 2-D code",
+    "C12 (dimension)": "later sites are lower-dimensional",
+}
+
 #: Rows that are not the paper's claims but a chapter's own test beside one (no claims-page entry).
 BEYOND = {"C1 (random basis)": "beyond the paper: C1 read along random directions instead of the units"}
 
@@ -701,8 +708,12 @@ def _lines(items: list, robustness) -> list[str]:
                     s = f"{label} {v.outcome}{plain}" + (f" ({words})" if words else "")
                 said.append(s)
             body = "; ".join(said)
+            if name and f"{claim} ({name})" in READING_CLAIMS:  # a reading that is a statement of its own
+                out.append(f"{claim} ({name}) · {READING_CLAIMS[f'{claim} ({name})']}. {body[:1].upper() + body[1:]}.")
+                continue
             parts.append(f"{name[:1].upper() + name[1:]} reading: {body}" if name else body[:1].upper() + body[1:])
-        out.append(f"{claim} · {_short_paper(first)}. " + ". ".join(parts) + ".")
+        if parts:
+            out.append(f"{claim} · {_short_paper(first)}. " + ". ".join(parts) + ".")
     return [plain_numbers(s) for s in out]
 
 

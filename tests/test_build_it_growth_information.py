@@ -234,7 +234,7 @@ def test_run_case_names_a_known_mistake_and_stays_as_before_without_one():
     assert exercises.run_case("d", lambda: wrong, (), want, mistakes=[("doubling", wrong)]) == \
         ("d", False, "this matches a known mistake: doubling")
     assert exercises.run_case("d", lambda: wrong, (), want) == \
-        ("d", False, "expected [1.0, 2.0]…, got [2.0, 4.0]…")
+        ("d", False, "expected [1.0, 2.0]…, got [2.0, 4.0]…; first difference at index 0: expected 1, got 2")
     assert exercises.run_case("d", lambda: want, (), want, mistakes=[("same", want)]) == ("d", True, "")
     assert exercises.run_case("d", lambda: np.ones(3), (), want)[2] == "shape (3,), expected (2,)"
 

@@ -118,9 +118,13 @@ def test_findings_lead_tells_readings_apart():
           verdicts.judge("C12", "early layers harder", "raw PR early minus late", "m", 1, agrees=False),
           verdicts.judge("C12", "early layers harder", "a", "m · random init (seed 0)", 1, agrees=True),
           verdicts.judge("C12", "early layers harder", "b", "m · random init (seed 0)", 1, agrees=True)]
-    (line,) = verdicts.findings(vs).lines
-    assert "Error reading: trained agrees; the control shows it too → the architecture" in line
-    assert "Dimension reading: trained disagrees with the paper; the control shows it, the trained model does not" in line
+    # C12's readings are two statements of the paper: each gets its own line and its own sentence
+    error, dimension = verdicts.findings(vs).lines
+    assert error.startswith("C12 (error) · early sites are harder to rebuild from a 2-D code. ")
+    assert "Trained agrees; the control shows it too → the architecture." in error
+    assert "lower-dimensional" not in error and "disagrees" not in error
+    assert dimension.startswith("C12 (dimension) · later sites are lower-dimensional. ")
+    assert "Trained disagrees with the paper; the control shows it, the trained model does not" in dimension
 
 
 # --- the chapters' findings_notes on a small synthetic run: the sentences hold the computed numbers
@@ -182,9 +186,10 @@ def test_rotation_notes_state_counts_and_yardsticks(toy_run):
     by = {"toy": rot.verdicts(toy_run, "x", analysis=an["toy"])}
     shares = pd.DataFrame([{"model": "toy"} | {c: 0.1 for c in rot.CLASSES}]).set_index("model")
     notes = rot.findings_notes([toy_run], by, an, shares, walk64=10.9, white64=14.8)
-    assert f"{an['toy'].mean.abs_rescaled:.2f} (mean trajectory, {by['toy'][0].outcome})" in notes[1]
-    assert "random walk of 64 steps turns 10.90 times and white noise 14.80 times" in notes[1]
-    assert notes[2].startswith(f"C10. The paper: some units orbit, others spiral outward. Our toy: {by['toy'][2].outcome}")
+    assert f"{an['toy'].mean.abs_rescaled:.2f} turns at 64 sites (mean trajectory, {by['toy'][0].outcome})" in notes[1]
+    assert "also holds a Gaussian random walk (10.90)" in notes[1] and "white noise (14.80)" in notes[1]
+    assert notes[2].startswith(f"C10. The paper: some units orbit, others spiral outward. Ours, trained: "
+                               f"{by['toy'][2].outcome}")
 
 
 def test_perturb_layer_names():

@@ -113,6 +113,7 @@ CASES = {
     "lowdim.se_interval": lambda t: ((t(R[0]), R), {}),
     "lowdim.se_interval[boot]": lambda t: ((R[0], t(R)), {}),
     "lowdim.train_autoencoder": lambda t: ((t(A),), {"epochs": 1}),
+    "lowdim.check_training_step": lambda t: ((lambda model, opt, xb: 0.0,), {"acts": t(A)}),
     "lowdim.site_nmse": lambda t: ((t(DIST), DIST + 1), {}),
     "lowdim.site_nmse[spread]": lambda t: ((DIST, t(DIST + 1)), {}),
     "lowdim.early_minus_late": lambda t: ((t(R[0]),), {}),
