@@ -484,3 +484,48 @@ def test_smollm2_layer_jacobian_equals_finite_differences(smollm2):
             fd = ((f(x0 + e) - f(x0 - e)) / (2 * eps)).numpy()
         np.testing.assert_allclose(jac[:, m], fd, rtol=0, atol=1e-6 * np.abs(jac).max())
 
+
+# --------------------------------------------------------------------------- scoreboard and robustness
+
+
+def test_robustness_and_scoreboard_carry_the_sequel_claims(monkeypatch):
+    from tdcourse import robustness, scoreboard
+    from tdcourse.capture import Activations, site_names
+
+    run = Activations(acts=np.ones((4, 8, 6), np.float32), sites=site_names(4), texts=[""] * 4, meta={})
+    g = jj.ginibre_complex_share(100)
+    r = _result([g] * 12, np.linspace(0.1, 0.9, 12), [1.0, 1.5], [[5.0, 1.0, 0.5], [6.0, 1.5, 0.5]])
+    r = jj.Result(**{**r.__dict__, "label": run.label})
+    calls = []
+    monkeypatch.setattr(jj, "analyse", lambda run, **kw: calls.append(kw) or r)
+    chapters = {"08_jacobians": scoreboard.CHAPTERS["08_jacobians"]}
+    found, outcomes, _ = robustness.evaluate([run], chapters=chapters, progress=False)
+    assert found == jj.verdicts(run, chapter="08_jacobians", result=r)
+    rows = {o.spec.row for o in outcomes}
+    assert rows == {"S1", "S2", "S3", "S4"}
+    assert {"position": 24, "knob": ()} in calls  # the token-25 alternative is one computation
+    names = {(o.spec.row, o.spec.name) for o in outcomes}
+    assert {("S2", "symmetric share of J"), ("S3", "stable rank"), ("S4", "LAPACK order"), ("S1", "token 25")} <= names
+    md = scoreboard.to_markdown(found, [run.label])
+    lines = md.splitlines()
+    i13 = next(i for i, line in enumerate(lines) if line.startswith("| **C13**"))
+    assert "The sequel's claims" in lines[i13 + 1] and lines[i13 + 2].startswith("| **S1**")
+    assert lines[i13 + 1].count("|") == lines[0].count("|")
+    page = robustness.to_markdown(outcomes)
+    assert page.index("claim-s1") < page.index("claim-s4")
+
+
+def test_an_empty_plan_gives_not_run_everywhere():
+    from types import SimpleNamespace
+
+    model = tiny(seed=5)
+    empty = jj.Plan((), (), False, 1e9, 1.0, "Not even one layer fits: nothing is computed for this run.")
+    r = jj.analyse_prompts(model, [], empty, label="m")
+    assert r.n_samples == 0 and not r.has_products and np.isnan(r.share()).all()
+    run = SimpleNamespace(label="m", n_layers=3, acts=np.ones((4, 6, 32), np.float32))
+    vs = jj.verdicts(run, result=r)
+    assert [v.outcome for v in vs] == ["not run"] * 4
+    notes = jj.findings_notes([run], vs, {"m": r})
+    assert any("nothing is computed" in n for n in notes)
+    table = jj.findings_table([run], {"m": r})
+    assert table.loc[table.quantity == "samples", "m"].item() == 0
