@@ -771,8 +771,8 @@ def simulate_ginibre_share(n: int, n_matrices: int = 20, seed: int = 0) -> np.nd
                      for _ in range(int(n_matrices))])
 
 
-def complex_share(eigvals: np.ndarray, min_angle: float = 0.0) -> np.ndarray:
-    """The share of eigenvalues that rotate: non-zero imaginary part (S1).
+def complex_share(eigvals: np.ndarray, min_angle: float = 0.0, rtol: float = 1e-8) -> np.ndarray:
+    """The share of eigenvalues that rotate: off the real axis (S1).
 
     Parameters
     ----------
@@ -780,9 +780,14 @@ def complex_share(eigvals: np.ndarray, min_angle: float = 0.0) -> np.ndarray:
         Eigenvalues of real matrices as LAPACK returns them (real ones have an imaginary part of
         exactly 0; complex ones come in conjugate pairs).
     min_angle : float, default 0
-        Count only eigenvalues whose angle ``|arg λ|`` exceeds this (radians, below π): 0 counts any
-        non-zero imaginary part (the sequel's words); e.g. ``np.deg2rad(1)`` ignores rotations by
-        less than a degree.
+        Count only eigenvalues at least this far from the real axis, ``|Im λ| > sin(min_angle) |λ|``
+        (radians, in [0, π/2)): 0 counts any imaginary part (the sequel's words); e.g.
+        ``np.deg2rad(1)`` leaves out rotations (and flips) by less than a degree.
+    rtol : float, default 1e-8
+        Imaginary parts up to ``rtol`` times the matrix's largest ``|λ|`` count as real: rounding,
+        not rotation. LAPACK can split a cluster of equal real eigenvalues (the eigenvalue 1 of a
+        layer that writes in few directions) into conjugate pairs whose imaginary parts are many
+        orders of magnitude below this.
 
     Returns
     -------
@@ -791,9 +796,12 @@ def complex_share(eigvals: np.ndarray, min_angle: float = 0.0) -> np.ndarray:
     ev = np.asarray(eigvals)
     if ev.ndim < 1 or ev.shape[-1] == 0:
         raise ValueError(f"eigvals must have shape (..., n >= 1), got {ev.shape}")
-    if not 0 <= min_angle < np.pi:
-        raise ValueError(f"min_angle must lie in [0, π), got {min_angle}")
-    rot = (ev.imag != 0) if min_angle == 0 else (np.abs(np.angle(ev)) > min_angle)
+    if not 0 <= min_angle < np.pi / 2:
+        raise ValueError(f"min_angle must lie in [0, π/2), got {min_angle}")
+    if not 0 <= rtol < 1:
+        raise ValueError(f"rtol must lie in [0, 1), got {rtol}")
+    floor = rtol * np.abs(ev).max(-1, keepdims=True)
+    rot = np.abs(ev.imag) > np.maximum(np.sin(min_angle) * np.abs(ev), floor)
     out = rot.mean(-1)
     return float(out) if out.ndim == 0 else out
 
@@ -1915,7 +1923,8 @@ _PAPER = {
 }
 
 S1_CRITERION = (
-    "Share of each layer Jacobian's eigenvalues with a non-zero imaginary part, mean over the samples. Agrees if "
+    "Share of each layer Jacobian's eigenvalues with a non-zero imaginary part (above 1e-8 of the largest |eigenvalue|: "
+    "rounding), mean over the samples. Agrees if "
     "every layer computed is within 5 points of (or above) the share of a random Gaussian matrix of the same width "
     "(Edelman-Kostlan-Shub; the sequel's 98 % at width 4096 is 0.7 points below that yardstick's 98.7 %); partly if "
     "at least half the layers are; disagrees otherwise."
@@ -2010,7 +2019,7 @@ def verdicts(run, chapter: str = "", result: Result | None = None, min_angle: fl
 
     # S1
     crit1 = S1_CRITERION if not min_angle else S1_CRITERION.replace(
-        "with a non-zero imaginary part", f"with an angle |arg| above {np.degrees(min_angle):.3g} degrees")
+        "with a non-zero imaginary part", f"more than {np.degrees(min_angle):.3g} degrees off the real axis")
     share = result.share(min_angle)[result.layers] if n else np.array([])
     if share.size:
         g = s1_yardstick(d, min_angle)

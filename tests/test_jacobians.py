@@ -529,3 +529,14 @@ def test_an_empty_plan_gives_not_run_everywhere():
     assert any("nothing is computed" in n for n in notes)
     table = jj.findings_table([run], {"m": r})
     assert table.loc[table.quantity == "samples", "m"].item() == 0
+
+
+def test_complex_share_ignores_rounding_and_flips():
+    ev = np.array([1 + 1e-14j, 1 - 1e-14j, 2 + 1j, 2 - 1j])  # a split cluster at 1, and a real pair
+    assert jj.complex_share(ev) == 0.5
+    assert jj.complex_share(ev, rtol=0) == 1.0
+    assert jj.complex_share(np.array([-1.0 + 0j, 2.0 + 0j]), np.deg2rad(1)) == 0.0  # a flip is not a rotation
+    near = np.exp(1j * np.deg2rad([0.5, -0.5, 3.0, -3.0]))
+    assert jj.complex_share(near, np.deg2rad(1)) == 0.5
+    with pytest.raises(ValueError):
+        jj.complex_share(ev, min_angle=2.0)
