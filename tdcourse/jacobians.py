@@ -1627,10 +1627,21 @@ def analyse_prompts(model, prompts: Sequence[Sequence[int]], plan_: Plan, label:
     -------
     Result
     """
+    from threadpoolctl import threadpool_limits
+
     from .models import decoder_layers
 
     check_family(model)
     knob = _check_knob(knob)
+    # One thread (BLAS, LAPACK, OpenMP): the rule's costs are one core's, and multi-threaded LAPACK on
+    # a busy machine spends most of its time waiting for its own threads (10x slower here under load).
+    with threadpool_limits(1):
+        return _analyse_prompts(model, prompts, plan_, label, position, knob, seed, captured, progress)
+
+
+def _analyse_prompts(model, prompts, plan_, label, position, knob, seed, captured, progress) -> Result:
+    from .models import decoder_layers
+
     pl = plan_
     L = len(decoder_layers(model))
     d = int(model.config.hidden_size)
