@@ -51,9 +51,10 @@ is linearised at.
 
 from __future__ import annotations
 
-import math
+import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -1629,8 +1630,6 @@ def analyse_prompts(model, prompts: Sequence[Sequence[int]], plan_: Plan, label:
     """
     from threadpoolctl import threadpool_limits
 
-    from .models import decoder_layers
-
     check_family(model)
     knob = _check_knob(knob)
     # One thread (BLAS, LAPACK, OpenMP): the rule's costs are one core's, and multi-threaded LAPACK on
@@ -1741,22 +1740,21 @@ def _analyse_prompts(model, prompts, plan_, label, position, knob, seed, capture
 #: Bump when :func:`analyse` computes something else from the same inputs; kept results are also
 #: keyed by this module's source text and the torch / transformers versions.
 RESULT_FORMAT = 1
+#: SHA-256 of this module's source as imported: kept results belong to the code that computed them.
+_CODE_SHA = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 _ARRAYS = ("knob", "eigvals", "align", "write_rms", "henrici", "partial", "knob_ranks", "lapack_ranks", "random_ranks",
            "skipless_ranks", "end_sv")
 
 
 def _result_name(budget_s, position, knob, seed) -> str:
     """Name of the kept result of :func:`analyse` with these settings (see ``capture.result_path``)."""
-    import hashlib
     import json
-    from pathlib import Path
 
     import torch
     import transformers
 
     blob = json.dumps({"budget_s": float(budget_s), "position": int(position), "knob": [float(c) for c in knob],
-                       "seed": int(seed), "format": RESULT_FORMAT,
-                       "code": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
+                       "seed": int(seed), "format": RESULT_FORMAT, "code": _CODE_SHA,
                        "torch": torch.__version__.split("+")[0], "transformers": transformers.__version__},
                       sort_keys=True)
     return f"jacobians-{hashlib.sha256(blob.encode()).hexdigest()[:20]}"
@@ -2022,7 +2020,7 @@ def verdicts(run, chapter: str = "", result: Result | None = None, min_angle: fl
     for name, value, allowed in (("alignment", alignment, ALIGNMENTS), ("rank", rank, RANKS), ("order", order, ORDERINGS)):
         if value not in allowed:
             raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
-    d, L, label = result.d_model, result.n_layers, run.label
+    d, label = result.d_model, run.label
     n = result.n_samples
     where = "the last token" if result.position == -1 else f"token {result.position + 1}"
     samples = f"{n} sample(s) ({', '.join(map(str, result.plan.samples))}) at {where}"
