@@ -883,3 +883,72 @@ def band_lines(
         layers.append(alt.Chart(pd.DataFrame({"ref": [float(reference)]})).mark_rule(strokeDash=[4, 4], color="gray")
                       .encode(y="ref:Q"))
     return alt.layer(*layers, title=title).properties(width=width, height=height)
+
+
+# --------------------------------------------------------------------------- eigenvalues (chapter 08)
+
+
+def eigenvalue_cloud(
+    panels: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    title: str = "",
+    size: int = 260,
+    columns: int = 2,
+    max_points: int = 1500,
+    quantile: float = 0.99,
+    seed: int = 0,
+):
+    """Eigenvalues in the complex plane with the unit circle, one panel per model, coloured by layer.
+
+    Parameters
+    ----------
+    panels : {panel title: (eigvals, layers)}
+        ``eigvals`` : complex ndarray of shape (n_layers_shown, n); ``layers`` : ndarray of shape
+        (n_layers_shown,), the layer of each row (the colour).
+    size : int
+        Width and height of a panel in pixels (the axes have equal scales: the circle is round).
+    columns : int
+        Panels per row.
+    max_points : int
+        Most points drawn per panel (a seeded random subset beyond it; the subtitle says how many).
+    quantile : float
+        Each panel's square frame holds the unit circle and this share of its eigenvalues
+        (around 1, the skip's eigenvalue); the rest are left out and counted in the subtitle.
+    seed : int
+    """
+    alt = _alt()
+    import pandas as pd
+
+    theta = np.linspace(0, 2 * np.pi, 121)
+    circle = pd.DataFrame({"re": np.cos(theta), "im": np.sin(theta), "o": np.arange(theta.size)})
+    charts = []
+    for name, (ev, layers) in panels.items():
+        ev = np.asarray(ev, dtype=complex)
+        layers = np.asarray(layers)
+        if ev.ndim != 2 or layers.shape != (ev.shape[0],):
+            raise ValueError(f"panel {name!r}: eigvals must have shape (k, n) and layers (k,), got {ev.shape}, {layers.shape}")
+        lay = np.repeat(layers, ev.shape[1])
+        ev = ev.ravel()
+        ok = np.isfinite(ev)
+        ev, lay = ev[ok], lay[ok]
+        if not ev.size:
+            raise ValueError(f"panel {name!r} has no finite eigenvalues")
+        half = max(1.05, float(np.quantile(np.abs(ev - 1), quantile)) * 1.05)
+        lo = (min(-1.05, 1 - half), 1 + half)  # the whole unit circle, and the cloud around 1
+        span = (lo[1] - lo[0]) / 2
+        hi = (-span, span)                     # a square frame: the circle stays round
+        inside = (ev.real >= lo[0]) & (ev.real <= lo[1]) & (np.abs(ev.imag) <= span)
+        keep = np.flatnonzero(inside)[sample_rows(int(inside.sum()), max_points, seed)]
+        df = pd.DataFrame({"re": ev.real[keep].round(4), "im": ev.imag[keep].round(4), "layer": lay[keep]})
+        sub = [f"{keep.size:,} of {ev.size:,} eigenvalues drawn"] + (
+            [f"{int((~inside).sum())} outside the frame"] if (~inside).any() else [])
+        x = alt.X("re:Q", title="real part", scale=alt.Scale(domain=list(lo), nice=False))
+        y = alt.Y("im:Q", title="imaginary part", scale=alt.Scale(domain=list(hi), nice=False))
+        ring = alt.Chart(circle).mark_line(color="gray", strokeDash=[4, 3], clip=True).encode(x=x, y=y, order="o:Q")
+        pts = alt.Chart(df).mark_circle(size=10, opacity=0.6, clip=True).encode(
+            x=x, y=y, color=alt.Color("layer:Q", scale=alt.Scale(scheme="viridis"), title="layer"),
+            tooltip=["layer:Q", alt.Tooltip("re:Q", format=".3g"), alt.Tooltip("im:Q", format=".3g")])
+        charts.append(alt.layer(ring, pts, title=alt.TitleParams(name, subtitle=sub))
+                      .properties(width=size, height=size))
+    if not charts:
+        raise ValueError("panels is empty")
+    return alt.concat(*charts, columns=int(columns), title=title).resolve_scale(color="shared")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-__all__ = ["CHAPTERS", "CLAIMS", "READINGS", "LLAMA", "SYMBOL", "row_names", "rows_of", "chapter_of", "module_of"]
+__all__ = ["CHAPTERS", "CLAIMS", "SEQUEL_CLAIMS", "READINGS", "LLAMA", "SYMBOL", "row_names", "rows_of", "chapter_of", "module_of"]
 
 #: chapter notebook -> (library module holding its ``verdicts``, the claims it tests)
 CHAPTERS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -20,10 +20,15 @@ CHAPTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "05_rotations": ("rotations", ("C9", "C10")),
     "06_low_dimensional": ("lowdim", ("C11", "C12")),
     "07_teleport": ("perturb", ("C13",)),
+    "08_jacobians": ("jacobians", ("S1", "S2", "S3", "S4")),  # the sequel's claims, a group of their own
 }
 
 #: The paper's claims, numbered as on the book's claims page.
 CLAIMS = tuple(f"C{i}" for i in range(1, 14))
+
+#: The sequel's claims (arXiv:2605.14258, read via the authors' posts): scored on the same runs,
+#: listed apart from C1–C13.
+SEQUEL_CLAIMS = ("S1", "S2", "S3", "S4")
 
 #: Claims read two ways: the name of each reading, in the order the module's ``verdicts`` returns them.
 READINGS: dict[str, tuple[str, ...]] = {

@@ -103,11 +103,14 @@ NOT_RUN: dict[str, str] = {
 NO_STABILITY: dict[str, str] = {
     "C12 (dimension)": "the per-site spectra do not depend on the autoencoder; another block-bootstrap seed would "
                        "recompute them (about half a minute per run)",
+    **{s: "the layer Jacobians are computed on the samples the chapter's budget rule picks (jacobians.plan); "
+          "another draw of samples would recompute every Jacobian and Schur form, more than the build's budget"
+       for s in ("S1", "S2", "S3", "S4")},
 }
 
 #: The argument of each module's ``verdicts`` that takes its precomputed statistic.
 _STATE_ARG = {"stationarity": "result", "continuity": "analysis", "geometry": "density", "information": "profile",
-              "rotations": "analysis", "lowdim": "result", "perturb": "flows"}
+              "rotations": "analysis", "lowdim": "result", "perturb": "flows", "jacobians": "result"}
 
 #: A verdict within this share of a threshold's scale of it "hangs on" that threshold.
 NEAR = 0.1
@@ -305,6 +308,32 @@ SPECS: tuple[Spec, ...] = (
          reading="arrows"),
     _alt("C13", "late = layer 23", _LATE23, {"late": (23,)}, reading="arrows"),
     _seed("C13", "seed 1", "another bootstrap seed (grid points resampled)", {"seed": 1}, reading="arrows"),
+    # ---- the sequel's claims S1–S4 (chapter 8, tdcourse.jacobians): definitions, token position, Schur order.
+    # The token-25 alternative computes the Jacobians there without Schur forms (no S4 there: the knob
+    # would double the build's cost), on the same samples as the primary.
+    _primary("S1", "every layer's complex share within 5 points of a random matrix's at the same width"),
+    Spec("S1", "angle > 1°", "an eigenvalue rotates only if |arg λ| exceeds 1 degree (the random "
+         "yardstick counted the same way)", {"min_angle": 0.017453292519943295}),
+    Spec("S1", "token 25", "the Jacobians at token 25 of the 48", compute={"position": 24, "knob": ()}),
+    _primary("S2", "symmetric share of the write J − I rises with depth (ρ > 0, p < 0.05; +0.1 late)"),
+    Spec("S2", "symmetric share of J", "the same share of the whole layer J, skip included",
+         {"alignment": "symmetric share of J"}),
+    Spec("S2", "singular vectors of J − I", "mean |⟨u_i, v_i⟩| of matching singular vectors of the write "
+         "(first sample)", {"alignment": "singular vectors of J − I"}),
+    Spec("S2", "singular vectors of J", "mean |⟨u_i, v_i⟩| of matching singular vectors of J (first sample)",
+         {"alignment": "singular vectors of J"}),
+    Spec("S2", "eigenvector condition", "mean 1/κ of the eigenvalues, left and right eigenvectors (first "
+         "sample; the same for J and J − I)", {"alignment": "eigenvector condition"}),
+    Spec("S2", "token 25", "the Jacobians at token 25 of the 48", compute={"position": 24, "knob": ()}),
+    _primary("S3", "entropy effective rank of the end-to-end Jacobian below 2 % of the width"),
+    Spec("S3", "participation ratio", "(Σσ²)² / Σσ⁴ instead of the entropy rank", {"rank": "participation"}),
+    Spec("S3", "stable rank", "Σσ² / σ_max² instead of the entropy rank", {"rank": "stable"}),
+    Spec("S3", "token 25", "the Jacobians at token 25 of the 48", compute={"position": 24, "knob": ()}),
+    _primary("S4", "erasing N widens the end-to-end rank ≥ 2×, doubling it narrows; descending modulus"),
+    Spec("S4", "LAPACK order", "the eigenvalues in the Schur form in LAPACK's order instead of descending "
+         "modulus", {"order": "lapack"}),
+    Spec("S4", "participation ratio", "the knob read with the participation ratio", {"rank": "participation"}),
+    Spec("S4", "stable rank", "the knob read with the stable rank", {"rank": "stable"}),
 )
 
 
@@ -637,6 +666,8 @@ def _compute(module: str, run: Activations, base: Any, kw: Mapping[str, Any]) ->
         return mod.analyse(run, spectra=spectra, **kw)
     if module == "perturb":
         return mod.flow_fields(run, **kw)
+    if module == "jacobians":
+        return mod.analyse(run, **kw)
     raise ValueError(f"unknown module {module!r}")
 
 
@@ -918,7 +949,7 @@ def to_markdown(outcomes: Sequence[Outcome], kinds: Sequence[str] = RUN_KINDS,
     """
     labels = dict(labels or {})
     summ = summarise(outcomes)
-    rows = sorted(dict.fromkeys(o.spec.row for o in outcomes), key=lambda r: int(r.split()[0][1:]))
+    rows = sorted(dict.fromkeys(o.spec.row for o in outcomes), key=lambda r: (r[0] != "C", int(r.split()[0][1:])))
     head = ["| claim | " + " | ".join(labels.get(k, k) for k in kinds) + " |", "|---|" + "---|" * len(kinds)]
     for row in rows:
         cells = [summary_cell(summ.get((row, k))) for k in kinds]

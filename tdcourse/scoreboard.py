@@ -30,10 +30,10 @@ from typing import Callable, Sequence
 
 from . import robustness
 from .capture import Activations, load_activations
-from .registry import CHAPTERS, CLAIMS, LLAMA, SYMBOL as _SYMBOL, row_names
+from .registry import CHAPTERS, CLAIMS, LLAMA, SEQUEL_CLAIMS, SYMBOL as _SYMBOL, row_names
 from .verdicts import Verdict, load_all
 
-__all__ = ["CHAPTERS", "CLAIMS", "LLAMA", "VALUE_MEANING", "collect", "llama_verdicts", "to_markdown", "tally",
+__all__ = ["CHAPTERS", "CLAIMS", "SEQUEL_CLAIMS", "LLAMA", "VALUE_MEANING", "collect", "llama_verdicts", "to_markdown", "tally",
            "findings_markdown", "write", "default_runs"]
 
 # CHAPTERS, CLAIMS and LLAMA live in tdcourse.registry (shared with tdcourse.robustness, which must
@@ -54,7 +54,7 @@ def collect(runs: Sequence[Activations], chapters: dict[str, tuple[str, tuple[st
         for run in runs:
             t = time.perf_counter()
             vs = fn(run, chapter=chapter)
-            out.extend(v for v in vs if v.claim in CLAIMS)
+            out.extend(v for v in vs if v.claim in CLAIMS + SEQUEL_CLAIMS)
             if progress:
                 print(f"  {chapter:20s} {run.label:40s} {time.perf_counter() - t:6.1f} s")
     return out
@@ -62,7 +62,7 @@ def collect(runs: Sequence[Activations], chapters: dict[str, tuple[str, tuple[st
 
 def llama_verdicts() -> list[Verdict]:
     """Verdicts on Llama 3.1 8B that chapters saved in this cache (empty if nobody ran it)."""
-    return [v for v in load_all() if v.model.startswith(LLAMA) and v.claim in CLAIMS]
+    return [v for v in load_all() if v.model.startswith(LLAMA) and v.claim in CLAIMS + SEQUEL_CLAIMS]
 
 
 #: What the number in parentheses is, per claim (and reading): the ``value`` the verdict rests on.
@@ -80,6 +80,10 @@ VALUE_MEANING = {
     "C11": "bend of the mean latent path (largest distance from its chord / chord)",
     "C12": "held-out NMSE early − late third / participation ratio early − late third",
     "C13": "contraction ratio at the early layers / inward-arrow fraction at the early layers",
+    "S1": "smallest share of complex eigenvalues over the layers",
+    "S2": "symmetric share of the layers' writes, last third − first third",
+    "S3": "effective rank of the end-to-end Jacobian",
+    "S4": "end-to-end effective rank with the non-normal parts erased / as they are",
 }
 
 FRAGILE = "⚠ fragile"
@@ -133,7 +137,9 @@ def to_markdown(verdicts: Sequence[Verdict], columns: Sequence[str], robust: dic
     head = "| claim | the paper says | " + " | ".join(columns) + " |" + (" robustness |" if robust else "")
     rule = "|" + "---|" * (2 + len(columns) + bool(robust))
     rows = [head, rule]
-    for claim in CLAIMS:
+    for claim in CLAIMS + SEQUEL_CLAIMS:
+        if claim == SEQUEL_CLAIMS[0]:
+            rows.append("| **The sequel's claims** | read via the authors' posts ({doc}`claims`) |" + " |" * (len(columns) + bool(robust)))
         these = [v for v in verdicts if v.claim == claim]
         paper = these[0].paper if these else ""
         chapter = _claim_chapter(claim)
@@ -299,7 +305,7 @@ def write(out_dir: Path, runs: Sequence[Activations], extra_json: Path | None = 
     t_data = time.perf_counter() - t0
     computed, outcomes, sec = robustness.evaluate(runs, data_runs, chapters=CHAPTERS, progress=progress)
     t_all = time.perf_counter() - t0
-    found = [v for v in computed if v.claim in CLAIMS] + llama_verdicts()
+    found = [v for v in computed if v.claim in CLAIMS + SEQUEL_CLAIMS] + llama_verdicts()
     # Llama 3.1 8B gets a column once a chapter has saved verdicts on it; a column of "not run here"
     # would only push the table past a laptop's page width (the page's text says nobody ran it).
     columns = [r.label for r in runs] + sorted({v.model for v in found if v.model.startswith(LLAMA)})

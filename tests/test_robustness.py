@@ -30,7 +30,7 @@ def _walk(n=80, s=16, d=40, seed=0) -> np.ndarray:
 
 
 def test_every_claim_and_reading_has_a_primary_two_alternative_definitions_and_seeds():
-    rows = [f"{c} ({r})" if r else c for c in (f"C{i}" for i in range(1, 14))
+    rows = [f"{c} ({r})" if r else c for c in [f"C{i}" for i in range(1, 14)] + ["S1", "S2", "S3", "S4"]
             for r in robustness.READINGS.get(c, ("",))]
     by_row: dict[str, list[robustness.Spec]] = {}
     for s in robustness.SPECS:
