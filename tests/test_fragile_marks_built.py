@@ -60,7 +60,7 @@ def expected(data: dict) -> dict[tuple[str, str], dict]:
 def _table_rows(md: str) -> dict[str, list[str]]:
     out = {}
     for line in md.splitlines():
-        m = re.match(r"\| \*\*(C\d+)\*\* \|", line)
+        m = re.match(r"\| \*\*([CS]\d+)\*\* \|", line)
         if m:
             out[m.group(1)] = [c.strip() for c in line.strip().strip("|").split(" | ")]
     return out
