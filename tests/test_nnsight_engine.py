@@ -358,3 +358,39 @@ def test_nnsight_equals_the_hooks_on_the_course_models(which, smollm2):
     got = ne.capture(model, ids, batch_size=8, progress=False)
     assert np.abs(got - want).max() <= 1e-6 * np.abs(want).max()
     np.testing.assert_array_equal(got, hooks.capture(model, ids, batch_size=8, progress=False))
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def test_cli_remote_capture_offline_is_one_error_line(monkeypatch, capsys):
+    from tdcourse.__main__ import main
+
+    monkeypatch.delenv("NDIF_API_KEY", raising=False)
+    monkeypatch.setattr(models.env, "hf_token", lambda: None)
+    monkeypatch.setenv("NNSIGHT_CONFIG", "/nonexistent/config.yaml")
+    monkeypatch.setenv("NDIF_HOST", "http://ndif.invalid")
+    assert main(["capture", "--model", "llama-3.1-70b", "--n", "3", "--remote"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: The remote capture of meta-llama/Llama-3.1-70B on NDIF cannot run") and "\n" not in err
+    assert "no NDIF API key" in err and "no network connection to NDIF" in err
+
+
+def test_cli_use_and_capture_take_the_engine(monkeypatch, capsys, tmp_path):
+    from test_cache_roundtrip import _tiny_folder
+
+    from tdcourse import settings
+    from tdcourse.__main__ import main
+
+    for var in ("TDCOURSE_MODEL", "TDCOURSE_N", "TDCOURSE_ENGINE", "TDCOURSE_REMOTE"):
+        monkeypatch.delenv(var, raising=False)
+    assert main(["use", "--model", "llama-3.1-405b", "--n", "50", "--remote"]) == 0
+    s = settings.course_settings()
+    assert (s.model, s.n, s.engine, s.remote) == ("llama-3.1-405b", 50, "nnsight", True)
+    assert main(["use", "--model", "smollm2-135m", "--remote"]) == 2
+    assert "NDIF runs the hub models" in capsys.readouterr().err
+    assert main(["use", "--model", "llama-3.1-70b", "--engine", "hooks", "--remote"]) == 2
+    folder = _tiny_folder(tmp_path / "m")
+    assert main(["capture", "--model", folder, "--n", "4", "--engine", "nnsight", "--store-dtype", "bfloat16"]) == 0
+    out = capsys.readouterr().out
+    assert "engine: nnsight, stored as bfloat16" in out
