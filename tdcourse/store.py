@@ -294,6 +294,13 @@ class HalfStoreArray:
     def __setitem__(self, key, value):
         raise ValueError("the cached activations are read-only")
 
+    def __getattr__(self, name):
+        # Any other ndarray method (acts.mean(0), acts.reshape(...), np.mean(acts)) works on the
+        # whole array upcast to float32 (correct, and as large as the float32 array would be).
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(np.asarray(self), name)
+
     def __repr__(self) -> str:
         return f"HalfStoreArray(shape={self.shape}, stored as {self._source.dtype}, read as float32)"
 

@@ -141,6 +141,9 @@ def test_a_half_store_is_read_as_float32_never_as_16_bits(store_dtype):
     np.testing.assert_array_equal(run.acts[:, 3], want[:, 3])
     np.testing.assert_array_equal(run.site("resid_mid", 1), want[:, 3])
     assert run.acts[2:4].dtype == np.float32
+    np.testing.assert_array_equal(run.acts.mean(axis=0), want.mean(axis=0))  # other ndarray methods: float32
+    np.testing.assert_array_equal(np.mean(run.acts, axis=0), want.mean(axis=0))
+    assert run.acts.reshape(9, -1).dtype == np.float32
     np.testing.assert_allclose(want, acts, rtol=1e-2 if store_dtype == "bfloat16" else 1e-3)
     with pytest.raises(ValueError, match="read-only"):
         run.acts[0] = 0
