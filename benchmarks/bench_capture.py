@@ -78,6 +78,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--engines", nargs="+", default=["hooks", "nnsight"], choices=list(ENGINES))
     p.add_argument("--sinks", nargs="+", default=["array", "entry"], choices=["array", "entry"])
+    p.add_argument("--variants", nargs="+", default=None,
+                   help="engine:sink pairs to run instead of every engine x sink (e.g. hooks:entry nnsight:entry)")
     p.add_argument("--no-bare", action="store_true", help="skip the bare forward")
     p.add_argument("--no-read", action="store_true", help="skip the cache read")
     a = p.parse_args()
@@ -92,7 +94,8 @@ def main() -> None:
     L, d = model.config.num_hidden_layers, model.config.hidden_size
     shape = (len(ids), 2 * L, d)
     bare_forward(model, ids[: a.batch_size], a.batch_size, tok.pad_token_id)  # warm-up
-    for engine in a.engines:  # warm-up each engine once (imports, first trace)
+    engines = sorted({v.split(":")[0] for v in a.variants}) if a.variants else a.engines
+    for engine in engines:  # warm-up each engine once (imports, first trace)
         ENGINES[engine](model, ids[: a.batch_size], batch_size=a.batch_size, pad_token_id=tok.pad_token_id,
                         progress=False)
     times: dict[str, list[float]] = {}
@@ -102,8 +105,10 @@ def main() -> None:
             t = time.perf_counter()
             bare_forward(model, ids, a.batch_size, tok.pad_token_id)
             times.setdefault("bare forward", []).append(time.perf_counter() - t)
-        for engine in a.engines:
-            for sink in a.sinks:
+        pairs = ([tuple(v.split(":")) for v in a.variants] if a.variants
+                 else [(e, k) for e in a.engines for k in a.sinks])
+        for engine, sink in pairs:
+            if True:
                 s, rows = run_capture(engine, sink, model, ids, a.batch_size, tok.pad_token_id, shape)
                 times.setdefault(f"{engine} -> {sink}", []).append(s)
                 if ref is None:
@@ -125,7 +130,7 @@ def main() -> None:
               "   (goal <= 1.2x)")
     if "hooks -> entry" in best and "nnsight -> entry" in best:
         print(f"  nnsight / hooks (into the cache)  = {best['nnsight -> entry'] / best['hooks -> entry']:.3f}x")
-    for engine in a.engines:
+    for engine in engines:
         if f"{engine} -> entry" in best and f"{engine} -> array" in best:
             print(f"  {engine}: into the cache / into RAM = "
                   f"{best[f'{engine} -> entry'] / best[f'{engine} -> array']:.3f}x   (goal: ~1.0x)")

@@ -9,7 +9,8 @@ Each capture runs in a fresh process: ``load_activations(<stand-in folder>, n=N,
 with the engine and store asked (``--engine``, ``--store-dtype``), then the peak resident memory
 of that process (``getrusage(RUSAGE_SELF).ru_maxrss``). The model's share is measured in the
 same process right after its weights are loaded (resident memory then, minus before), so
-"peak - model" is what the capture itself holds. ``--sink array`` runs the capture as before
+"peak - model" is what the capture itself holds. (The weights are read once, every page of them,
+before measuring: safetensors maps them lazily, and the forward pass would page them in later.) ``--sink array`` runs the capture as before
 issue 22 (the whole float32 output in RAM, then written) for comparison.
 
 Targets (issue 22): peak RSS <= model + 1 GiB at the 8B shape, flat in N.
@@ -40,6 +41,9 @@ from tdcourse import capture as cap, models
 before = rss_now()
 files = models.open_model(models.resolve_spec(args["model"]))
 mdl = models.load_weights(files)
+with torch.no_grad():  # page the weights in (safetensors maps them lazily): the model's share, all of it
+    for p in mdl.parameters():
+        p.sum()
 model_rss = rss_now() - before
 weights = sum(p.numel() * p.element_size() for p in mdl.parameters())
 real_load = models.load_weights
@@ -86,6 +90,14 @@ def main(argv: list[str] | None = None) -> int:
              f"python {platform.python_version()}  engine={args.engine} store={args.store_dtype} sink={args.sink}",
              head]
     print("\n".join(lines), flush=True)
+
+    def log(text: str) -> None:  # each line as soon as it is measured: a stopped run keeps what it had
+        if args.log:
+            args.log.parent.mkdir(parents=True, exist_ok=True)
+            with open(args.log, "a") as f:
+                f.write(text + "\n")
+
+    log("\n".join(lines))
     for n in args.n:
         job = json.dumps({"model": model, "n": n, "engine": args.engine, "store_dtype": args.store_dtype,
                           "sink": args.sink})
@@ -101,11 +113,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"peak RSS {r['peak_gib']:6.2f} GiB = start {r['before_gib']:.2f} + model {r['model_rss_gib']:.2f} "
                     f"+ capture {over:5.2f} GiB  (target: capture <= 1 GiB: {'ok' if over <= 1 else 'OVER'})")
         print(line, flush=True)
-        lines.append(line)
-    if args.log:
-        args.log.parent.mkdir(parents=True, exist_ok=True)
-        with open(args.log, "a") as f:
-            f.write("\n".join(lines) + "\n\n")
+        log(line)
+    log("")
     return 0
 
 

@@ -13,8 +13,11 @@ what chapters call (:func:`load_activations`, :func:`load_runs`, :func:`model_av
 The work is done by three modules, each importable on its own, none importing this one:
 
 - :mod:`tdcourse.hooks`: the capture engine (forward pre-hooks, padding, batching);
+- :mod:`tdcourse.nnsight_engine`: the second engine, nnsight, locally or on NDIF (same sites,
+  same values; the engine is recorded in the entry, not keyed);
 - :mod:`tdcourse.store`: the cache's entries (keys, locks, checksums, room checks, finding
-  an entry) and the results kept beside them;
+  an entry; written batch by batch, read memory-mapped, half-precision stores) and the
+  results kept beside them;
 - :mod:`tdcourse.exchange`: export / import of captures between machines.
 
 Every public name they had here is still importable from here (``from tdcourse.capture import
