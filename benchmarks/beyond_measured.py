@@ -25,37 +25,44 @@ def _last_block(name: str) -> str | None:
     return blocks[-1] if blocks else None
 
 
-def _memory_lines(name: str) -> list[str]:
-    block = _last_block(name)
-    if block is None:
+def _memory_lines(name: str) -> list[dict]:
+    """Every measured line of a bench_capture_memory log (all runs), with its run's sink."""
+    path = RESULTS / name
+    if not path.exists():
         return []
     out = []
-    for line in block.splitlines():
-        m = re.match(r"N=\s*(\d+)\s+shape \(([\d, ]+)\)\s+float32 array\s+([\d.]+) GiB\s+wall\s+([\d.]+) s\s+"
-                     r"peak RSS\s+([\d.]+) GiB = start ([\d.]+) \+ model ([\d.]+) \+ capture\s+([-\d.]+) GiB", line)
-        if m:
-            out.append(dict(n=int(m.group(1)), shape=m.group(2), array=float(m.group(3)), wall=float(m.group(4)),
-                            peak=float(m.group(5)), start=float(m.group(6)), model=float(m.group(7)),
-                            capture=float(m.group(8))))
+    for block in path.read_text().split("\n# "):
+        sink = re.search(r"sink=(\w+)", block)
+        for line in block.splitlines():
+            m = re.match(r"N=\s*(\d+)\s+shape \(([\d, ]+)\)\s+float32 array\s+([\d.]+) GiB\s+wall\s+([\d.]+) s\s+"
+                         r"peak RSS\s+([\d.]+) GiB = start ([\d.]+) \+ model ([\d.]+) \+ capture\s+([-\d.]+) GiB", line)
+            if m:
+                out.append(dict(n=int(m.group(1)), shape=m.group(2), array=float(m.group(3)),
+                                wall=float(m.group(4)), peak=float(m.group(5)), start=float(m.group(6)),
+                                model=float(m.group(7)), capture=float(m.group(8)),
+                                sink=sink.group(1) if sink else "entry"))
     return out
 
 
 def render() -> str:
     bullets = []
-    for shape, log in (("8B", "cpu_capture_memory_8b_shape.log"), ("70B", "cpu_capture_memory_70b_shape.log")):
+    for what, log in (("the 8B-shaped stand-in", "cpu_capture_memory_8b_shape.log"),
+                      ("the 70B-shaped stand-in", "cpu_capture_memory_70b_shape.log"),
+                      ("SmolLM2", "cpu_capture_memory_smollm2.log")):
         rows = _memory_lines(log)
-        block = _last_block(log) or ""
-        standin = re.search(r"\(([\d.]+) GiB on disk", block)
+        standin = re.search(r"\(([\d.]+) GiB on disk", (RESULTS / log).read_text()) if rows else None
         for r in rows:
+            how = ("into the cache as it goes" if r["sink"] == "entry"
+                   else "into one array in RAM, as before issue 22")
             bullets.append(
-                f"**A capture at the {shape} shape** (the {shape}-shaped stand-in, N = {r['n']:,}, hooks, float32 "
-                f"store): {r['wall']:.0f} s on these shared cores; peak memory {r['peak']:.2f} GiB = "
-                f"{r['start']:.2f} GiB for Python and the libraries + {r['model']:.2f} GiB of weights + "
-                f"{r['capture']:.2f} GiB for the capture itself, while its array is {r['array']:.2f} GiB "
-                f"(`benchmarks/bench_capture_memory.py`, log `benchmarks/results/{log}`)."
-                + (f" The stand-in takes {standin.group(1)} GiB on disk." if standin else ""))
+                f"**A capture of {what}**, N = {r['n']:,} (hooks, {how}): {r['wall']:.0f} s on these shared "
+                f"cores; peak memory {r['peak']:.2f} GiB = {r['start']:.2f} GiB for Python and the libraries + "
+                f"{r['model']:.2f} GiB of weights + {r['capture']:.2f} GiB for the capture itself, for an array "
+                f"of {r['array']:.2f} GiB (`benchmarks/bench_capture_memory.py`, log "
+                f"`benchmarks/results/{log}`)."
+                + (f" The stand-in takes {standin.group(1)} GiB on disk." if standin and r is rows[0] else ""))
         if not rows:
-            bullets.append(f"**A capture at the {shape} shape**: not measured (no log `{log}`).")
+            bullets.append(f"**A capture of {what}**: not measured (no log `{log}`).")
     block = _last_block("cpu_synthetic_store_8b_n10000.log")
     if block:
         w = re.search(r"write .*?:\s+([\d.]+) s\s+peak RSS ([\d.]+) GiB", block)

@@ -26,7 +26,16 @@ _LINE = re.compile(r"^(\d\d)_(\w+)\s+wall\s+([\d.]+) s\s+peak RSS\s+([\d.]+) GiB
 _FAILED = re.compile(r"^(\d\d)_(\w+)\s+FAILED: (.*)$")
 
 
-def last_run(log: Path, idle_only: bool = False) -> dict[str, tuple]:
+def captures(log: Path) -> dict[str, float]:
+    """``{"trained": s, "random": s}``: the capture times before the chapters, last run of a log."""
+    if not log.exists():
+        return {}
+    block = [b for b in log.read_text().split("\n# ") if b.strip()][-1]
+    return {m.group(1): float(m.group(2)) for m in re.finditer(r"capture \((\w+), or read from the cache\): "
+                                                                r"([\d.]+) s", block)}
+
+
+def last_run(log: Path) -> dict[str, tuple]:
     """Chapter -> (wall s, peak GiB) or ("failed", reason), from the last block of a bench_chapters log."""
     if not log.exists():
         return {}
@@ -60,7 +69,14 @@ def table() -> str:
             k = VALUES[shape] / VALUES["8B"]
             cells.append(f"~{b[0] * k:.0f} s, ~{b[1] * k:.0f} GiB" if b and b[0] != "failed" else "–")
         rows.append("| " + " | ".join(cells) + " |")
-    return "\n".join(rows) + "\n"
+    cap = captures(RESULTS / "cpu_chapters_70b_shape_n64.log")
+    note = ""
+    if cap:
+        note = (f"\nBefore those chapters, the two captures of the 70B-shaped stand-in at N = 64 took "
+                f"{cap.get('trained', float('nan')):.0f} s (the model) and {cap.get('random', float('nan')):.0f} s "
+                "(its random-init control) on these shared cores (log "
+                "`benchmarks/results/cpu_chapters_70b_shape_n64.log`).\n")
+    return "\n".join(rows) + "\n" + note
 
 
 def main(argv: list[str] | None = None) -> int:
