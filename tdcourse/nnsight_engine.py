@@ -101,15 +101,9 @@ def ndif_api_key() -> str | None:
     in that order, as nnsight itself reads them. Read without importing nnsight."""
     if os.environ.get("NDIF_API_KEY"):
         return os.environ["NDIF_API_KEY"]
-    if env.where() == "colab":
-        try:  # pragma: no cover - only on Colab
-            from google.colab import userdata  # type: ignore
-
-            key = userdata.get("NDIF_API_KEY")
-            if key:
-                return key
-        except Exception:
-            pass
+    key = env.colab_secret("NDIF_API_KEY")
+    if key:
+        return key
     path = Path(os.environ.get("NNSIGHT_CONFIG") or Path(os.environ.get("XDG_CONFIG_HOME", "~/.config"))
                 / "nnsight" / "config.yaml").expanduser()
     try:

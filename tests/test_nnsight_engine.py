@@ -394,3 +394,17 @@ def test_cli_use_and_capture_take_the_engine(monkeypatch, capsys, tmp_path):
     assert main(["capture", "--model", folder, "--n", "4", "--engine", "nnsight", "--store-dtype", "bfloat16"]) == 0
     out = capsys.readouterr().out
     assert "engine: nnsight, stored as bfloat16" in out
+
+
+def test_the_ndif_key_is_read_where_nnsight_reads_it(monkeypatch, tmp_path):
+    """$NDIF_API_KEY, the Colab secret NDIF_API_KEY, then nnsight's saved config."""
+    monkeypatch.delenv("NDIF_API_KEY", raising=False)
+    monkeypatch.setenv("NNSIGHT_CONFIG", str(tmp_path / "none.yaml"))
+    assert ne.ndif_api_key() is None
+    (tmp_path / "c.yaml").write_text("API:\n  APIKEY: saved-key\n")
+    monkeypatch.setenv("NNSIGHT_CONFIG", str(tmp_path / "c.yaml"))
+    assert ne.ndif_api_key() == "saved-key"
+    monkeypatch.setattr(models.env, "colab_secret", lambda name: "colab-key" if name == "NDIF_API_KEY" else None)
+    assert ne.ndif_api_key() == "colab-key"
+    monkeypatch.setenv("NDIF_API_KEY", "env-key")
+    assert ne.ndif_api_key() == "env-key"
