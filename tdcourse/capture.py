@@ -574,8 +574,8 @@ def load_activations(
 
                 source = ALIASES.get(str(model).lower(), str(model))
                 problems = remote_problems(source)
-                raise RemoteUnavailableError(remote_unavailable_message(source, problems, str(err)) + " " + tail) \
-                    from err
+                cached = f" No capture of {model} with n={n} ({init}) is cached either."
+                raise RemoteUnavailableError(remote_unavailable_message(source, problems, str(err)) + cached) from err
             try:
                 new = type(err)(f"{err} {tail}")
             except TypeError:
