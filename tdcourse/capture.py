@@ -506,7 +506,8 @@ def load_activations(
         Capture on NDIF with nnsight (hub models NDIF hosts: ``llama-3.1-70b``,
         ``llama-3.1-405b``; an NDIF API key in ``NDIF_API_KEY`` or the Colab secret of that
         name). The model then runs in NDIF's bfloat16 (``dtype`` None) and the random-init
-        control is refused (NDIF hosts trained weights only). None: the course's setting.
+        control is refused (NDIF hosts trained weights only). None: the course's setting, for
+        the trained model (a random-init control is captured here).
     store_dtype : {"float32", "float16", "bfloat16"}
         The dtype of the cached array. A half store halves the disk and the download; it is
         part of the key only when it rounds the values (a bfloat16 store of a bfloat16 model,
@@ -545,6 +546,8 @@ def load_activations(
         if not isinstance(flag, bool):
             raise ValueError(f"{fname} must be True or False, got {flag!r}")
     store_dtype = _check_store_dtype(store_dtype)
+    if init != "trained" and remote is None and engine is None:
+        engine, remote = "hooks", False  # the setting's NDIF applies to the trained model: NDIF has no control
     engine, remote = capture_engine(model, engine, remote)
     recipe = check_recipe(replace(recipe or SampleRecipe(), n=n))
     open_precision = quant == "auto" and dtype is None

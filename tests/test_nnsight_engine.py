@@ -296,6 +296,10 @@ def test_the_setting_can_name_the_70b_on_ndif_and_chapters_are_told(monkeypatch)
     assert "captured with nnsight on NDIF" in str(s)
     assert cap.capture_engine("llama-3.1-70b") == ("nnsight", True)
     assert cap.capture_engine("smollm2-135m") == ("hooks", False)  # the setting's engine is for its model only
+    with pytest.raises(models.ModelLoadError):  # the control is never sent to NDIF by the setting: tried here
+        cap.load_activations("llama-3.1-70b", n=3, init="random", progress=False)
+    with pytest.raises(ValueError, match="random-init control cannot run on NDIF"):  # unless asked explicitly
+        cap.load_activations("llama-3.1-70b", n=3, init="random", remote=True, progress=False)
     avail = cap.model_available("llama-3.1-70b", purpose="chapter 7's teleport experiment")
     assert not avail and "captured remotely on NDIF" in avail.reason and "chapter 7's teleport" in avail.reason
     with pytest.raises(ValueError, match="NDIF runs the hub models"):
