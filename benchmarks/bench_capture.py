@@ -81,6 +81,8 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", default=None,
                    help="engine:sink pairs to run instead of every engine x sink (e.g. hooks:entry nnsight:entry)")
     p.add_argument("--no-bare", action="store_true", help="skip the bare forward")
+    p.add_argument("--writer-only", action="store_true",
+                   help="time only the cache writer: the capture's rows written batch by batch, no model run")
     p.add_argument("--no-read", action="store_true", help="skip the cache read")
     a = p.parse_args()
 
@@ -93,6 +95,20 @@ def main() -> None:
     print(f"{len(ids)} samples, {n_tokens} tokens, batch size {a.batch_size}")
     L, d = model.config.num_hidden_layers, model.config.hidden_size
     shape = (len(ids), 2 * L, d)
+    if a.writer_only:  # the per-batch write alone, on rows of the capture's shape (no forward pass)
+        rows = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+        took = []
+        for _ in range(3):
+            t = time.perf_counter()
+            with EntryWriter(_meta(len(ids), "writer"), shape, cap.site_names(shape[1] // 2), [""] * len(ids)) as w:
+                for idx in cap._batches(ids, a.batch_size):
+                    w[idx[0] : idx[-1] + 1] = rows[idx[0] : idx[-1] + 1]
+                path = w.commit()
+            took.append(time.perf_counter() - t)
+            shutil.rmtree(path)
+        print(f"cache writer alone: {len(ids)} samples {shape} ({rows.nbytes / 2**20:.0f} MiB) in batches of "
+              f"{a.batch_size}, allocation + writes + streamed checksum + install: best of 3 {min(took):.3f} s")
+        return
     bare_forward(model, ids[: a.batch_size], a.batch_size, tok.pad_token_id)  # warm-up
     engines = sorted({v.split(":")[0] for v in a.variants}) if a.variants else a.engines
     for engine in engines:  # warm-up each engine once (imports, first trace)
