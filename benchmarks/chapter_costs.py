@@ -3,7 +3,8 @@
     python benchmarks/chapter_costs.py --out book/_beyond_costs.md
 
 Measured rows come from the logs of ``benchmarks/bench_chapters.py`` (the last run in each log
-on an idle machine where the log has one, labelled with its N): the 8B-shaped stand-in at
+on an idle machine where the log has one; for the 70B shape every run of its log, chapters 1-3
+then 4-7, each labelled with its N): the 8B-shaped stand-in at
 N = 1000 (``cpu2_chapters_8b_shape_n1000.log``) and the 70B-shaped stand-in at N = 64
 (``cpu_chapters_70b_shape_n64.log``). Extrapolated rows are labelled as such and follow one
 stated rule: at the same N, a chapter's wall time and peak memory scale with the number of
@@ -30,31 +31,32 @@ def captures(log: Path) -> dict[str, float]:
     """``{"trained": s, "random": s}``: the capture times before the chapters, last run of a log."""
     if not log.exists():
         return {}
-    block = [b for b in log.read_text().split("\n# ") if b.strip()][-1]
+    block = [b for b in log.read_text().split("\n# ") if b.strip()][0]  # the run that captured
     return {m.group(1): float(m.group(2)) for m in re.finditer(r"capture \((\w+), or read from the cache\): "
                                                                 r"([\d.]+) s", block)}
 
 
-def last_run(log: Path) -> dict[str, tuple]:
-    """Chapter -> (wall s, peak GiB) or ("failed", reason), from the last block of a bench_chapters log."""
+def last_run(log: Path, merge: bool = False) -> dict[str, tuple]:
+    """Chapter -> (wall s, peak GiB) or ("failed", reason), from the last block of a bench_chapters
+    log, or (``merge``) from every block, a later block's chapter replacing an earlier one's."""
     if not log.exists():
         return {}
     blocks = [b for b in log.read_text().split("\n# ") if b.strip()]
-    block = blocks[-1]
     out: dict[str, tuple] = {}
-    for line in block.splitlines():
-        m = _LINE.match(line.strip())
-        if m:
-            out[m.group(1)] = (float(m.group(3)), float(m.group(4)))
-        f = _FAILED.match(line.strip())
-        if f:
-            out[f.group(1)] = ("failed", f.group(3))
+    for block in (blocks if merge else blocks[-1:]):
+        for line in block.splitlines():
+            m = _LINE.match(line.strip())
+            if m:
+                out[m.group(1)] = (float(m.group(3)), float(m.group(4)))
+            f = _FAILED.match(line.strip())
+            if f:
+                out[f.group(1)] = ("failed", f.group(3))
     return out
 
 
 def table() -> str:
     base = last_run(RESULTS / "cpu2_chapters_8b_shape_n1000.log")
-    big = last_run(RESULTS / "cpu_chapters_70b_shape_n64.log")
+    big = last_run(RESULTS / "cpu_chapters_70b_shape_n64.log", merge=True)  # chapters 1-3, then 4-7
     rows = ["| chapter | 8B shape, N = 1000 (measured) | 70B shape, N = 64 (measured) "
             "| 70B, N = 1000 (extrapolated) | 405B, N = 1000 (extrapolated) |",
             "|---|---|---|---|---|"]
