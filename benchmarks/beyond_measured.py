@@ -47,7 +47,8 @@ def _memory_lines(name: str) -> list[dict]:
 def render() -> str:
     bullets = []
     for what, log in (("the 8B-shaped stand-in", "cpu_capture_memory_8b_shape.log"),
-                      ("the 70B-shaped stand-in", "cpu_capture_memory_70b_shape.log")):
+                      ("the 70B-shaped stand-in", "cpu_capture_memory_70b_shape.log"),
+                      ("SmolLM2", "cpu_capture_memory_smollm2.log")):
         rows = _memory_lines(log)
         standin = re.search(r"\(([\d.]+) GiB on disk", (RESULTS / log).read_text()) if rows else None
         for r in rows:
