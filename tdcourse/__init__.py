@@ -1,7 +1,8 @@
 """tdcourse: the helper library of the course "Transformer Dynamics" (Fernando & Guitchounts,
 arXiv:2502.12131), reproduced chapter by chapter.
 
-Data flows one way: ``data`` → ``models`` → ``hooks`` / ``store`` / ``exchange`` → ``capture``
+Data flows one way: ``data`` → ``models`` → ``hooks`` / ``nnsight_engine`` / ``store`` / ``exchange`` →
+``capture``
 → measures and dynamics → ``plots``. The one global setting is the cache directory
 (``TDCOURSE_CACHE``); the course's model and N are read from it or from the environment by
 :func:`course_settings`.

@@ -1,4 +1,5 @@
-"""Command line: ``python -m tdcourse capture --model smollm2-135m --n 1000``, ``info``,
+"""Command line: ``python -m tdcourse capture --model smollm2-135m --n 1000`` (``--engine nnsight``,
+``--remote`` for NDIF, ``--store-dtype bfloat16``), ``info``,
 ``export`` / ``import`` (captures for offline laptops), ``scoreboard``, ``use``, ``standin``.
 
 ``--model`` and ``--n`` default to the course's one setting (``TDCOURSE_MODEL`` /
@@ -59,6 +60,14 @@ def _parser() -> argparse.ArgumentParser:
                      help="split a model too large for one GPU over the GPUs, then the CPU and disk (accelerate); "
                           "default: the whole model on one device")
     cap.add_argument("--offload-folder", default=None, help="where accelerate keeps weights offloaded to disk")
+    cap.add_argument("--engine", default=None, choices=["hooks", "nnsight"],
+                     help="capture engine (same values; default: the course's setting for this model, else hooks)")
+    cap.add_argument("--remote", action="store_true", default=None,
+                     help="run the nnsight engine on NDIF (hub models NDIF hosts, e.g. llama-3.1-70b; needs "
+                          "NDIF_API_KEY); default: the course's setting for this model")
+    cap.add_argument("--store-dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                     help="dtype of the cached array (half the disk in 16 bits; read back as float32; "
+                          "default: float32)")
     cap.add_argument("--rebuild", action="store_true", help="capture again even if cached")
     sub.add_parser("info", help="where we run, the device and the cache directory")
     ex = sub.add_parser("export", help="write the cached captures of a model (trained and random-init control) "
@@ -83,8 +92,11 @@ def _parser() -> argparse.ArgumentParser:
     use.add_argument("--model", required=True, help="alias, hub id or local model folder")
     use.add_argument("--n", type=_positive_int, default=None, help="number of samples (default: keep the N the "
                                                                      "course runs now, else 1000)")
+    use.add_argument("--engine", default=None, choices=["hooks", "nnsight"],
+                     help="how a capture that is not cached is made (default: hooks; nnsight with --remote)")
+    use.add_argument("--remote", action="store_true", help="capture on NDIF with nnsight (llama-3.1-70b, ...)")
     st = sub.add_parser("standin", help="build a stand-in model folder (random weights) and print its path")
-    st.add_argument("--kind", default="8b-shape", choices=["8b-shape", "4-layer"])
+    st.add_argument("--kind", default="8b-shape", choices=["8b-shape", "70b-shape", "4-layer"])
     st.add_argument("--seed", type=_nonnegative_int, default=0)
     return parser
 
@@ -109,7 +121,8 @@ def _run(args) -> int:
                 n = course_settings().n
             except ValueError:  # a broken setting is what `use` repairs
                 n = DEFAULT_N
-        path = use_model(args.model, n)
+        engine = args.engine or ("nnsight" if args.remote else "hooks")
+        path = use_model(args.model, n, engine=engine, remote=args.remote)
         print(f"saved in {path}; every chapter now runs {course_settings()}")
         return 0
     if args.cmd == "standin":
@@ -152,8 +165,10 @@ def _run(args) -> int:
 
     acts = load_activations(model=model, n=n, quant=args.quant, init=args.init, seed=args.seed,
                             dtype=args.dtype, batch_size=args.batch_size, rebuild=args.rebuild,
-                            device_map=args.device_map, offload_folder=args.offload_folder)
-    print(f"{acts.label}: activations {acts.acts.shape} (samples, sites, d_model) in {acts.path}")
+                            device_map=args.device_map, offload_folder=args.offload_folder, engine=args.engine,
+                            remote=args.remote, store_dtype=args.store_dtype)
+    print(f"{acts.label}: activations {acts.acts.shape} (samples, sites, d_model) in {acts.path} "
+          f"(engine: {acts.engine}, stored as {acts.info['store']['dtype']})")
     return 0
 
 

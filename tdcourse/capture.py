@@ -13,8 +13,11 @@ what chapters call (:func:`load_activations`, :func:`load_runs`, :func:`model_av
 The work is done by three modules, each importable on its own, none importing this one:
 
 - :mod:`tdcourse.hooks`: the capture engine (forward pre-hooks, padding, batching);
+- :mod:`tdcourse.nnsight_engine`: the second engine, nnsight, locally or on NDIF (same sites,
+  same values; the engine is recorded in the entry, not keyed);
 - :mod:`tdcourse.store`: the cache's entries (keys, locks, checksums, room checks, finding
-  an entry) and the results kept beside them;
+  an entry; written batch by batch, read memory-mapped, half-precision stores) and the
+  results kept beside them;
 - :mod:`tdcourse.exchange`: export / import of captures between machines.
 
 Every public name they had here is still importable from here (``from tdcourse.capture import
@@ -33,9 +36,10 @@ import numpy as np
 from .data import SampleRecipe, build_samples, check_int, check_recipe
 from .exchange import export_activations, import_activations
 from .hooks import capture, check_token_ids, residual_hooks
-from .models import DEFAULT_MODEL, SITE_KINDS, MissingModelFolderError, ModelLoadError, ModelSpec, ModelTooLargeError, \
-    UnsupportedModelError, load_weights, open_model, resolve_spec, text_config
-from .store import (FORMAT_VERSION, CacheError, _entry_dir, activations_dir, cache_key, check_cache_room,
+from .models import ALIASES, DEFAULT_MODEL, SITE_KINDS, MissingModelFolderError, ModelLoadError, ModelSpec, \
+    ModelTooLargeError, RemoteUnavailableError, UnsupportedModelError, check_model_fits, load_weights, open_model, \
+    resolve_spec, text_config
+from .store import (FORMAT_VERSION, CacheError, EntryWriter, StoreFile, _entry_dir, activations_dir, cache_key, check_cache_room,
                     clean_stale_temporaries, entry_meta, find_entries, ids_digest, load_result, pick_entry, read_entry,
                     result_path, results_dir, save_result, write_entry)
 
@@ -74,6 +78,9 @@ __all__ = [
     "import_activations",
     "ModelAvailability",
     "model_available",
+    "Runs",
+    "capture_engine",
+    "ENGINES",
 ]
 
 _PAPER = {"resid_pre": "pre-Attn", "resid_mid": "pre-MLP"}
@@ -207,7 +214,11 @@ class Activations:
     Attributes
     ----------
     acts : ndarray of shape (n_samples, n_sites, d_model), float32
-        ``n_sites = 2 * n_layers``, ordered as :func:`site_names`.
+        ``n_sites = 2 * n_layers``, ordered as :func:`site_names`. Read from the cache, it is
+        memory-mapped and read-only (nothing is loaded until it is indexed); an entry stored
+        in half precision gives a :class:`tdcourse.store.HalfStoreArray`, which upcasts to
+        float32 whatever is read from it. To stay within a memory budget at any N, read
+        :meth:`blocks` instead of the whole array.
     sites : list of str, length n_sites
     texts : list of str, length n_samples
         What sample ``i`` holds (decoded tokens the model read).
@@ -215,18 +226,30 @@ class Activations:
         The cache key's contents: model spec, sample recipe, data hash, format version.
     path : pathlib.Path or None
         Where it is cached.
+    info : dict
+        How it was captured, not part of the key: ``info["capture"]`` (``engine``,
+        ``backend``, ``batch_size``, ...; empty for entries written before this was recorded)
+        and ``info["store"]`` (``{"dtype": "float32" | "float16" | "bfloat16", "layout": "npy"}``).
+    source : tdcourse.store.StoreFile or None
+        Where ``acts`` lies on disk (None: in memory).
 
     Unpacks as ``acts, sites, texts = load_activations(...)``.
     """
 
-    acts: np.ndarray
+    acts: Any
     sites: list[str]
     texts: list[str]
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    info: dict[str, Any] | None = None
+    source: StoreFile | None = None
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.acts, self.sites, self.texts))
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.acts.shape[0])
 
     @property
     def n_layers(self) -> int:
@@ -242,6 +265,14 @@ class Activations:
         spec = self.meta.get("model", {})
         return ModelSpec(**spec).label if spec else "unknown model"
 
+    @property
+    def engine(self) -> str:
+        """The capture engine that produced it: ``"hooks"``, ``"nnsight"`` or ``"nnsight (NDIF)"``;
+        ``"unknown"`` for entries written before the engine was recorded."""
+        cap = (self.info or {}).get("capture") or {}
+        engine = cap.get("engine", "unknown")
+        return f"{engine} (NDIF)" if cap.get("backend") == "ndif" else engine
+
     def site(self, kind: str, layer: int) -> np.ndarray:
         """States at one site, shape ``(n_samples, d_model)``.
 
@@ -249,6 +280,40 @@ class Activations:
         (``1.7`` or ``True`` are refused with a ``ValueError``, never read as layer 1).
         """
         return self.acts[:, site_index(kind, layer, self.n_layers)]
+
+    def block_size(self, max_bytes: int = 64 << 20) -> int:
+        """Samples per block of :meth:`blocks`: as many as fit ``max_bytes`` in float32, at least 1."""
+        max_bytes = check_int(max_bytes, "max_bytes")
+        return max(1, max_bytes // max(1, 4 * int(self.acts.shape[1]) * int(self.acts.shape[2])))
+
+    def blocks(self, max_bytes: int = 64 << 20) -> Iterator[np.ndarray]:
+        """The samples in order, as float32 blocks of at most ``max_bytes`` (at least one sample).
+
+        Each block is a new ``ndarray`` of shape ``(b, n_sites, d_model)``, float32 whatever
+        the store's dtype (a half store is upcast here, block by block; statistics are then
+        computed in float32 or float64 by the caller). A cached capture is read from its file
+        with plain reads, so the process holds one block at a time: a streamed statistic
+        (a sum, a mean, a covariance) over any N needs about ``max_bytes`` of memory.
+
+        Parameters
+        ----------
+        max_bytes : int
+            Memory for one float32 block, bytes (default 64 MiB).
+
+        Yields
+        ------
+        ndarray of shape (b, n_sites, d_model), float32
+            ``b = block_size(max_bytes)`` samples (fewer in the last block); in sample order,
+            so ``np.concatenate(list(run.blocks()))`` equals ``np.asarray(run.acts)``.
+        """
+        step = self.block_size(max_bytes)
+        n = self.n_samples
+        for start in range(0, n, step):
+            stop = min(n, start + step)
+            if self.source is not None:
+                yield self.source.read(start, stop)
+            else:
+                yield np.array(self.acts[start:stop], dtype=np.float32)
 
 
 # --------------------------------------------------------------------------- the cache, as arrays
@@ -330,6 +395,59 @@ def _use_found(found, quant, dtype, why: str, progress: bool) -> Activations:
 
 # --------------------------------------------------------------------------- loading
 
+ENGINES = ("hooks", "nnsight")
+
+
+def capture_engine(model: str, engine: str | None = None, remote: bool | None = None) -> tuple[str, bool]:
+    """How a missing capture of ``model`` is made: ``(engine, remote)``.
+
+    ``None`` takes the course's setting (:func:`tdcourse.settings.course_settings`) when
+    ``model`` is the setting's model, else ``("hooks", False)``: the setting's engine applies
+    to the model it names, never to another one a chapter asks for.
+
+    Raises
+    ------
+    ValueError
+        An unknown engine, ``remote`` with the hooks engine, or ``remote`` for a model NDIF
+        cannot run (a local folder, the embedded model).
+    """
+    from .settings import _check_engine, course_settings
+
+    if engine is None or remote is None:
+        try:
+            setting = course_settings()
+            same = _same_model(setting.model, model)
+        except ValueError:  # a broken setting is reported where the setting is read, not here
+            setting, same = None, False
+        if engine is None:
+            engine = "nnsight" if remote else (setting.engine if same else "hooks")
+        if remote is None:
+            remote = setting.remote if same and engine == setting.engine else False
+    return _check_engine(engine, remote, "load_activations", model)
+
+
+def _same_model(a: str, b: str) -> bool:
+    from .models import classify_model_name
+
+    try:
+        return classify_model_name(a) == classify_model_name(b)
+    except ValueError:
+        return a == b
+
+
+def _remote_spec(model, quant, dtype, init, seed, device_map, offload_folder) -> ModelSpec:
+    """The spec of a capture on NDIF: the hub model, unquantised, in NDIF's dtype (bfloat16 unless
+    ``dtype`` names another; the values are checked to come back in it)."""
+    if init != "trained":
+        raise ValueError("The random-init control cannot run on NDIF: NDIF runs the trained weights it hosts. "
+                         "Capture the control here (remote=False) or leave it out (load_runs(control=False)).")
+    if quant not in ("auto", "none"):
+        raise ValueError("NDIF runs its models unquantised: use quant='none' (or 'auto') with remote=True.")
+    if device_map is not None or offload_folder is not None:
+        raise ValueError("device_map and offload_folder place weights on this machine; a remote capture has none here.")
+    return resolve_spec(model, quant="none", dtype=dtype or "bfloat16", init=init, seed=seed, device="cpu")
+
+
 def load_activations(
     model: str = DEFAULT_MODEL,
     n: int = 1000,
@@ -343,11 +461,15 @@ def load_activations(
     progress: bool = True,
     device_map: str | dict | None = None,
     offload_folder: str | Path | None = None,
+    engine: str | None = None,
+    remote: bool | None = None,
+    store_dtype: str = "float32",
 ) -> Activations:
     """The residual stream of ``n`` WikiText-2 samples at the last token, every site.
 
-    Captures on the first call (loading the model), then reads the cache: every chapter
-    calls this with the same arguments and shares one capture.
+    Captures on the first call (loading the model, or on NDIF), then reads the cache: every
+    chapter calls this with the same arguments and shares one capture. The capture is written
+    to the cache batch by batch and read back memory-mapped: memory does not grow with ``n``.
 
     Where the exact entry cannot be named or is not there, an entry captured elsewhere is
     used (an instructor's export, :func:`import_activations`): when the model's tokenizer
@@ -367,7 +489,7 @@ def load_activations(
         Number of samples (``recipe.n`` is replaced by it); an integer ≥ 1.
     quant, init, seed, dtype : as for :func:`tdcourse.models.load_model`
     recipe : SampleRecipe or None
-        Defaults to :class:`tdcourse.data.SampleRecipe` ().
+        Defaults to :class:`tdcourse.data.SampleRecipe` () (the shipped test split).
     batch_size : int
         Samples per forward pass, ≥ 1. Not part of the cache key: it does not change the
         values (up to float rounding).
@@ -378,24 +500,47 @@ def load_activations(
         Where the weights go, as for :func:`tdcourse.models.load_weights` (``"auto"``: split a
         model too large for one GPU over the GPUs, the CPU and disk). Not part of the cache key:
         the values do not change.
+    engine : {"hooks", "nnsight"} or None
+        The capture engine (:mod:`tdcourse.hooks`, :mod:`tdcourse.nnsight_engine`). They read
+        the same sites and give the same values (tested), so the engine is not part of the
+        cache key; the entry records it (:attr:`Activations.engine`). None: the course's
+        setting for its model (:func:`capture_engine`), else ``"hooks"``.
+    remote : bool or None
+        Capture on NDIF with nnsight (hub models NDIF hosts: ``llama-3.1-70b``,
+        ``llama-3.1-405b``; an NDIF API key in ``NDIF_API_KEY`` or the Colab secret of that
+        name). The model then runs in NDIF's bfloat16 (``dtype`` None) and the random-init
+        control is refused (NDIF hosts trained weights only). None: the course's setting, for
+        the trained model (a random-init control is captured here).
+    store_dtype : {"float32", "float16", "bfloat16"}
+        The dtype of the cached array. A half store halves the disk and the download; it is
+        part of the key only when it rounds the values (a bfloat16 store of a bfloat16 model,
+        e.g. every NDIF capture, is exact and shares the float32 key). Read back, values are
+        float32 (:class:`tdcourse.store.HalfStoreArray`, :meth:`Activations.blocks`).
 
     Returns
     -------
     Activations
-        ``acts`` of shape ``(n, 2 * n_layers, d_model)``; unpacks as ``acts, sites, texts``.
+        ``acts`` of shape ``(n, 2 * n_layers, d_model)``, memory-mapped read-only float32;
+        unpacks as ``acts, sites, texts``.
 
     Raises
     ------
     ValueError
-        An argument of the wrong type or range (the message names it).
+        An argument of the wrong type or range (the message names it); a remote capture of
+        the random-init control, of a quantised model, of a local folder.
     tdcourse.models.ModelLoadError
         The model cannot be loaded and no matching capture is cached (an
         :class:`~tdcourse.models.UnsupportedModelError` at once: no capture of a refused family
         exists), or a sample holds a token id outside the model's vocabulary.
+    tdcourse.models.RemoteUnavailableError
+        A remote capture cannot run from here and none is cached: one message lists what is
+        missing (network, NDIF key, Hugging Face token, access to 405B).
     CacheError
         The cache entry is broken, or the cache cannot take the capture (checked before it starts).
     """
     from dataclasses import replace
+
+    from .store import _check_store_dtype, store_is_exact
 
     n = check_int(n, "n")
     seed = check_int(seed, "seed", minimum=0)
@@ -403,6 +548,10 @@ def load_activations(
     for flag, fname in ((rebuild, "rebuild"), (progress, "progress")):
         if not isinstance(flag, bool):
             raise ValueError(f"{fname} must be True or False, got {flag!r}")
+    store_dtype = _check_store_dtype(store_dtype)
+    if init != "trained" and remote is None and engine is None:
+        engine, remote = "hooks", False  # the setting's NDIF applies to the trained model: NDIF has no control
+    engine, remote = capture_engine(model, engine, remote)
     recipe = check_recipe(replace(recipe or SampleRecipe(), n=n))
     open_precision = quant == "auto" and dtype is None
     pinned_quant = None if quant == "auto" else quant
@@ -410,42 +559,54 @@ def load_activations(
         # The name is resolved once and the model opened once (tokenizer and config, no weights):
         # the tokenizer fixes the samples and the config gives the hub revision, so a cached entry
         # is found without loading the weights, and the same files load them if it is not.
-        files = open_model(resolve_spec(model, quant=quant, dtype=dtype, init=init, seed=seed))
+        if remote:
+            spec0 = _remote_spec(model, quant, dtype, init, seed, device_map, offload_folder)
+        else:
+            spec0 = resolve_spec(model, quant=quant, dtype=dtype, init=init, seed=seed)
+        files = open_model(spec0)
         tok, config, spec = files
     except UnsupportedModelError:
         raise  # no capture of a family the course refuses can be cached: nothing to fall back on
     except (ModelLoadError, OSError, ValueError) as err:
         if rebuild or (isinstance(err, ValueError) and not isinstance(err, MissingModelFolderError)):
             raise
-        found = find_entries(model, recipe, init=init, seed=seed, quant=pinned_quant, dtype=dtype)
+        found = find_entries(model, recipe, init=init, seed=seed, quant=pinned_quant, dtype=dtype,
+                             store_dtype=store_dtype)
         if not found:
-            msg = (f"{err} No capture of {model} with n={n} ({init}) is cached either; an instructor's export "
-                   "can be installed with `python -m tdcourse import FILE`.")
+            tail = (f"No capture of {model} with n={n} ({init}) is cached either; an instructor's export "
+                    "can be installed with `python -m tdcourse import FILE`.")
+            if remote:
+                from .nnsight_engine import remote_problems, remote_unavailable_message
+
+                source = ALIASES.get(str(model).lower(), str(model))
+                problems = remote_problems(source)
+                cached = f" No capture of {model} with n={n} ({init}) is cached either."
+                raise RemoteUnavailableError(remote_unavailable_message(source, problems, str(err)) + cached) from err
             try:
-                new = type(err)(msg)
+                new = type(err)(f"{err} {tail}")
             except TypeError:
-                new = ModelLoadError(msg)
+                new = ModelLoadError(f"{err} {tail}")
             raise new from err
         reason = " ".join(str(err).split())
         reason = reason if len(reason) <= 200 else reason[:197] + "..."
         return _use_found(found, quant, dtype, f"the model itself cannot be read here ({reason}).", progress)
     samples = build_samples(tok, recipe)
     check_token_ids(samples.input_ids, getattr(text_config(config), "vocab_size", None), where=f"{spec.label}'s vocabulary")
-    meta = entry_meta(spec, recipe, samples.data_sha256, ids_digest(samples.input_ids))
+    meta = entry_meta(spec, recipe, samples.data_sha256, ids_digest(samples.input_ids), store_dtype=store_dtype)
     path = _entry_dir(meta)
     if not rebuild:
         if path.exists() or path.is_symlink():
             return read_activations(path, expect_meta=meta)
         found = [(p, m) for p, m in find_entries(model, recipe, init=init, seed=seed,
-                                                 data_sha256=samples.data_sha256)
+                                                 data_sha256=samples.data_sha256, store_dtype=store_dtype)
                  if m.get("input_ids_sha256") == meta["input_ids_sha256"]
                  and m["model"].get("revision") == spec.revision]
         same = [p for p, m in found if m == meta]
         if same:  # the very entry, under a name of an earlier tdcourse or copied by hand
             return read_activations(same[0], expect_meta=meta)
-        # Precision left open: a capture of another dtype (a GPU's bfloat16) stands in for this
-        # machine's, and full precision for 4-bit; never 4-bit for the full precision this
-        # machine would capture.
+        # Precision left open: a capture of another dtype (a GPU's bfloat16, NDIF's) stands in
+        # for this machine's, and full precision for 4-bit; never 4-bit for the full precision
+        # this machine would capture.
         usable = [(p, m) for p, m in found if m["model"].get("quant") in ("none", spec.quant)]
         if open_precision and usable:
             return _use_found(usable, quant, dtype, f"no capture in {spec.dtype} is cached on this machine and "
@@ -453,21 +614,53 @@ def load_activations(
     text = text_config(config)
     n_sites = 2 * int(getattr(text, "num_hidden_layers", 0) or 0)
     width = int(getattr(text, "hidden_size", 0) or 0)
-    check_cache_room(len(samples.input_ids) * n_sites * width * 4 + (1 << 20))
-    mdl = load_weights(files, device_map=device_map, offload_folder=offload_folder)
-    t0 = time.perf_counter()
-    acts = capture(mdl, samples.input_ids, batch_size=batch_size, pad_token_id=tok.pad_token_id, progress=progress)
-    elapsed = time.perf_counter() - t0
-    names = site_names(acts.shape[1] // 2)
-    path = save_activations(acts, names, samples.texts, meta)
+    shape = (len(samples.input_ids), n_sites, width)
+    itemsize = 4 if store_dtype == "float32" else 2
+    check_cache_room(shape[0] * n_sites * width * itemsize + (1 << 20))
+    if remote:
+        from .nnsight_engine import remote_problems, remote_unavailable_message
+
+        problems = remote_problems(spec.source)
+        if problems:
+            raise RemoteUnavailableError(remote_unavailable_message(spec.source, problems))
+    names = site_names(n_sites // 2)
+    exact = store_is_exact(store_dtype, spec.dtype, spec.quant)
+    info = {"engine": engine, "backend": "ndif" if remote else "local", "batch_size": batch_size}
+    with EntryWriter(meta, shape, names, samples.texts, store_dtype=store_dtype, exact=exact, info=info) as writer:
+        t0 = time.perf_counter()
+        if remote:
+            from . import nnsight_engine
+
+            info.update(nnsight_engine.engine_info(True, batch_size, 256 << 20))
+            nnsight_engine.capture_remote(files, samples.input_ids, batch_size=batch_size, progress=progress,
+                                          out=writer)
+        else:
+            mdl = load_weights(files, device_map=device_map, offload_folder=offload_folder)
+            info["device"] = str(next((p.device for p in mdl.parameters() if p.device.type != "meta"), "cpu"))
+            if device_map is not None:
+                info["device_map"] = device_map if isinstance(device_map, str) else "dict"
+            if engine == "nnsight":
+                from . import nnsight_engine
+
+                info.update(nnsight_engine.engine_info(False, batch_size))
+                run = nnsight_engine.capture
+            else:
+                run = capture
+            run(mdl, samples.input_ids, batch_size=batch_size, pad_token_id=tok.pad_token_id, progress=progress,
+                out=writer)
+            del mdl
+        elapsed = time.perf_counter() - t0
+        info["seconds"] = round(elapsed, 1)
+        path = writer.commit()
     if progress:
-        print(f"Captured {acts.shape} from {spec.label} in {elapsed:.0f} s; cached in {path}")
-    return Activations(acts=acts, sites=names, texts=samples.texts, meta=meta, path=path)
+        where = " on NDIF" if remote else ""
+        print(f"Captured {shape} from {spec.label}{where} in {elapsed:.0f} s with {engine}; cached in {path}")
+    return read_activations(path, expect_meta=meta, verify=False)
 
 
 @dataclass(frozen=True)
 class ModelAvailability:
-    """Whether a model's weights can be loaded here, and if not, why (see :func:`model_available`).
+    """Whether a model's weights can be run here, and if not, why (see :func:`model_available`).
 
     Truthy when they can. ``reason`` is one sentence for the reader either way.
     """
@@ -480,23 +673,46 @@ class ModelAvailability:
 
 
 def model_available(model: str = DEFAULT_MODEL, quant: str = "auto", dtype: str | None = None,
-                    init: str = "trained", seed: int = 0) -> ModelAvailability:
-    """Can ``model`` itself be loaded on this machine (not only its cached activations)?
+                    init: str = "trained", seed: int = 0, remote: bool | None = None,
+                    purpose: str = "this step") -> ModelAvailability:
+    """Can ``model`` itself run on this machine (not only its cached activations be read)?
 
     Chapters that run the model (chapter 1's ``hidden_states`` check, chapter 7's forward
-    passes) ask this first: on a laptop that imported an instructor's captures of a gated or
-    unreachable model, the activations load but the model does not, and the chapter can say
-    so and skip those cells. Reads the tokenizer and config (no weights); for a local folder
-    with trained weights, also looks for weight files.
+    passes, chapter 8's Jacobians) ask this first and, when it is False, print its reason
+    and skip those cells: never silently. It is False when:
+
+    - the model is captured remotely (the course's setting names NDIF, or ``remote=True``):
+      the chapters' own forward passes use local hooks and gradients, which NDIF does not
+      run for the course; its weights are not here;
+    - the tokenizer or config cannot be read (offline, gated without a token, a deleted
+      folder, an unknown name), or a local folder holds no weight files;
+    - the weights do not fit this machine's memory (a 70B on a laptop).
+
+    Parameters
+    ----------
+    model : str
+    quant, dtype, init, seed : as for :func:`tdcourse.models.load_model`
+    remote : bool or None
+        None: the course's setting for ``model`` (:func:`capture_engine`).
+    purpose : str
+        What the chapter wants to run, for the reason (``"chapter 7's teleport experiment"``).
 
     Returns
     -------
     ModelAvailability
-        ``ok`` and a ``reason`` (why not: offline, gated without a token, folder missing, no
-        weight files, unknown name).
+        ``ok`` and a ``reason`` (why not, or that it can).
     """
     try:
-        open_model(resolve_spec(model, quant=quant, dtype=dtype, init=init, seed=seed))
+        _, remote = capture_engine(model, None, remote)
+    except ValueError as err:
+        return ModelAvailability(False, f"{model} cannot be run here: {err}")
+    if remote:
+        return ModelAvailability(False, (
+            f"{model} is captured remotely on NDIF in this course's setting, and {purpose} runs the model here "
+            "with local hooks or gradients, which NDIF does not run for the course; its weights are not on this "
+            "machine. The captured activations are read as usual."))
+    try:
+        files = open_model(resolve_spec(model, quant=quant, dtype=dtype, init=init, seed=seed))
     except (ModelLoadError, OSError, ValueError) as err:
         return ModelAvailability(False, f"{model} cannot be loaded here: {err}")
     folder = Path(str(model)).expanduser()
@@ -504,18 +720,39 @@ def model_available(model: str = DEFAULT_MODEL, quant: str = "auto", dtype: str 
         weights = [p for pat in ("*.safetensors", "*.bin", "*.gguf") for p in folder.glob(pat)]
         if not weights:
             return ModelAvailability(False, f"{folder} holds no weight files (*.safetensors, *.bin).")
+    try:
+        check_model_fits(files)
+    except ModelTooLargeError as err:
+        return ModelAvailability(False, f"{model} does not fit here, so {purpose} cannot run: {err}")
     return ModelAvailability(True, f"{model} can be loaded here.")
 
 
-def load_runs(model: str = DEFAULT_MODEL, n: int = 1000, control: bool = True, **kwargs) -> list[Activations]:
+class Runs(list):
+    """The runs a chapter compares (a list of :class:`Activations`), and what was left out, with why.
+
+    Attributes
+    ----------
+    skipped : dict of str to str
+        ``{"random-init control": reason}`` when the control could not be built or read
+        (printed when it happens); empty when every run is there.
+    """
+
+    def __init__(self, runs=(), skipped: dict[str, str] | None = None):
+        super().__init__(runs)
+        self.skipped: dict[str, str] = dict(skipped or {})
+
+
+def load_runs(model: str = DEFAULT_MODEL, n: int = 1000, control: bool = True, **kwargs) -> Runs:
     """The runs a chapter compares: the trained model, then its random-init control.
 
     ``[trained, control]``, each an :class:`Activations` from :func:`load_activations` with the
     same samples. The control is the same architecture with seeded random weights: what it
     shares with the trained model comes from the architecture, not from training. Where the
-    control cannot be built (an 8B model on a GPU too small to hold it unquantised), or with
-    ``control=False``, the list holds the trained run alone and the reason is printed.
-    Chapters loop over this list, so they run either way.
+    control cannot be built, or with ``control=False``, the list holds the trained run alone,
+    the reason is printed and kept in ``runs.skipped``. Chapters loop over this list, so they
+    run either way. The control is never captured remotely (NDIF runs trained weights only):
+    with a remote setting it is read from the cache, or captured here if it fits, or skipped
+    with the reason.
 
     Parameters
     ----------
@@ -525,26 +762,39 @@ def load_runs(model: str = DEFAULT_MODEL, n: int = 1000, control: bool = True, *
         Number of samples, >= 1.
     control : bool
         Add the random-init control (seeded, unquantised, drawn on one device: ``quant``,
-        ``device_map`` and ``offload_folder`` apply to the trained run only).
+        ``device_map``, ``offload_folder``, ``engine`` and ``remote`` apply to the trained
+        run only).
     **kwargs
         Passed to :func:`load_activations` (``quant``, ``dtype``, ``seed``, ``recipe``,
-        ``batch_size``, ``rebuild``, ``progress``, ``device_map``, ``offload_folder``).
+        ``batch_size``, ``rebuild``, ``progress``, ``device_map``, ``offload_folder``,
+        ``engine``, ``remote``, ``store_dtype``).
 
     Returns
     -------
-    list of Activations
-        ``[trained]`` or ``[trained, control]``, each ``acts`` of shape
-        ``(n, 2 * n_layers, d_model)`` on the same samples.
+    Runs
+        A list, ``[trained]`` or ``[trained, control]``, each ``acts`` of shape
+        ``(n, 2 * n_layers, d_model)`` on the same samples; ``runs.skipped`` says what is
+        missing and why.
 
     Raises
     ------
-    As :func:`load_activations` (a control too large for the device is skipped, not raised).
+    As :func:`load_activations` (a control that cannot be built is skipped, not raised).
     """
-    runs = [load_activations(model=model, n=n, **kwargs)]
-    if control:  # drawn on one device, unquantised
-        ctrl_kwargs = {k: v for k, v in kwargs.items() if k not in ("quant", "device_map", "offload_folder")}
+    runs = Runs([load_activations(model=model, n=n, **kwargs)])
+    if control:  # drawn on one device, unquantised, never on NDIF
+        ctrl_kwargs = {k: v for k, v in kwargs.items()
+                       if k not in ("quant", "device_map", "offload_folder", "engine", "remote")}
+        remote = capture_engine(model, kwargs.get("engine"), kwargs.get("remote"))[1]
         try:
-            runs.append(load_activations(model=model, n=n, init="random", quant="none", **ctrl_kwargs))
+            runs.append(load_activations(model=model, n=n, init="random", quant="none", engine="hooks",
+                                         remote=False, **ctrl_kwargs))
         except ModelTooLargeError as err:
-            print(f"The random-init control is skipped: {err} Chapters then show the trained model alone.")
+            runs.skipped["random-init control"] = f"it does not fit this machine: {err}"
+        except ModelLoadError as err:
+            if not remote:
+                raise
+            runs.skipped["random-init control"] = (f"NDIF runs trained weights only, and the control cannot be "
+                                                   f"built or found here: {err}")
+        for what, why in runs.skipped.items():
+            print(f"The {what} is skipped: {why} Chapters then show the trained model alone.")
     return runs

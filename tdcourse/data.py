@@ -4,7 +4,13 @@ The course ships the raw test split of ``wikitext-2-raw-v1`` (CC BY-SA 3.0 / GFD
 ``tdcourse/datafiles/wikitext-2-raw/NOTICE.md``) and reads it as a plain text file: no
 ``datasets`` cache is written, so a read-only home or an unusable ``HF_HOME`` does not matter.
 Online users may read the hub copy instead (``source="hub"``, through ``datasets``, with a
-time-out); the default never touches the hub.
+time-out); the default never touches the hub for the test split.
+
+The test split gives 1,833 body lines of at least 100 characters, so N cannot pass 1,833 with
+it. The train split (36,718 rows) is not shipped (no exact public copy of the raw split could
+be verified from the machines that build the course); ``SampleRecipe(split="train")`` reads
+it through ``datasets`` when online and fails at once, saying so, offline. The recipe, and so
+the cache key, names the split.
 
 The sample recipe (:class:`SampleRecipe`), deterministic:
 
@@ -38,9 +44,12 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DOCUMENT_START_TOKENS", "SampleRecipe", "Samples", "bos_token_id", "check_int", "check_recipe", "local_data_file", "load_wikitext", "body_lines", "build_samples"]
+__all__ = ["DOCUMENT_START_TOKENS", "SPLITS", "SHIPPED_SPLITS", "SampleRecipe", "Samples", "bos_token_id", "check_int", "check_recipe", "local_data_file", "load_wikitext", "body_lines", "build_samples"]
 
 _LOCAL = ("datafiles", "wikitext-2-raw", "wiki.test.raw")
+#: The splits of wikitext-2-raw-v1, and those shipped with the course (read offline).
+SPLITS = ("train", "validation", "test")
+SHIPPED_SPLITS = ("test",)
 HUB_TIMEOUT_S = 60.0  # wait this long for the hub copy, then use the shipped one
 
 
@@ -113,6 +122,10 @@ class SampleRecipe:
     ``add_special_tokens``: start every sample with the model's document-start token by the
     course's rule (:func:`bos_token_id`; True, the default) or with none (False). The
     tokenizer's own default special tokens are never used.
+
+    ``split``: the split of wikitext-2-raw-v1 the lines come from: ``"test"`` (default,
+    shipped: at most 1,833 samples with ``min_chars=100``) or ``"train"`` / ``"validation"``
+    (read through ``datasets`` when online; see :func:`load_wikitext`). Part of the cache key.
     """
 
     n: int = 1000
@@ -213,12 +226,14 @@ def load_wikitext(source: str = "local", split: str = "test", timeout: float = H
     ----------
     source : {"local", "hub"}
         ``"local"`` (default) reads the copy shipped with the course as a plain text file:
-        offline, no Hugging Face cache needed (a read-only home works). ``"hub"`` reads
-        ``wikitext``/``wikitext-2-raw-v1`` from the Hugging Face hub through ``datasets``
-        (its cache inside the course's cache directory) and, if that fails or takes longer
-        than ``timeout``, says so and falls back to the local copy (test split only).
-    split : str
-        Only ``"test"`` is shipped; other splits need ``source="hub"``.
+        offline, no Hugging Face cache needed (a read-only home works); a split that is not
+        shipped is read from the hub. ``"hub"`` reads ``wikitext``/``wikitext-2-raw-v1``
+        from the Hugging Face hub through ``datasets`` (its cache inside the course's cache
+        directory) and, if that fails or takes longer than ``timeout``, says so and falls back
+        to the local copy (test split only).
+    split : {"test", "train", "validation"}
+        Only ``"test"`` is shipped (:data:`SHIPPED_SPLITS`); the others are read from the hub
+        (once, then from the ``datasets`` cache).
     timeout : float
         Seconds to wait for the hub (``source="hub"`` only).
 
@@ -230,10 +245,22 @@ def load_wikitext(source: str = "local", split: str = "test", timeout: float = H
     Raises
     ------
     ValueError
-        Unknown ``source``; a split other than ``"test"`` from the local copy.
+        Unknown ``source`` or ``split``.
     RuntimeError
-        ``source="hub"`` for a split other than ``"test"`` and the hub cannot be read.
+        A split that is not shipped and the hub cannot be read (offline): the message says
+        so and what to use instead.
     """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(repr(x) for x in SPLITS)}, got {split!r}")
+    if source == "local" and split not in SHIPPED_SPLITS:
+        try:
+            return _read_hub(split, timeout)
+        except Exception as err:  # network, hub, time-out or cache failure
+            raise RuntimeError(
+                f"The WikiText-2 {split} split is not shipped with the course (only the test split is: N up to "
+                f"1,833 samples offline), and reading it from the Hugging Face hub through datasets failed "
+                f"({type(err).__name__}: {' '.join(str(err).split())[:200]}). Online it is read once and "
+                "cached; offline, use the test split (SampleRecipe(split='test'), N <= 1833).") from err
     if source == "hub":
         try:
             return _read_hub(split, timeout)
@@ -269,8 +296,8 @@ def check_recipe(recipe: SampleRecipe) -> SampleRecipe:
         raise ValueError(f"max_chars ({recipe.max_chars}) must be at least min_chars ({recipe.min_chars}), or None")
     if not isinstance(recipe.add_special_tokens, bool):
         raise ValueError(f"add_special_tokens must be True or False, got {recipe.add_special_tokens!r}")
-    if not isinstance(recipe.split, str):
-        raise ValueError(f"split must be a string such as 'test', got {recipe.split!r}")
+    if not isinstance(recipe.split, str) or recipe.split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(repr(x) for x in SPLITS)}, got {recipe.split!r}")
     return recipe
 
 
@@ -302,10 +329,12 @@ def build_samples(tokenizer, recipe: SampleRecipe = SampleRecipe(), lines: list[
         lines = load_wikitext(split=recipe.split)
     body = body_lines(lines, recipe.min_chars, recipe.max_chars)
     if len(body) < recipe.n:
+        more = (" A larger N needs the train split (SampleRecipe(split='train'), read through datasets "
+                "when online)." if recipe.split == "test" else "")
         raise ValueError(
             f"The recipe builds at most {len(body)} samples from the {recipe.split} split with "
             f"min_chars={recipe.min_chars}, and n={recipe.n} were asked. Ask for fewer samples or "
-            "lower min_chars."
+            f"lower min_chars.{more}"
         )
     chosen = body[: recipe.n]
     # The tokenizer's own special tokens depend on its version and settings: never used.

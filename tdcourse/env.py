@@ -284,21 +284,28 @@ def ram_gb() -> float | None:
         return None
 
 
+def colab_secret(name: str) -> str | None:
+    """The Colab secret ``name`` (the key icon in Colab's left bar), or None: outside Colab, when
+    no such secret exists, or when the notebook was not given access to it."""
+    if where() != "colab":
+        return None
+    try:  # pragma: no cover - only on Colab
+        from google.colab import userdata  # type: ignore
+
+        return userdata.get(name) or None
+    except Exception:
+        return None
+
+
 def hf_token() -> str | None:
     """A Hugging Face token from ``$HF_TOKEN`` (or ``$HUGGING_FACE_HUB_TOKEN``), the Colab
     secret ``HF_TOKEN``, or the ``huggingface-cli login`` store, in that order; ``None`` if none."""
     for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
         if os.environ.get(var):
             return os.environ[var]
-    if where() == "colab":
-        try:  # pragma: no cover - only on Colab
-            from google.colab import userdata  # type: ignore
-
-            token = userdata.get("HF_TOKEN")
-            if token:
-                return token
-        except Exception:
-            pass
+    token = colab_secret("HF_TOKEN")
+    if token:
+        return token
     try:
         from huggingface_hub import get_token
 

@@ -81,12 +81,12 @@ def export_activations(
     n = check_int(n, "n")
     seed = check_int(seed, "seed", minimum=0)
     recipe = check_recipe(replace(recipe or SampleRecipe(), n=n))
-    entries = find_entries(model, recipe, init="trained", quant=quant, dtype=dtype)
+    entries = find_entries(model, recipe, init="trained", quant=quant, dtype=dtype, any_store=True)
     if not entries:
         raise CacheError(f"No capture of {model} with n={n} is cached in {activations_dir()}: capture it first "
                          f"(python -m tdcourse capture --model {model} --n {n}).")
     if control:
-        entries += find_entries(model, recipe, init="random", seed=seed)
+        entries += find_entries(model, recipe, init="random", seed=seed, any_store=True)
     out = Path(out).expanduser()
     manifest = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "model": model, "n": n, "entries": []}
     for path, _ in entries:

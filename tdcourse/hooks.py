@@ -30,7 +30,7 @@ import numpy as np
 from .data import check_int
 from .models import check_residual_sites, decoder_layers, residual_sites, text_config
 
-__all__ = ["residual_hooks", "capture", "check_token_ids", "input_device"]
+__all__ = ["residual_hooks", "capture", "check_inputs", "check_token_ids", "input_device"]
 
 
 def _layer_input(args: tuple, kwargs: dict):
@@ -172,13 +172,62 @@ def input_device(model):
     return torch.device("cpu")
 
 
+class _Collector:
+    """Where a capture's batches go: rows kept on the device, copied into ``out`` in order.
+
+    On a GPU, results stay on the device and are copied in blocks of about 256 MiB: a copy per
+    batch would make the CPU wait for the GPU instead of queueing the next batch. On the CPU
+    each batch is copied at once (there is nothing to overlap). ``out`` is anything that takes
+    ``out[a:b] = block`` in sample order: a float32 ndarray, or a cache entry being written
+    (:class:`tdcourse.store.EntryWriter`), so a capture never holds more than the pending
+    blocks in memory.
+    """
+
+    def __init__(self, out, device, flush_bytes: int = 256 * 2**20):
+        import torch
+
+        self.out, self.device = out, device
+        self.flush_bytes = flush_bytes if device.type == "cuda" else 0
+        self.pending: list[tuple[np.ndarray, Any]] = []
+        self.pending_bytes = 0
+        self.finite = torch.ones((), dtype=torch.bool, device=device)
+
+    def add(self, idx: np.ndarray, buf) -> None:
+        """Batch ``buf`` of shape (len(idx), n_sites, d_model), float32, holds samples ``idx`` (contiguous)."""
+        import torch
+
+        self.finite &= torch.isfinite(buf).all().to(self.finite.device)
+        self.pending.append((idx, buf))
+        self.pending_bytes += buf.numel() * 4
+        if self.pending_bytes >= self.flush_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        import torch
+
+        for idx, buf in self.pending:
+            a, b = int(idx[0]), int(idx[-1]) + 1
+            if isinstance(self.out, np.ndarray):
+                torch.from_numpy(self.out[a:b]).copy_(buf)
+            else:
+                self.out[a:b] = buf.detach().to("cpu", torch.float32).numpy()
+        self.pending.clear()
+        self.pending_bytes = 0
+
+    def check_finite(self) -> None:
+        if not bool(self.finite):
+            raise FloatingPointError("The captured activations hold NaN or inf: try float32 or bfloat16 instead of "
+                                     "float16.")
+
+
 def capture(
     model,
     input_ids: Sequence[Sequence[int]],
     batch_size: int = 32,
     pad_token_id: int | None = None,
     progress: bool = True,
-) -> np.ndarray:
+    out=None,
+):
     """Residual states at the last real token of each sample, at every site.
 
     Parameters
@@ -191,10 +240,14 @@ def capture(
         Defaults to the model config's pad or eos id.
     progress : bool
         Show a tqdm progress bar.
+    out : ndarray, tdcourse.store.EntryWriter or None
+        Where the rows go, in sample order (``out[a:b] = block``): None allocates a float32
+        array of shape ``(n_samples, 2 * n_layers, d_model)``; a cache entry being written
+        keeps the capture's memory to the pending batches, whatever ``n_samples``.
 
     Returns
     -------
-    ndarray of shape (n_samples, 2 * n_layers, d_model), float32
+    ndarray of shape (n_samples, 2 * n_layers, d_model), float32, or ``out``
         Sites ordered as :func:`tdcourse.capture.site_names`. Only the decoder
         (``model.model``) runs: the LM head is not computed.
 
@@ -207,30 +260,29 @@ def capture(
         A family whose residual sites the course does not know, or whose self-check fails
         (:func:`tdcourse.models.check_residual_sites`, run on the first samples).
     FloatingPointError
-        A captured value is NaN or inf.
+        A captured value is NaN or inf (raised after the last batch; a cache entry being
+        written is then discarded by its writer).
 
     Notes
     -----
     A model split over several devices (``device_map="auto"``, accelerate's CPU / disk
     offload) works: the token ids go where the embedding runs (:func:`input_device`), each
     hook gathers its rows on the device of the hidden state it sees, and the rows are collected
-    on the input device, then copied to the CPU in blocks of about 256 MiB.
+    on the input device, then copied to the CPU (:class:`_Collector`).
     """
     import torch
     from tqdm.auto import tqdm
 
     batch_size = check_int(batch_size, "batch_size")
-    if len(input_ids) == 0:
-        raise ValueError("input_ids is empty")
-    if any(len(x) == 0 for x in input_ids):
-        raise ValueError("every sample needs at least one token")
+    check_inputs(input_ids)
     check_token_ids(input_ids, _vocab_size(model))
     layers = decoder_layers(model)
     n_sites = 2 * len(layers)
     d_model = int(text_config(model).hidden_size)  # a multimodal wrapper's (Gemma-3) text part
     device = input_device(model)
     pad_token_id = _pad_id(model, pad_token_id)
-    out = np.empty((len(input_ids), n_sites, d_model), dtype=np.float32)
+    if out is None:
+        out = np.empty((len(input_ids), n_sites, d_model), dtype=np.float32)
     base = getattr(model, "model", model)
     state: dict[str, Any] = {}
 
@@ -242,19 +294,7 @@ def capture(
             where = state["index"][hidden.device] = (state["rows"].to(hidden.device), state["last"].to(hidden.device))
         state["buf"][:, pos] = hidden[where].to(device)
 
-    # Results stay on the device and are copied to the CPU in blocks of about 256 MiB, straight
-    # into the output array: a copy per batch would make the CPU wait for the GPU instead of
-    # queueing the next batch.
-    out_t = torch.from_numpy(out)
-    pending: list[tuple[np.ndarray, Any]] = []
-    flush_bytes = 256 * 2**20
-    finite = torch.ones((), dtype=torch.bool, device=device)
-
-    def flush():
-        for idx, buf in pending:
-            out_t[idx[0] : idx[-1] + 1].copy_(buf)
-        pending.clear()
-
+    sink = _Collector(out, device)
     check_residual_sites(model, *_pad(input_ids, np.arange(min(4, len(input_ids))), pad_token_id, device)[:2])
     with torch.inference_mode(), residual_hooks(model, on_state):
         for idx in tqdm(_batches(input_ids, batch_size), desc="capture", unit="batch", disable=not progress):
@@ -264,11 +304,15 @@ def capture(
             state["index"] = {}
             state["buf"] = torch.empty((len(idx), n_sites, d_model), dtype=torch.float32, device=device)
             base(input_ids=ids, attention_mask=mask, use_cache=False)
-            finite &= torch.isfinite(state["buf"]).all()
-            pending.append((idx, state["buf"]))
-            if len(pending) * state["buf"].numel() * 4 >= flush_bytes:
-                flush()
-        flush()
-    if not bool(finite):
-        raise FloatingPointError("The captured activations hold NaN or inf: try float32 or bfloat16 instead of float16.")
+            sink.add(idx, state["buf"])
+        sink.flush()
+    sink.check_finite()
     return out
+
+
+def check_inputs(input_ids: Sequence[Sequence[int]]) -> None:
+    """Refuse an empty list of samples or an empty sample (``ValueError``), before any model runs."""
+    if len(input_ids) == 0:
+        raise ValueError("input_ids is empty")
+    if any(len(x) == 0 for x in input_ids):
+        raise ValueError("every sample needs at least one token")

@@ -66,8 +66,11 @@ __all__ = [
     "text_config",
     "residual_sites",
     "check_residual_sites",
+    "judge_residual_gaps",
+    "RemoteUnavailableError",
     "looks_like_path",
     "check_fits",
+    "check_model_fits",
 ]
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -77,6 +80,10 @@ ALIASES: dict[str, str] = {
     "smollm2-135m": "embedded:SmolLM2-135M-Instruct.Q4_1.gguf",
     "llama-3.1-8b": "meta-llama/Llama-3.1-8B",
     "llama-3.1-8b-instruct": "meta-llama/Llama-3.1-8B-Instruct",
+    # The paper's scale question, one step and two steps up: base models like llama-3.1-8b,
+    # the ones NDIF hosts (70B for every NDIF user, 405B on application); see book/beyond.md.
+    "llama-3.1-70b": "meta-llama/Llama-3.1-70B",
+    "llama-3.1-405b": "meta-llama/Llama-3.1-405B",
 }
 
 #: Hub organisations whose models are gated (need an accepted licence and a token).
@@ -113,6 +120,11 @@ class UnsupportedModelError(ModelLoadError):
 
 class ResidualSiteError(UnsupportedModelError):
     """The residual identities fail on this model: its sites would be read wrongly."""
+
+
+class RemoteUnavailableError(ModelLoadError):
+    """A remote capture (nnsight on NDIF) cannot run: the message lists what is missing
+    (the network, an NDIF API key, a Hugging Face token, access to the model)."""
 
 
 class MissingModelFolderError(ValueError):
@@ -530,6 +542,10 @@ def check_fits(n_params: int, dtype: str, quant: str, memory_gb: float | None, w
         " Load it in 4-bit: load_model(..., quant='4bit')." if quant != "4bit"
         else " Use a larger GPU (Colab: Runtime > Change runtime type)."
     )
+    if n_params > 30e9:  # 70B and 405B: no single GPU of a laptop or Colab holds them
+        hint += (" A model this large is captured remotely on NDIF instead (engine='nnsight', remote=True; "
+                 "`python -m tdcourse capture --engine nnsight --remote`), or split over a node's GPUs "
+                 "(device_map='auto').")
     raise ModelTooLargeError(
         f"This model needs about {need:.1f} GiB in {precision} and the {where} has {memory_gb:.1f} GiB.{hint}"
     )
@@ -915,6 +931,36 @@ def load_model(
     return load_weights(files, device=device, device_map=device_map, offload_folder=offload_folder), files.tokenizer
 
 
+def check_model_fits(files: ModelFiles, device: str | None = None, device_map: str | dict | None = None) -> None:
+    """Refuse, before any weight is read, a model that :func:`load_weights` would not fit.
+
+    Parameters
+    ----------
+    files : ModelFiles
+        From :func:`open_model` (the config gives the number of weights).
+    device : {"cpu", "cuda", "cuda:<index>", "mps"} or None
+        Defaults to :func:`tdcourse.env.device`.
+    device_map : str, dict or None
+        With a device_map nothing is checked: accelerate places the weights where there is room.
+
+    Raises
+    ------
+    ModelTooLargeError
+        On a GPU, the weights at the spec's precision exceed its free memory; on the CPU
+        (hub and local models), the machine's RAM (:func:`check_fits` gives the rule). The
+        embedded SmolLM2 always fits.
+    """
+    device = _check_device(device) or env.device()
+    if device_map is not None:
+        return
+    spec = files.spec
+    if device.startswith("cuda"):
+        available, total = _gpu_memory_gb()
+        check_fits(_count_params_from_config(files.config), spec.dtype, spec.quant, available, "GPU", total_gb=total)
+    elif device == "cpu" and not _is_embedded(spec.source):
+        check_fits(_count_params_from_config(files.config), spec.dtype, spec.quant, env.ram_gb(), "machine's RAM")
+
+
 _DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 
 
@@ -1002,13 +1048,7 @@ def load_weights(files: ModelFiles, device: str | None = None, device_map: str |
 
     _check_quant_backend(spec, device)
 
-    split = device_map is not None  # accelerate places the weights where there is room
-    n_params = _count_params_from_config(config)
-    if on_cuda and not split:
-        available, total = _gpu_memory_gb()
-        check_fits(n_params, spec.dtype, spec.quant, available, "GPU", total_gb=total)
-    elif device == "cpu" and not _is_embedded(spec.source) and not split:
-        check_fits(n_params, spec.dtype, spec.quant, env.ram_gb(), "machine's RAM")
+    check_model_fits(files, device=device, device_map=device_map)
 
     # Where the weights go: straight onto the GPU (no full copy in host RAM), or onto the CPU.
     if device_map is None and (on_cuda or spec.quant == "4bit"):
@@ -1320,9 +1360,42 @@ def check_residual_sites(model, input_ids, attention_mask=None, rtol: float | No
     finally:
         for h in handles:
             h.remove()
+    return judge_residual_gaps(gaps.numpy(), family, str(dtype).replace("torch.", "") if dtype else None, rtol)
+
+
+def judge_residual_gaps(gaps, family: str, dtype: str | None, rtol: float | None = None):
+    """Refuse a model whose residual identities fail (the verdict of :func:`check_residual_sites`).
+
+    Shared by every capture engine: the hooks measure the gaps with forward hooks, the
+    nnsight engine inside a trace (locally or on NDIF), and both are judged here.
+
+    Parameters
+    ----------
+    gaps : array-like of shape (n_layers, 2)
+        Relative gaps of the attention identity (column 0) and the MLP identity (column 1).
+    family : str
+        The model's family, for the message.
+    dtype : str or None
+        The residual stream's dtype (``"float32"``, ``"bfloat16"``, ...), which sets the
+        default tolerance.
+    rtol : float or None
+        None: 1e-4 in float32 / float64, 2e-2 in 16-bit.
+
+    Returns
+    -------
+    ndarray of shape (n_layers, 2)
+        ``gaps`` as float64.
+
+    Raises
+    ------
+    ResidualSiteError
+        A gap above ``rtol`` (or NaN): names the layer, the identity and the gap.
+    """
+    import numpy as np
+
     if rtol is None:
-        rtol = 1e-4 if dtype in (torch.float32, torch.float64) else 2e-2
-    gaps_np = gaps.numpy()
+        rtol = 1e-4 if dtype in ("float32", "float64") else 2e-2
+    gaps_np = np.asarray(gaps, dtype=np.float64)
     bad = np.argwhere(~(gaps_np <= rtol))
     if len(bad):
         l, which = bad[0]

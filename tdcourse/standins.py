@@ -1,6 +1,6 @@
 """Stand-in models for testing the course at the paper's scale without the paper's weights.
 
-Two local model folders with seeded random weights and the embedded SmolLM2 tokenizer, built
+Local model folders with seeded random weights and the embedded SmolLM2 tokenizer, built
 once into ``$TDCOURSE_CACHE/models/``. A chapter runs on one unedited by pointing the course's
 one setting at the folder (``TDCOURSE_MODEL=<folder>``; see :mod:`tdcourse.settings`):
 
@@ -9,6 +9,12 @@ one setting at the folder (``TDCOURSE_MODEL=<folder>``; see :mod:`tdcourse.setti
     128-wide attention head and a 256-wide MLP, tied embeddings: every width- and
     depth-dependent step of the analyses runs at the 8B's size on a laptop CPU
     (~370 M parameters, 1.5 GB on disk, mostly the embedding).
+``"70b-shape"``
+    Llama 3.1 70B's **activation shape**: width 8192 and 80 decoder layers (160 sites), with
+    the same cheap blocks as ``"8b-shape"`` (one 128-wide head, a 256-wide MLP, tied
+    embeddings): ~1.24 B parameters, 5.0 GB on disk in float32, mostly the embedding and the
+    80 layers' projections. A capture of N samples is 5.2 MB per sample in float32
+    (160 × 8192 × 4 bytes), as the real 70B's would be.
 ``"4-layer"``
     A small 4-layer Llama (width 256): catches code that assumes many layers.
 
@@ -34,6 +40,8 @@ __all__ = ["STANDINS", "build_standin", "standin_config"]
 STANDINS: dict[str, dict] = {
     "8b-shape": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=1, num_key_value_heads=1,
                      head_dim=128, intermediate_size=256, rope_theta=500000.0, rms_norm_eps=1e-5),
+    "70b-shape": dict(hidden_size=8192, num_hidden_layers=80, num_attention_heads=1, num_key_value_heads=1,
+                      head_dim=128, intermediate_size=256, rope_theta=500000.0, rms_norm_eps=1e-5),
     "4-layer": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
                     head_dim=64, intermediate_size=512, rope_theta=10000.0, rms_norm_eps=1e-5),
 }
@@ -62,7 +70,7 @@ def build_standin(kind: str = "8b-shape", seed: int = 0, rebuild: bool = False) 
 
     Parameters
     ----------
-    kind : {"8b-shape", "4-layer"}
+    kind : {"8b-shape", "70b-shape", "4-layer"}
         See the module docstring.
     seed : int
         Seed of the random weights, part of the folder name; the weights are drawn under

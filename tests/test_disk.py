@@ -62,19 +62,18 @@ def _meta():
 
 
 def _write_entry_full(monkeypatch):
-    real = np.save
+    real = os.pwrite
 
-    def half(file, arr, *a, **k):  # writes part of the file, then the disk is full
-        with open(file, "wb") as f:
-            f.write(b"\x93NUMPY" + b"x" * 100)
+    def half(fd, data, offset):  # writes part of a block, then the disk is full
+        real(fd, bytes(data[:8]), offset)
         _enospc()
 
-    monkeypatch.setattr(np, "save", half)
+    monkeypatch.setattr(store.os, "pwrite", half)
     try:
         with pytest.raises(CacheError, match="No space left on device"):
             save_activations(np.zeros((2, 2, 3), np.float32), site_names(1), ["a", "b"], _meta())
     finally:
-        monkeypatch.setattr(np, "save", real)
+        monkeypatch.setattr(store.os, "pwrite", real)
 
 
 def _save_result_full(monkeypatch):

@@ -24,8 +24,8 @@ CAPTURE_ALL_BEFORE = [
 ]
 
 #: Modules of the capture / cache / setup layer: none may sit on an import circle.
-OWNED = {"capture", "hooks", "store", "exchange", "models", "data", "settings", "env", "standins", "__main__",
-         "__init__"}
+OWNED = {"capture", "hooks", "nnsight_engine", "store", "exchange", "models", "data", "settings", "env", "standins",
+         "__main__", "__init__"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -99,13 +99,15 @@ def test_no_import_circle_through_the_capture_layer():
 
 def test_engine_store_and_exchange_never_import_capture():
     graph = _graph()
-    for mod in ("hooks", "store", "exchange", "models", "data", "env", "settings"):
+    for mod in ("hooks", "nnsight_engine", "store", "exchange", "models", "data", "env", "settings"):
         assert "capture" not in graph[mod], mod
     assert "exchange" not in graph["store"] and "hooks" not in graph["store"]
     assert "store" not in graph["hooks"] and "exchange" not in graph["hooks"]
+    # the two engines: nnsight's reuses the hooks' batching, never the other way round
+    assert "nnsight_engine" not in graph["hooks"] and "store" not in graph["nnsight_engine"]
 
 
-@pytest.mark.parametrize("module", ["hooks", "store", "exchange", "models", "settings"])
+@pytest.mark.parametrize("module", ["hooks", "nnsight_engine", "store", "exchange", "models", "settings"])
 def test_each_module_is_importable_on_its_own(module):
     code = (f"import sys, tdcourse.{module}; "
             "print(sorted(m for m in sys.modules if m.startswith('tdcourse')))")
@@ -113,6 +115,16 @@ def test_each_module_is_importable_on_its_own(module):
     assert out.returncode == 0, out.stderr[-2000:]
     loaded = eval(out.stdout.strip().splitlines()[-1])
     assert f"tdcourse.{module}" in loaded and "tdcourse.capture" not in loaded, loaded
+
+
+def test_nnsight_is_imported_only_when_its_engine_runs():
+    """Importing nnsight changes the process (a .save on every object, a patched
+    Tensor.backward): the library, its capture layer and the engine module import without it."""
+    code = ("import sys, tdcourse, tdcourse.capture, tdcourse.nnsight_engine, tdcourse.__main__; "
+            "print('nnsight' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"
 
 
 def test_capture_still_exports_every_name_it_had():

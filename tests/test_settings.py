@@ -105,7 +105,7 @@ def test_use_model_refuses_what_names_no_model_and_writes_nothing(model, says, t
 
 
 @pytest.mark.parametrize("content, says", [
-    ({"modle": "llama-3.1-8b"}, r"unknown keys \['modle'\].*may hold only \['model', 'n'\]"),
+    ({"modle": "llama-3.1-8b"}, r"unknown keys \['modle'\].*may hold only \['model', 'n', 'engine', 'remote'\]"),
     ({"model": "smollm2-135m", "n": 10, "N": 5}, r"unknown keys \['N'\]"),
     ({"model": "gpt5"}, "Unknown model 'gpt5'"),
     ({"model": 7}, "The model must be"),

@@ -25,7 +25,21 @@ def test_unknown_kind_and_bad_seed_are_refused():
         build_standin("70b")
     with pytest.raises(ValueError, match="seed"):
         build_standin("4-layer", seed=-1)
-    assert set(STANDINS) == {"8b-shape", "4-layer"}
+    assert set(STANDINS) == {"8b-shape", "70b-shape", "4-layer"}
+
+
+def test_70b_shape_has_the_70b_activation_shape_and_the_8b_standins_cheap_blocks():
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = standin_config("70b-shape", vocab_size=49152, bos_token_id=1, eos_token_id=2)
+    assert (config.hidden_size, config.num_hidden_layers) == (8192, 80)  # Llama 3.1 70B: 160 sites of width 8192
+    assert (config.num_attention_heads, config.head_dim, config.intermediate_size) == (1, 128, 256)
+    assert config.tie_word_embeddings
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    n = sum(p.numel() for p in model.parameters())
+    assert 1.2e9 < n < 1.3e9  # 403 M tied embedding + 80 x 10.5 M blocks: 5.0 GB in float32
 
 
 @pytest.mark.slow
