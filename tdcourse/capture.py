@@ -39,7 +39,7 @@ from .hooks import capture, check_token_ids, residual_hooks
 from .models import ALIASES, DEFAULT_MODEL, SITE_KINDS, MissingModelFolderError, ModelLoadError, ModelSpec, \
     ModelTooLargeError, RemoteUnavailableError, UnsupportedModelError, check_model_fits, load_weights, open_model, \
     resolve_spec, text_config
-from .store import (FORMAT_VERSION, CacheError, EntryWriter, StoreFile, _entry_dir, activations_dir, cache_key, check_cache_room,
+from .store import (FORMAT_VERSION, CacheError, EntryWriter, HalfStoreArray, StoreFile, _entry_dir, activations_dir, cache_key, check_cache_room,
                     clean_stale_temporaries, entry_meta, find_entries, ids_digest, load_result, pick_entry, read_entry,
                     result_path, results_dir, save_result, write_entry)
 
@@ -246,6 +246,26 @@ class Activations:
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.acts, self.sites, self.texts))
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A cached entry read memory-mapped travels to another process (a scoreboard worker)
+        # as its file's place, not as a copy of its array; anything else (an array in memory, a
+        # slice or a copy of the cached one) is pickled whole, so a worker never gets another
+        # array than the one it was given.
+        state = dict(self.__dict__)
+        if self.source is not None and _maps_whole_file(self.acts, self.source):
+            state["acts"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if state.get("acts") is None and state.get("source") is not None:
+            src = state["source"]
+            size = src.offset + int(src.shape[0]) * src.sample_bytes
+            if not Path(src.path).is_file() or Path(src.path).stat().st_size < size:
+                raise CacheError(f"{src.path} was removed or truncated since this run was read: load it "
+                                 "again (tdcourse.load_activations) or capture it again.")
+            state = dict(state, acts=src.memmap() if src.dtype == "float32" else HalfStoreArray(src))
+        self.__dict__.update(state)
 
     @property
     def n_samples(self) -> int:
@@ -798,3 +818,18 @@ def load_runs(model: str = DEFAULT_MODEL, n: int = 1000, control: bool = True, *
         for what, why in runs.skipped.items():
             print(f"The {what} is skipped: {why} Chapters then show the trained model alone.")
     return runs
+
+
+def _maps_whole_file(acts: Any, source: StoreFile) -> bool:
+    """Whether ``acts`` is exactly the memory map of ``source`` that the cache hands out (so that
+    reopening ``source`` gives the same array), not a slice, copy or other array."""
+    if isinstance(acts, HalfStoreArray):
+        return acts._source == source
+    if not isinstance(acts, np.ndarray) or tuple(acts.shape) != tuple(source.shape) or not acts.flags.c_contiguous:
+        return False
+    base = acts.base
+    return (isinstance(base, np.memmap) and base.filename is not None
+            and Path(base.filename).resolve() == Path(source.path).resolve() and base.offset == source.offset
+            and base.__array_interface__["data"][0] == acts.__array_interface__["data"][0]
+            and base.dtype == acts.dtype and tuple(base.shape) == tuple(acts.shape))
+

@@ -998,6 +998,27 @@ def _check_quant_backend(spec: ModelSpec, device: str) -> None:
             )
 
 
+class _DropHubKernelNote:
+    """A logging filter for bitsandbytes' note on CPUs with AVX512-BF16: it tries to fetch an
+    optional faster 4-bit matmul kernel from the Hugging Face hub (``kernels-community``) when it
+    is imported, and when that fails (offline, or the repository not in the trust allowlist)
+    logs a warning that asks to ``pip install kernels``, which is installed. bitsandbytes then
+    uses its built-in kernel: the same NF4 weights, the same results. The note is dropped;
+    every other message of bitsandbytes passes."""
+
+    def filter(self, record) -> bool:  # noqa: A003 - logging's name
+        return "Failed to load CPU gemm_4bit_forward from kernels-community" not in record.getMessage()
+
+
+def _quiet_bitsandbytes_hub_kernel() -> None:
+    """Install :class:`_DropHubKernelNote` on bitsandbytes' CPU backend logger (once)."""
+    import logging
+
+    logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    if not any(isinstance(f, _DropHubKernelNote) for f in logger.filters):
+        logger.addFilter(_DropHubKernelNote())
+
+
 def load_weights(files: ModelFiles, device: str | None = None, device_map: str | dict | None = None,
                  offload_folder: str | Path | None = None):
     """The weights of a model opened by :func:`open_model`, in eval mode, on ``device``.
@@ -1071,6 +1092,7 @@ def load_weights(files: ModelFiles, device: str | None = None, device_map: str |
         if spec.quant == "4bit":
             from transformers import BitsAndBytesConfig
 
+            _quiet_bitsandbytes_hub_kernel()
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_4bit=True,
                 bnb_4bit_quant_type="nf4",

@@ -698,6 +698,7 @@ def evaluate(
     chapters: Mapping[str, tuple[str, tuple[str, ...]]] | None = None,
     progress: bool = True,
     data_modules: Sequence[str] = DATA_MODULES,
+    jobs: int = 1,
 ) -> tuple[list[Verdict], list[Outcome], dict[str, float]]:
     """Every chapter's verdicts on ``runs``, and every specification's outcome.
 
@@ -721,6 +722,10 @@ def evaluate(
         Print one line per module and run with its time.
     data_modules : sequence of str
         Modules evaluated on the data axes (default :data:`DATA_MODULES`).
+    jobs : int, default 1
+        Worker processes: each (chapter, run) pair is one task; ``jobs > 1`` runs them in
+        that many processes (started fresh, one BLAS thread each). The result does not depend
+        on ``jobs``: the same outcomes, in the same order.
 
     Returns
     -------
@@ -734,66 +739,134 @@ def evaluate(
         Wall seconds spent on ``"primary"`` (the chapters' own verdicts: what the scoreboard alone
         costs), on ``"alternatives"`` (definitions and seeds on the primary data) and on
         ``"data axes"``.
-    """
-    from importlib import import_module
 
+    Raises
+    ------
+    ValueError
+        ``jobs`` is not a whole number of at least 1.
+    """
     chapters = CHAPTERS if chapters is None else chapters
+    if not (isinstance(jobs, int) and not isinstance(jobs, bool) and jobs >= 1):
+        raise ValueError(f"jobs must be a whole number of processes, at least 1, got {jobs!r}")
     seconds = {"primary": 0.0, "alternatives": 0.0, "data axes": 0.0}
     data_runs = dict(data_runs or {})
     kinds = [_kind_of(r, i) for i, r in enumerate(runs)]
     primary_runs = dict(zip(kinds, runs))
     claims_in = {c for _m, cs in chapters.values() for c in cs}
     all_specs = [s for s in list(specs) + data_specs(specs, chapters=chapters) if s.claim in claims_in]
-    found: list[Verdict] = []
-    outcomes: list[Outcome] = []
+    tasks = []
     for chapter, (module, claims) in chapters.items():
-        fn = import_module(f"tdcourse.{module}").verdicts
         mine = [s for s in all_specs if s.claim in claims]
         for kind in kinds:
-            t0 = time.perf_counter()
-            states: dict[tuple, Any] = {}
-            judged: dict[tuple, list[Verdict]] = {}
+            axes = {a: by_kind[kind] for a, by_kind in data_runs.items() if kind in by_kind}
+            tasks.append((chapter, module, tuple(claims), kind, primary_runs[kind], axes, mine,
+                          tuple(data_modules), sorted(data_runs)))
+    results: dict[int, tuple] = {}
 
-            def verdicts_of(spec: Spec, run: Activations) -> list[Verdict]:
-                ckey = (spec.data, tuple(sorted(spec.compute.items())))
-                jkey = ckey + (tuple(sorted(spec.kwargs.items())),)
-                if jkey not in judged:
-                    if ckey not in states:
-                        base = states.get((spec.data, ()))
-                        states[ckey] = _compute(module, run, base, spec.compute)
-                    judged[jkey] = fn(run, chapter=chapter, **{_STATE_ARG[module]: states[ckey]}, **spec.kwargs)
-                return judged[jkey]
+    def report(res: tuple) -> None:
+        if progress:
+            print(res[3], flush=True)
 
-            first = Spec(claims[0], "primary", "", reading=READINGS.get(claims[0], ("",))[0], primary=True)
-            primary = verdicts_of(first, primary_runs[kind])
-            found.extend(primary)
-            lines = _thresholds(module, states[(PRIMARY_DATA, ())], primary_runs[kind], primary)
-            t1 = time.perf_counter()
-            seconds["primary"] += t1 - t0
-            t_data = 0.0
-            for spec in sorted(mine, key=lambda s: s.data != PRIMARY_DATA):
-                ts = time.perf_counter()
-                if spec.data == PRIMARY_DATA:
-                    run = primary_runs[kind]
-                else:
-                    run = data_runs.get(spec.data, {}).get(kind) if module in data_modules else None
-                if run is None:
-                    why = _why_not(spec, kind, module, data_modules, spec.data in data_runs)
-                    outcomes.append(Outcome(spec, kind, None, why))
-                    continue
-                verdict = _pick(verdicts_of(spec, run), spec)
-                margin, close = _nearest(lines.get(spec.row, ())) if spec.primary else ("", False)
-                outcomes.append(Outcome(spec, kind, verdict, margin=margin, close=close))
-                if spec.data != PRIMARY_DATA:
-                    t_data += time.perf_counter() - ts
-            t2 = time.perf_counter()
-            seconds["alternatives"] += t2 - t1 - t_data
-            seconds["data axes"] += t_data
-            if progress:
-                print(f"  {chapter:20s} {kind:8s} {len(states)} computation(s), {len(judged)} judgement(s): "
-                      f"chapter's own {t1 - t0:6.1f} s, alternatives {t2 - t1 - t_data:6.1f} s, "
-                      f"data axes {t_data:6.1f} s", flush=True)
+    if jobs == 1 or len(tasks) < 2:
+        for i, task in enumerate(tasks):
+            results[i] = _evaluate_one(*task)
+            report(results[i])
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        # The costliest (chapter, run) pairs first, so that no worker is left with a long one at
+        # the end; results are put back in the serial order, so the output does not depend on
+        # ``jobs``. Each worker runs one BLAS / torch thread (see _one_thread); the runs travel
+        # as their cache entries' paths (Activations pickles a memory-mapped entry by
+        # reference), not as copies of their arrays.
+        order = sorted(range(len(tasks)), key=lambda i: -_COST_RANK.get(tasks[i][1], 0))
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx,
+                                 initializer=_one_thread) as pool:
+            futures = {pool.submit(_evaluate_one, *tasks[i]): i for i in order}
+            for fut in as_completed(futures):
+                results[futures[fut]] = fut.result()
+                report(results[futures[fut]])
+    found: list[Verdict] = []
+    outcomes: list[Outcome] = []
+    for i in range(len(tasks)):
+        primary, outs, secs, _line = results[i]
+        found.extend(primary)
+        outcomes.extend(outs)
+        for k, v in secs.items():
+            seconds[k] += v
     return found, outcomes, seconds
+
+
+#: Relative cost of a chapter's module in the scoreboard (an order for the workers, not a time).
+_COST_RANK = {"jacobians": 9, "lowdim": 8, "information": 7, "continuity": 6, "perturb": 5, "geometry": 4,
+              "rotations": 3, "stationarity": 1}
+
+
+def _one_thread() -> None:
+    """A scoreboard worker's initialiser: one BLAS and one torch thread (the workers are the
+    parallelism; more threads per worker make them wait on each other on a small machine)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+
+
+def _evaluate_one(chapter: str, module: str, claims: tuple[str, ...], kind: str, run0: Activations,
+                  axes: Mapping[str, Activations], mine: Sequence[Spec], data_modules: Sequence[str],
+                  axes_built: Sequence[str]) -> tuple[list[Verdict], list[Outcome], dict[str, float], str]:
+    """One chapter on one run: its own verdicts and every specification's outcome (what
+    :func:`evaluate` does per pair, in a worker process or in the caller's)."""
+    from importlib import import_module
+
+    fn = import_module(f"tdcourse.{module}").verdicts
+    t0 = time.perf_counter()
+    states: dict[tuple, Any] = {}
+    judged: dict[tuple, list[Verdict]] = {}
+
+    def verdicts_of(spec: Spec, run: Activations) -> list[Verdict]:
+        ckey = (spec.data, tuple(sorted(spec.compute.items())))
+        jkey = ckey + (tuple(sorted(spec.kwargs.items())),)
+        if jkey not in judged:
+            if ckey not in states:
+                base = states.get((spec.data, ()))
+                states[ckey] = _compute(module, run, base, spec.compute)
+            judged[jkey] = fn(run, chapter=chapter, **{_STATE_ARG[module]: states[ckey]}, **spec.kwargs)
+        return judged[jkey]
+
+    first = Spec(claims[0], "primary", "", reading=READINGS.get(claims[0], ("",))[0], primary=True)
+    primary = verdicts_of(first, run0)
+    lines = _thresholds(module, states[(PRIMARY_DATA, ())], run0, primary)
+    t1 = time.perf_counter()
+    outcomes: list[Outcome] = []
+    t_data = 0.0
+    for spec in sorted(mine, key=lambda s: s.data != PRIMARY_DATA):
+        ts = time.perf_counter()
+        if spec.data == PRIMARY_DATA:
+            run = run0
+        else:
+            run = axes.get(spec.data) if module in data_modules else None
+        if run is None:
+            why = _why_not(spec, kind, module, data_modules, spec.data in axes_built)
+            outcomes.append(Outcome(spec, kind, None, why))
+            continue
+        verdict = _pick(verdicts_of(spec, run), spec)
+        margin, close = _nearest(lines.get(spec.row, ())) if spec.primary else ("", False)
+        outcomes.append(Outcome(spec, kind, verdict, margin=margin, close=close))
+        if spec.data != PRIMARY_DATA:
+            t_data += time.perf_counter() - ts
+    t2 = time.perf_counter()
+    secs = {"primary": t1 - t0, "alternatives": t2 - t1 - t_data, "data axes": t_data}
+    line = (f"  {chapter:20s} {kind:8s} {len(states)} computation(s), {len(judged)} judgement(s): "
+            f"chapter's own {t1 - t0:6.1f} s, alternatives {t2 - t1 - t_data:6.1f} s, "
+            f"data axes {t_data:6.1f} s")
+    return primary, outcomes, secs, line
 
 
 def summarise(outcomes: Sequence[Outcome]) -> dict[tuple[str, str], Robustness]:
@@ -844,8 +917,10 @@ def marks(verdicts: Sequence[Verdict], columns: Sequence[str], summary: Mapping[
     :class:`Robustness` is fragile; the scoreboard marks exactly these cells and the landing
     page counts exactly these, so the two cannot disagree.
     """
+    from .registry import SEQUEL_CLAIMS
+
     out = []
-    for claim in CLAIMS:
+    for claim in CLAIMS + SEQUEL_CLAIMS:  # the sequel's rows are on the scoreboard too
         for col in columns:
             vs = [v for v in verdicts if v.claim == claim and v.model == col]
             for name in row_names(claim, len(vs)):

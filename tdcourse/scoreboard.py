@@ -215,8 +215,8 @@ def findings_markdown(verdicts: Sequence[Verdict], trained: str, control: str | 
     columns = [c for c in (trained, quant, control) if c]
     marked = robustness.marks(verdicts, columns, robust, kinds)
 
-    def fragile(model) -> list[tuple[str, "robustness.Robustness"]]:
-        return sorted(((row, rb) for row, col, rb in marked if col == model),
+    def fragile(model, claims=CLAIMS) -> list[tuple[str, "robustness.Robustness"]]:
+        return sorted(((row, rb) for row, col, rb in marked if col == model and row.split()[0] in claims),
                       key=lambda x: (int(x[0].split()[0][1:]), x[0]))
 
     def named(items) -> str:
@@ -266,12 +266,36 @@ def findings_markdown(verdicts: Sequence[Verdict], trained: str, control: str | 
     if not_agree:
         lines.append(f"Where SmolLM2-135M does not (fully) agree with the paper: {', '.join(not_agree)}; each chapter "
                      "discusses why.")
+    sequel = _sequel_line(verdicts, trained, quant, control, fragile if robust else None, named)
+    if sequel:
+        lines.append(sequel)
     lines.append("Llama 3.1 8B has not been run to build this book; its column is empty until someone does.")
     return " ".join(lines) + "\n"
 
 
+def _sequel_line(verdicts: Sequence[Verdict], trained: str, quant: str | None, control: str | None,
+                 fragile, named) -> str:
+    """The landing page's sentence on the sequel's claims (S1–S4, chapter 8): the trained model's
+    counts, and its fragile verdicts per run (the scoreboard's marks)."""
+    mine = [v for v in verdicts if v.model == trained and v.claim in SEQUEL_CLAIMS]
+    if not mine:
+        return ""
+    t = Counter(v.outcome for v in mine)
+    text = (f"The sequel's claims on layer Jacobians ({SEQUEL_CLAIMS[0]}–{SEQUEL_CLAIMS[-1]}, "
+            f"{{doc}}`../notebooks/08_jacobians`), on **{trained}**: **{t['agrees']} agree**, "
+            f"**{t['partly']} partly**, **{t['disagrees']} disagree**")
+    if fragile is None:
+        return text + "."
+    parts = []
+    for name, model in ((trained, trained), ("the 4-bit copy", quant), ("the control", control)):
+        f = fragile(model, SEQUEL_CLAIMS) if model else []
+        if f:
+            parts.append(f"on {name} ({len(f)}): {named(f)}")
+    return text + ("; fragile " + "; ".join(parts) + "." if parts else "; none of them is fragile.")
+
+
 def write(out_dir: Path, runs: Sequence[Activations], extra_json: Path | None = None, progress: bool = True,
-          data_axes: bool | Sequence[str] = True) -> list[Verdict]:
+          data_axes: bool | Sequence[str] = True, jobs: int = 1) -> list[Verdict]:
     """Compute the scoreboard for ``runs`` (trained, 4-bit, control) and write its files.
 
     Every chapter's verdicts and every specification of :mod:`tdcourse.robustness` are
@@ -290,6 +314,9 @@ def write(out_dir: Path, runs: Sequence[Activations], extra_json: Path | None = 
         True: capture (once, into the cache) and evaluate the data axes of
         :data:`tdcourse.robustness.BUILD_AXES`; a sequence: those axes instead (e.g. every
         one of :data:`tdcourse.robustness.DATA`); False: none (their cells then say why).
+    jobs : int, default 1
+        Worker processes for the analyses (:func:`tdcourse.robustness.evaluate`); the files
+        written do not depend on it.
 
     Returns
     -------
@@ -303,7 +330,7 @@ def write(out_dir: Path, runs: Sequence[Activations], extra_json: Path | None = 
     axes = robustness.BUILD_AXES if data_axes is True else (() if data_axes is False else tuple(data_axes))
     data_runs = robustness.load_data_runs(runs, axes=axes, progress=progress) if axes else {}
     t_data = time.perf_counter() - t0
-    computed, outcomes, sec = robustness.evaluate(runs, data_runs, chapters=CHAPTERS, progress=progress)
+    computed, outcomes, sec = robustness.evaluate(runs, data_runs, chapters=CHAPTERS, progress=progress, jobs=jobs)
     t_all = time.perf_counter() - t0
     found = [v for v in computed if v.claim in CLAIMS + SEQUEL_CLAIMS] + llama_verdicts()
     # Llama 3.1 8B gets a column once a chapter has saved verdicts on it; a column of "not run here"
@@ -323,7 +350,9 @@ def write(out_dir: Path, runs: Sequence[Activations], extra_json: Path | None = 
               f"{sum(len(v) for v in data_runs.values())} data-axis captures. On this machine the chapters' own "
               f"verdicts (the scoreboard) took {sec.get('primary', 0):.0f} s, the alternative definitions and "
               f"seeds {sec.get('alternatives', 0):.0f} s, the data axes {sec.get('data axes', 0):.0f} s and "
-              f"reading or capturing their samples {t_data:.0f} s.*")
+              f"reading or capturing their samples {t_data:.0f} s"
+              + (f" (the three analysis times are summed over the {jobs} worker processes that ran side by side; "
+                 f"the whole pass took {t_all:.0f} s of wall time)" if jobs > 1 else "") + ".*")
     runs_line = "Runs: " + "; ".join(f"**{k}** = {l}" for l, k in kinds.items()) + "."
     runs_line += " Data axes in this build: " + "; ".join(
         f"*{a}*: " + (", ".join(data_runs[a]) if data_runs.get(a) else f"not run ({robustness.NOT_RUN.get(a, 'not captured in this build')})")

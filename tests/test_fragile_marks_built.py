@@ -82,6 +82,7 @@ def check(folder: Path) -> tuple[list[str], list[tuple]]:
     page_kinds = [c.strip() for c in head.strip().strip("|").split(" | ")][1:]
     rows = _table_rows(board)
     marks = {k: 0 for k in kinds}
+    sequel = {k: 0 for k in kinds}  # the sequel's claims (S1-S4) have their own sentence on the landing page
     table = []
     for (row, kind), w in sorted(want.items(), key=lambda x: (int(x[0][0].split()[0][1:]), x[0][0],
                                                              KINDS.index(x[0][1]) if x[0][1] in KINDS else 9)):
@@ -94,6 +95,8 @@ def check(folder: Path) -> tuple[list[str], list[tuple]]:
         part = readings[names.index(row)] if len(readings) == len(names) else cell
         fragile = bool(w["flips"])
         marks[kind] += fragile
+        if claim.startswith("S"):
+            sequel[kind] += fragile
         if fragile != ("⚠ fragile" in part):
             problems.append(f"{row} on {kind}: flips {w['flips']} but the scoreboard cell reads {part!r}")
         robust_col = cells[-1]
@@ -111,12 +114,19 @@ def check(folder: Path) -> tuple[list[str], list[tuple]]:
         stable = None if not w["seeds"] else not w["unstable"]
         table.append((row, kind, w["primary"], fragile, "; ".join(w["flips"]) or "—", stable,
                       "; ".join(w["unstable"]), w["margin"] if w["close"] else ""))
-    n_t = marks.get("trained", 0)
-    if f"{n_t} of them {'is' if n_t == 1 else 'are'} **fragile**" not in findings:
+    paper_part, _, sequel_part = findings.partition("The sequel's claims")
+    n_t = marks.get("trained", 0) - sequel.get("trained", 0)
+    if f"{n_t} of them {'is' if n_t == 1 else 'are'} **fragile**" not in paper_part:
         problems.append(f"the landing page does not say {n_t} fragile verdicts on the trained model: {findings!r}")
     for kind, name in (("4-bit", "the 4-bit copy"), ("control", "the control")):
-        if marks.get(kind) and f"on {name} ({marks[kind]}):" not in findings:
-            problems.append(f"the landing page does not count {marks[kind]} fragile verdicts on {name}")
+        n = marks.get(kind, 0) - sequel.get(kind, 0)
+        if n and f"on {name} ({n}):" not in paper_part:
+            problems.append(f"the landing page does not count {n} fragile verdicts on {name}")
+    trained_name = kinds.get("trained", "")
+    for kind, name in (("trained", trained_name), ("4-bit", "the 4-bit copy"), ("control", "the control")):
+        if sequel.get(kind) and f"on {name} ({sequel[kind]}):" not in sequel_part:
+            problems.append(f"the landing page's sequel sentence does not count {sequel[kind]} fragile verdicts "
+                            f"on {name}: {sequel_part!r}")
     if board.count("⚠ fragile") - board.count(f"**⚠ fragile**") != sum(marks.values()):
         problems.append(f"the scoreboard shows {board.count('⚠ fragile')} marks, the rule gives {sum(marks.values())}")
     for section in page.split("\n## ")[2:]:

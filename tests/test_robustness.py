@@ -412,3 +412,26 @@ def test_cells_not_run_say_why():
     assert "- not run (whole lines on trained): why: see the line under the summary" in page
     assert "- not run (token 25 of 48 on trained): this chapter is not evaluated on the data axes" in page
     assert "—" not in page.split("## C7")[1]
+
+
+def test_the_sequels_claims_are_marked_and_counted_in_their_own_sentence():
+    """S1-S4 sit on the scoreboard too: a flipped one carries the mark, and the landing page
+    counts it in the sequel's sentence, not among the paper's 13 claims."""
+    vs = [_v("C1", "t", "agrees"), _v("S2", "t", "disagrees"), _v("S3", "t", "agrees"), _v("S2", "c", "disagrees")]
+    outs = (_outcomes({"primary": "agrees", "r > 0.9": "agrees", "r > 0.94": "agrees"}, claim="C1") +
+            _outcomes({"primary": "disagrees", "symmetric share of J": "agrees", "x": "disagrees"}, claim="S2") +
+            _outcomes({"primary": "agrees", "a": "agrees", "b": "agrees"}, claim="S3") +
+            _outcomes({"primary": "disagrees", "symmetric share of J": "partly", "x": "disagrees"}, claim="S2",
+                      kind="control"))
+    robust = robustness.summarise(outs)
+    kinds = {"t": "trained", "c": "control"}
+    marked = robustness.marks(vs, ["t", "c"], robust, kinds)
+    assert sorted((row, col) for row, col, _ in marked) == [("S2", "c"), ("S2", "t")]
+    md = scoreboard.to_markdown(vs, ["t", "c"], robust, kinds)
+    s2 = next(r for r in md.splitlines() if r.startswith("| **S2**"))
+    assert s2.count("⚠ fragile") == 2
+    text = scoreboard.findings_markdown(vs, "t", "c", None, robust, kinds)
+    paper, _, sequel = text.partition("The sequel's claims")
+    assert "0 of them are **fragile**" in paper and "S2" not in paper
+    assert "on **t**: **1 agree**, **0 partly**, **1 disagree**" in sequel
+    assert "fragile on t (1): S2 (symmetric share of J → agrees); on the control (1): S2 (symmetric share of J → partly)." in sequel

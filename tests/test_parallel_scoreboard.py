@@ -1,0 +1,81 @@
+"""The scoreboard's worker processes: the same outcomes whatever the number of jobs, and a run
+travels to a worker as the cache entry it was read from, never as another array."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+
+import numpy as np
+import pytest
+
+from tdcourse import robustness
+from tdcourse.capture import Activations, CacheError, read_activations, save_activations, site_names
+
+
+def _walk(n=80, s=16, d=40, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    steps = rng.standard_normal((n, s, d)) * np.linspace(0.5, 2.0, s)[None, :, None]
+    return (steps.cumsum(1) + rng.standard_normal((1, 1, d)) * 3).astype(np.float32)
+
+
+def _meta(n):
+    from tdcourse import capture as cap
+
+    return {"format_version": cap.FORMAT_VERSION, "model": {"name": "walk", "source": "walk", "revision": None,
+            "quant": "none", "dtype": "float32", "init": "trained", "seed": 0},
+            "recipe": {"n": n}, "data_sha256": "d", "input_ids_sha256": "i", "sites": ["resid_pre", "resid_mid"],
+            "position": "last"}
+
+
+def _cached_run(acts: np.ndarray) -> Activations:
+    n, s, _ = acts.shape
+    path = save_activations(acts, site_names(s // 2), [f"sample {i}" for i in range(n)], _meta(n))
+    return read_activations(path)
+
+
+def test_a_cached_run_pickles_as_its_file_and_comes_back_equal():
+    acts = _walk()
+    run = _cached_run(acts)
+    blob = pickle.dumps(run)
+    assert len(blob) < acts.nbytes / 4  # the place of the file, not the array
+    back = pickle.loads(blob)
+    np.testing.assert_array_equal(np.asarray(back.acts), acts)
+    assert back.sites == run.sites and back.texts == run.texts and back.meta == run.meta
+
+
+@pytest.mark.parametrize("change", ["slice", "copy", "in memory"])
+def test_any_other_array_pickles_whole(change):
+    acts = _walk()
+    run = _cached_run(acts)
+    other = {"slice": lambda: dataclasses.replace(run, acts=run.acts[:10]),
+             "copy": lambda: dataclasses.replace(run, acts=np.array(run.acts) * 2),
+             "in memory": lambda: Activations(acts=acts[:, ::-1].copy(), sites=run.sites, texts=run.texts,
+                                              meta=run.meta, path=run.path, source=run.source)}[change]()
+    back = pickle.loads(pickle.dumps(other))
+    np.testing.assert_array_equal(np.asarray(back.acts), np.asarray(other.acts))  # never the file's array
+
+
+def test_a_removed_entry_stops_the_worker_with_a_message():
+    run = _cached_run(_walk())
+    blob = pickle.dumps(run)
+    run.source.path.write_bytes(b"")  # truncated after it was read
+    with pytest.raises(CacheError, match="removed or truncated"):
+        pickle.loads(blob)
+
+
+def test_two_jobs_give_the_same_outcomes_in_the_same_order():
+    run = _cached_run(_walk())
+    chapters = {"01_residual_stream": ("stationarity", ("C7",)), "03_growth": ("geometry", ("C4", "C5"))}
+    one = robustness.evaluate([run], chapters=chapters, progress=False, jobs=1)
+    two = robustness.evaluate([run], chapters=chapters, progress=False, jobs=2)
+    assert [(v.claim, v.model, v.outcome) for v in one[0]] == [(v.claim, v.model, v.outcome) for v in two[0]]
+    assert [(o.spec.row, o.spec.name, o.kind, o.outcome, o.note) for o in one[1]] == \
+        [(o.spec.row, o.spec.name, o.kind, o.outcome, o.note) for o in two[1]]
+    assert len(one[1]) > 10
+
+
+@pytest.mark.parametrize("jobs", [0, -1, 1.5, True, "2"])
+def test_jobs_must_be_a_whole_number(jobs):
+    with pytest.raises(ValueError, match="jobs must be"):
+        robustness.evaluate([], chapters={}, progress=False, jobs=jobs)
