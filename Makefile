@@ -31,6 +31,10 @@ capture: setup
 	$(BIN)/python -m tdcourse capture --model smollm2-135m --n $(N) --init random
 	$(BIN)/python -m tdcourse capture --model smollm2-135m --n $(N) --quant 4bit
 
+# Two workers, one thread each: on two cores this beats one process with two threads, whose
+# BLAS and torch threads then wait on each other.
+THREADS1 := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+
 # Every chapter's verdicts on the three runs: the scoreboard page, the landing page's summary
 # and verdicts.json beside the book.
 # JOBS worker processes share the chapters' analyses (one BLAS thread each): about half the wall
@@ -42,13 +46,13 @@ scoreboard: capture
 assets: setup
 	$(BIN)/python tools/offline_assets.py
 
+# The chapters are executed side by side into the book's execution cache (emptied first, so every
+# build runs them against the library as it is), then the book renders them from it.
 book: setup capture assets scoreboard
+	$(THREADS1) $(BIN)/python tools/execute_chapters.py
 	$(BIN)/jupyter-book build . -W --keep-going
 	@echo "Open _build/html/index.html"
 
-# Two workers, one thread each: on two cores this beats one process with two threads, whose
-# BLAS and torch threads then wait on each other.
-THREADS1 := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 test: setup capture
 	$(THREADS1) $(BIN)/python -m pytest -q -n 2 --dist loadfile tests notebooks --nbval-lax --durations=15
 
