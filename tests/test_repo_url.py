@@ -90,7 +90,7 @@ def test_set_url_moves_every_place_and_ends_the_placeholder(tmp_path, monkeypatc
     assert "github/fork/td-course/" in (root / "CONTRIBUTING.md").read_text()
     # the rest of _config.yml is untouched
     config = yaml.safe_load((root / "_config.yml").read_text())
-    assert config["repository"]["release"] == "v0.1.0" and config["execute"]["execute_notebooks"] == "force"
+    assert config["repository"]["release"] == "v0.1.0" and config["execute"]["execute_notebooks"] == "cache"
 
 
 def test_set_release_pins_every_install_cell(tmp_path, monkeypatch):
