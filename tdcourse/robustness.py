@@ -97,7 +97,16 @@ NOT_RUN: dict[str, str] = {
              "(benchmarks/results/cpu2_robustness_costs.log)",
     "module": "not evaluated on the data axes in this build, to save its cost "
               "(benchmarks/results/cpu2_robustness_costs.log)",
+    "jacobians 4-bit": "the sequel's claims are not computed on the 4-bit copy in the book's build: its layer "
+                       "Jacobians (through bitsandbytes' dequantisation, one sample) cost about 2 minutes, the "
+                       "largest single part of the scoreboard, and the 4-bit copy follows the trained model on "
+                       "every claim of the paper (benchmarks/results/cpu2_build_phases.log); "
+                       "robustness.evaluate(..., skip={}) computes them",
 }
+
+#: (module, run kind) pairs the book's build does not evaluate, with the reason
+#: (:data:`NOT_RUN`): their scoreboard cells read "not run here" and the robustness page says why.
+SKIP: dict[tuple[str, str], str] = {("jacobians", "4-bit"): NOT_RUN["jacobians 4-bit"]}
 
 #: Claim rows whose stability is not computed, and why.
 NO_STABILITY: dict[str, str] = {
@@ -699,6 +708,7 @@ def evaluate(
     progress: bool = True,
     data_modules: Sequence[str] = DATA_MODULES,
     jobs: int = 1,
+    skip: Mapping[tuple[str, str], str] | None = None,
 ) -> tuple[list[Verdict], list[Outcome], dict[str, float]]:
     """Every chapter's verdicts on ``runs``, and every specification's outcome.
 
@@ -726,6 +736,10 @@ def evaluate(
         Worker processes: each (chapter, run) pair is one task; ``jobs > 1`` runs them in
         that many processes (started fresh, one BLAS thread each). The result does not depend
         on ``jobs``: the same outcomes, in the same order.
+    skip : mapping or None
+        ``{(module, run kind): reason}`` pairs not evaluated: every specification of those
+        chapters on that run is "not run", with the reason. Default :data:`SKIP`; ``{}``
+        evaluates everything.
 
     Returns
     -------
@@ -754,10 +768,15 @@ def evaluate(
     primary_runs = dict(zip(kinds, runs))
     claims_in = {c for _m, cs in chapters.values() for c in cs}
     all_specs = [s for s in list(specs) + data_specs(specs, chapters=chapters) if s.claim in claims_in]
+    skip = SKIP if skip is None else skip
     tasks = []
+    skipped: list[Outcome] = []
     for chapter, (module, claims) in chapters.items():
         mine = [s for s in all_specs if s.claim in claims]
         for kind in kinds:
+            if (module, kind) in skip:
+                skipped.extend(Outcome(s, kind, None, skip[(module, kind)]) for s in mine)
+                continue
             axes = {a: by_kind[kind] for a, by_kind in data_runs.items() if kind in by_kind}
             tasks.append((chapter, module, tuple(claims), kind, primary_runs[kind], axes, mine,
                           tuple(data_modules), sorted(data_runs)))
@@ -796,7 +815,7 @@ def evaluate(
         outcomes.extend(outs)
         for k, v in secs.items():
             seconds[k] += v
-    return found, outcomes, seconds
+    return found, outcomes + skipped, seconds
 
 
 #: Relative cost of a chapter's module in the scoreboard (an order for the workers, not a time).
@@ -1062,9 +1081,9 @@ def to_markdown(outcomes: Sequence[Outcome], kinds: Sequence[str] = RUN_KINDS,
                     spec.role, name)
                 table.append(f"| {label} | " + " | ".join(_cell(pick(k), prim.get(k)) for k in kinds) + " |")
             table.append("| *robust?* | " + " | ".join(
-                "—" if summ.get((row, k)) is None else summ[(row, k)].status for k in kinds) + " |")
+                "not run" if summ.get((row, k)) is None else summ[(row, k)].status for k in kinds) + " |")
             table.append("| *stable?* | " + " | ".join(
-                "—" if summ.get((row, k)) is None else
+                "not run" if summ.get((row, k)) is None else
                 {True: "yes", False: "no", None: "not computed"}[summ[(row, k)].stable] for k in kinds) + " |")
             parts += table + [""]
             descr: dict[str, list[str]] = {}
@@ -1074,9 +1093,13 @@ def to_markdown(outcomes: Sequence[Outcome], kinds: Sequence[str] = RUN_KINDS,
             parts += [f"- *{', '.join(ns)}*: {d}" for d, ns in descr.items()]
             why: dict[str, list[str]] = {}
             shared = {NOT_RUN.get(a) for a in DATA if a not in BUILD_AXES} | {NOT_RUN["4-bit"]}
+            # a run on which nothing of this row was computed is named once, not specification by specification
+            none_on = {k for k in kinds if any(o.kind == k for o in these)
+                       and all(o.verdict is None for o in these if o.kind == k)}
             for o in these:
                 if o.verdict is None and o.note:
-                    key = f"{o.spec.label} on {labels.get(o.kind, o.kind)}"
+                    key = (f"every specification on {labels.get(o.kind, o.kind)}" if o.kind in none_on
+                           else f"{o.spec.label} on {labels.get(o.kind, o.kind)}")
                     note = "why: see the line under the summary" if o.note in shared else o.note
                     if key not in why.setdefault(note, []):
                         why[note].append(key)

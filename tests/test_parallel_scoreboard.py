@@ -79,3 +79,25 @@ def test_two_jobs_give_the_same_outcomes_in_the_same_order():
 def test_jobs_must_be_a_whole_number(jobs):
     with pytest.raises(ValueError, match="jobs must be"):
         robustness.evaluate([], chapters={}, progress=False, jobs=jobs)
+
+
+def test_a_skipped_chapter_and_run_is_not_run_with_its_reason_everywhere():
+    from tdcourse import scoreboard
+
+    run = _cached_run(_walk())
+    chapters = {"01_residual_stream": ("stationarity", ("C7",))}
+    found, outcomes, _ = robustness.evaluate([run], chapters=chapters, progress=False,
+                                             skip={("stationarity", "trained"): "too dear here"})
+    assert found == [] and outcomes and all(o.verdict is None and o.note == "too dear here" for o in outcomes)
+    summ = robustness.summarise(outcomes)
+    assert summ == {}
+    board = scoreboard.to_markdown(found, [run.label], summ, {run.label: "trained"})
+    c7 = next(r for r in board.splitlines() if r.startswith("| **C7**"))
+    assert "not run here" in c7 and "fragile" not in c7
+    page = robustness.to_markdown(outcomes, kinds=["trained"])
+    assert "too dear here" in page and "—" not in page.split("## C7")[1]
+
+
+def test_the_books_build_skips_only_the_sequel_on_the_4bit_copy_and_says_why():
+    assert set(robustness.SKIP) == {("jacobians", "4-bit")}
+    assert "4-bit" in robustness.SKIP[("jacobians", "4-bit")] and "minutes" in robustness.SKIP[("jacobians", "4-bit")]
