@@ -270,7 +270,7 @@ def findings_markdown(verdicts: Sequence[Verdict], trained: str, control: str | 
     if sequel:
         lines.append(sequel)
     lines.append("Llama 3.1 8B has not been run to build this book; its column is empty until someone does.")
-    return " ".join(lines) + "\n"
+    return "".join(f"- {line}\n" for line in lines)  # one point per line: a list, not a wall of text
 
 
 def _sequel_line(verdicts: Sequence[Verdict], trained: str, quant: str | None, control: str | None,
