@@ -222,7 +222,9 @@ MEASURE_JS = r"""
   for (let i = 0; i < 300 && (drawn() < charts().length || document.readyState !== 'complete'); i++)
     await sleep(100);
   // what a reader can open counts too: solutions behind a dropdown, collapsed cells
-  document.querySelectorAll('details').forEach(d => { d.open = true; });
+  // the book's collapsed blocks (solutions, the verdict table) are opened to be measured; a chart's
+  // own action menu (vega-embed's "…", also a <details>) stays shut, as a reader sees it
+  document.querySelectorAll('details').forEach(d => { if (!d.closest('.vega-embed')) d.open = true; });
   document.querySelectorAll('.toggle-hidden').forEach(e => e.classList.remove('toggle-hidden'));
   await document.fonts.ready;
   await sleep(300);
