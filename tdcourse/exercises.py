@@ -23,8 +23,9 @@ NOT_WRITTEN = "returned None: not written yet (or a `return` is missing)"
 
 
 def _none_error(err: Exception) -> bool:
-    """Whether an error is what a None result raises in the check's own code (``float(None)``…)."""
-    return isinstance(err, TypeError) and "'NoneType'" in str(err)
+    """Whether an error is what a template's None or ``...`` raises downstream (``float(None)``,
+    ``x, y = None``…), in the check's code or in the learner's next function."""
+    return isinstance(err, TypeError) and ("NoneType" in str(err) or "'ellipsis'" in str(err))
 
 
 def run_case(desc: str, fn: Callable, args: tuple, want: np.ndarray, rtol: float = 1e-6, atol: float = 1e-9,
@@ -54,8 +55,8 @@ def run_case(desc: str, fn: Callable, args: tuple, want: np.ndarray, rtol: float
     -------
     Case
         ``(desc, passed, why not)``; "why not" starts with :data:`NOT_WRITTEN` when ``fn``
-        returned None, as an exercise's unfilled template (body ``...``) does, or raised a
-        ``TypeError`` about ``'NoneType'`` (the check's own code choking on that None).
+        returned None or ``...``, as an exercise's unfilled template (body ``...``) does, or raised a
+        ``TypeError`` about ``NoneType`` or ``'ellipsis'`` (code choking on such a value).
     """
     try:
         value = fn(*args)
@@ -63,7 +64,7 @@ def run_case(desc: str, fn: Callable, args: tuple, want: np.ndarray, rtol: float
         if _none_error(err):
             return desc, False, f"{NOT_WRITTEN}; it raised {type(err).__name__}: {err}"
         return desc, False, f"raised {type(err).__name__}: {err}"
-    if value is None:
+    if value is None or value is Ellipsis:  # a template's body `...` or `return ...`
         return desc, False, NOT_WRITTEN
     got = np.asarray(value, dtype=float)
     want = np.asarray(want, dtype=float)
@@ -202,9 +203,9 @@ def yours_or(fn: Callable, stand_in: Callable, *probe, width: int | None = WIDTH
     A chapter runs the learner's function at scale after the build-it step. In JupyterLab or
     Colab the learner may have skipped the (hidden) solution cell and left the template, whose
     body ``...`` returns None; the chapter must still run top to bottom. This calls
-    ``fn(*probe)`` once: if it returns None (or raises a ``TypeError`` about ``'NoneType'``), it
-    prints that ``fn`` is not written yet and that ``stand_in`` is used in its place, and returns
-    ``stand_in``; otherwise it returns ``fn`` and prints nothing (other errors of ``fn`` are
+    ``fn(*probe)`` once: if it returns None or ``...`` (or raises a ``TypeError`` about
+    ``NoneType`` or ``'ellipsis'``), it prints that ``fn`` is not written yet and that ``stand_in`` is used in
+    its place, and returns ``stand_in``; otherwise it returns ``fn`` and prints nothing (other errors of ``fn`` are
     left to the cell that uses it, where they show).
 
     Parameters
@@ -226,7 +227,8 @@ def yours_or(fn: Callable, stand_in: Callable, *probe, width: int | None = WIDTH
     import textwrap
 
     try:
-        missing = fn(*probe) is None
+        value = fn(*probe)
+        missing = value is None or value is Ellipsis
     except TypeError as err:
         missing = _none_error(err)
     except Exception:  # the learner's bug shows where the function is used

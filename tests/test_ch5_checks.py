@@ -72,7 +72,15 @@ def test_an_unfilled_template_is_not_written_yet(check, capsys):
 def test_run_case_names_a_none_result():
     assert exercises.run_case("x", lambda: None, (), 1.0)[2] == exercises.NOT_WRITTEN
     assert exercises.run_case("x", lambda: float(None), (), 1.0)[2].startswith(exercises.NOT_WRITTEN)
+    assert exercises.run_case("x", lambda: ..., (), 1.0)[2] == exercises.NOT_WRITTEN  # `return ...`
+
+    def rotation_count_on_a_template(a):
+        x, y = None  # what `x, y = my_phase_portrait(a)` meets while that is a template
+        return x
+
+    assert exercises.run_case("x", rotation_count_on_a_template, (1,), 1.0)[2].startswith(exercises.NOT_WRITTEN)
     assert exercises.run_case("x", lambda: 2.0, (), 1.0)[2] == "expected 1, got 2"
+    assert exercises.run_case("x", lambda: 1 / 0, (), 1.0)[2] == "raised ZeroDivisionError: division by zero"
 
 
 def test_yours_or_stands_in_only_for_an_unwritten_function(capsys):
