@@ -7,8 +7,9 @@ work for a learner too, for every ``{solution-start} <label>`` markdown cell of
 
 * the cell before it becomes a "your turn" code cell, tagged ``remove-cell`` (myst-nb leaves it
   out of the book, where the dropdown already serves) and ``your-turn``: a comment naming what to
-  write, the template of each function the solution defines (its signature and docstring, body
-  ``...``: it returns None, which the library's checks report as "not written yet") and, where
+  write, the template of each function the solution defines (the exercise text's own template
+  where it shows one that runs, else the signature and docstring with the body ``...``: it
+  returns None, which the library's checks report as "not written yet") and, where
   the solution or the cell after it calls a ``check_…``, that call on the learner's function,
   with the few assignments of the solution it needs. It runs without error when left as it is
   (nbval and the book execute every cell).
@@ -108,7 +109,25 @@ class _NoAssert(ast.NodeTransformer):
         return ast.Expr(node.test) if _is_check(node.test) else node
 
 
-def your_turn_source(label: str, solution: list[str], after: str, earlier: list[str]) -> str:
+def _templates(exercise: str, names: list[str]) -> dict[str, str] | None:
+    """The exercise text's own template of each function in ``names`` (a ```python block), as
+    written there, comments included; None unless it has them all and none of them raises."""
+    found: dict[str, str] = {}
+    for block in re.findall(r"```python\n(.*?)```", exercise, flags=re.S):
+        tree = _parse(block)
+        lines = block.splitlines()
+        for node in tree.body if tree else []:
+            if isinstance(node, ast.FunctionDef) and node.name in names:
+                if any(isinstance(n, ast.Raise) for n in ast.walk(node)):
+                    return None  # a template must run: `raise NotImplementedError` would stop the cell
+                end = node.end_lineno  # and the comment lines that close the body
+                while end < len(lines) and re.match(r"\s+#", lines[end]):
+                    end += 1
+                found[node.name] = "\n".join(lines[node.lineno - 1:end])
+    return found if names and set(names) <= set(found) else None
+
+
+def your_turn_source(label: str, solution: list[str], after: str, earlier: list[str], exercise: str = "") -> str:
     """The "your turn" cell for one exercise.
 
     Parameters
@@ -121,6 +140,10 @@ def your_turn_source(label: str, solution: list[str], after: str, earlier: list[
         The source of the cell after ``{solution-end}`` (a build-it step checks there).
     earlier : list of str
         The sources of the code cells before the exercise (names they bind are available).
+    exercise : str
+        The exercise's markdown: where it shows a template of the functions (a ```python block
+        whose bodies do not raise), the cell starts from that template, else from the solution's
+        signatures and docstrings with the body ``...``.
     """
     known = set(dir(builtins))
     for text in earlier:
@@ -174,7 +197,11 @@ def your_turn_source(label: str, solution: list[str], after: str, earlier: list[
             head += f" The solution checks itself with {', '.join(dict.fromkeys(shown))}."
     head += " The hidden cell below is the solution (running it replaces yours)."
     out = [textwrap.fill(head, 72, initial_indent="# ", subsequent_indent="# ")]
+    given = _templates(exercise, names)
     for d in defs:
+        if given:
+            out.append(given[d.name])
+            continue
         doc = ast.get_docstring(d, clean=False)
         stub = copy.deepcopy(d)
         stub.decorator_list = []
@@ -221,7 +248,7 @@ def process(nb: dict, fmt=_ruff_format) -> dict:
         earlier = [_src(c) for c in cells[:max(exercise_at, 0)] if c["cell_type"] == "code"]
         after = _src(cells[end + 1]) if end + 1 < len(cells) and cells[end + 1]["cell_type"] == "code" else ""
         solution = [_src(c).removeprefix(TITLE + "\n") for c in body]
-        source = your_turn_source(label, solution, after, earlier)
+        source = your_turn_source(label, solution, after, earlier, _src(cells[exercise_at]) if exercise_at >= 0 else "")
         semicolon = source.endswith(_SEMICOLON)
         source = fmt(source.removesuffix(_SEMICOLON)) + (";" if semicolon else "")
         old = [c for c in cells[exercise_at + 1:start] if is_your_turn(c)]
