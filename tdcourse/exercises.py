@@ -23,9 +23,10 @@ NOT_WRITTEN = "returned None: not written yet (or a `return` is missing)"
 
 
 def _none_error(err: Exception) -> bool:
-    """Whether an error is what a template's None or ``...`` raises downstream (``float(None)``,
-    ``x, y = None``…), in the check's code or in the learner's next function."""
-    return isinstance(err, TypeError) and ("NoneType" in str(err) or "'ellipsis'" in str(err))
+    """Whether an error is a template's: ``raise NotImplementedError``, or what its None or ``...``
+    raises downstream (``float(None)``, ``x, y = None``…), in the check's code or the learner's."""
+    return isinstance(err, NotImplementedError) or (
+        isinstance(err, TypeError) and ("NoneType" in str(err) or "'ellipsis'" in str(err)))
 
 
 def run_case(desc: str, fn: Callable, args: tuple, want: np.ndarray, rtol: float = 1e-6, atol: float = 1e-9,
@@ -55,8 +56,9 @@ def run_case(desc: str, fn: Callable, args: tuple, want: np.ndarray, rtol: float
     -------
     Case
         ``(desc, passed, why not)``; "why not" starts with :data:`NOT_WRITTEN` when ``fn``
-        returned None or ``...``, as an exercise's unfilled template (body ``...``) does, or raised a
-        ``TypeError`` about ``NoneType`` or ``'ellipsis'`` (code choking on such a value).
+        returned None or ``...``, as an exercise's unfilled template (body ``...``) does, or raised
+        ``NotImplementedError`` or a ``TypeError`` about ``NoneType`` or ``'ellipsis'`` (code
+        choking on such a value).
     """
     try:
         value = fn(*args)

@@ -79,6 +79,10 @@ def test_run_case_names_a_none_result():
         return x
 
     assert exercises.run_case("x", rotation_count_on_a_template, (1,), 1.0)[2].startswith(exercises.NOT_WRITTEN)
+    def raises_template():
+        raise NotImplementedError("your code here")
+
+    assert exercises.run_case("x", raises_template, (), 1.0)[2].startswith(exercises.NOT_WRITTEN)
     assert exercises.run_case("x", lambda: 2.0, (), 1.0)[2] == "expected 1, got 2"
     assert exercises.run_case("x", lambda: 1 / 0, (), 1.0)[2] == "raised ZeroDivisionError: division by zero"
 

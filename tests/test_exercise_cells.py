@@ -86,3 +86,25 @@ def test_a_notebook_without_the_cells_fails_the_check(tmp_path, capsys):
     bare.write_text(tool.dump(nb))
     assert tool.main(["--check", str(bare)]) == 1
     assert tool.main([str(bare)]) == 0 and tool.main(["--check", str(bare)]) == 0
+
+
+def test_a_template_inside_the_exercise_is_not_overwritten():
+    """Chapter 7's build-it has the learner's template as a code cell inside
+    {exercise-start} … {exercise-end}: the your-turn cell only checks it."""
+    code = lambda i, src: {"cell_type": "code", "id": i, "metadata": {}, "outputs": [], "execution_count": None,
+                           "source": [src]}
+    md = lambda i, src: {"cell_type": "markdown", "id": i, "metadata": {}, "source": [src]}
+    nb = {"cells": [
+        code("a", "from tdcourse import perturb\n"),
+        md("b", "```{exercise-start} Build it\n:label: x-build\n```\n\nWrite `my_g`."),
+        code("c", "def my_g(x):\n    raise NotImplementedError\n"),
+        md("d", "```{exercise-end}\n```"),
+        md("e", "```{solution-start} x-build\n:class: dropdown\n```"),
+        code("f", "def my_g(x):\n    return x\n"),
+        md("g", "```{solution-end}\n```"),
+        code("h", "assert perturb.check_g(my_g)\n"),
+    ]}
+    cells = tool.process(nb)["cells"]
+    turn = tool._src(cells[4])
+    assert tool.is_your_turn(cells[4]) and "in the exercise's cell above" in turn
+    assert "def my_g" not in turn and turn.endswith("perturb.check_g(my_g);")

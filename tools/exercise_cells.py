@@ -127,7 +127,8 @@ def _templates(exercise: str, names: list[str]) -> dict[str, str] | None:
     return found if names and set(names) <= set(found) else None
 
 
-def your_turn_source(label: str, solution: list[str], after: str, earlier: list[str], exercise: str = "") -> str:
+def your_turn_source(label: str, solution: list[str], after: str, earlier: list[str], exercise: str = "",
+                     inside: list[str] = ()) -> str:
     """The "your turn" cell for one exercise.
 
     Parameters
@@ -144,12 +145,20 @@ def your_turn_source(label: str, solution: list[str], after: str, earlier: list[
         The exercise's markdown: where it shows a template of the functions (a ```python block
         whose bodies do not raise), the cell starts from that template, else from the solution's
         signatures and docstrings with the body ``...``.
+    inside : list of str
+        Code cells inside the exercise (between ``{exercise-start}`` and ``{exercise-end}``): a
+        function already templated there is the learner's; the cell only checks it (a second
+        template would overwrite the learner's work).
     """
     known = set(dir(builtins))
     for text in earlier:
         tree = _parse(text)
         if tree is not None:
             known |= _bound(tree)
+    in_exercise: set[str] = set()
+    for text in inside:
+        tree = _parse(text)
+        in_exercise |= {n.name for n in (tree.body if tree else []) if isinstance(n, ast.FunctionDef)}
     defs: list[ast.FunctionDef] = []
     assigns: list[ast.stmt] = []
     checks: list[ast.stmt] = []
@@ -187,7 +196,12 @@ def your_turn_source(label: str, solution: list[str], after: str, earlier: list[
         else:
             needed = []
     what = ", ".join(f"{d.name}({ast.unparse(d.args)})" for d in defs)
-    if defs:
+    templated = bool(defs) and {d.name for d in defs} <= in_exercise
+    defs_shown = [] if templated else defs
+    if templated:
+        head = f"Your answer: write {what} in the exercise's cell above"
+        head += ", then run this cell (it checks it)." if kept_checks else "."
+    elif defs:
         head = f"Your answer: write {what} here"
         head += (f", then run this cell (it checks your function{'s' if len(defs) > 1 else ''})."
                  if kept_checks else ", then run this cell.")
@@ -198,7 +212,7 @@ def your_turn_source(label: str, solution: list[str], after: str, earlier: list[
     head += " The hidden cell below is the solution (running it replaces yours)."
     out = [textwrap.fill(head, 72, initial_indent="# ", subsequent_indent="# ")]
     given = _templates(exercise, names)
-    for d in defs:
+    for d in defs_shown:
         if given:
             out.append(given[d.name])
             continue
@@ -210,7 +224,7 @@ def your_turn_source(label: str, solution: list[str], after: str, earlier: list[
     if kept_checks:
         code = "\n".join(ast.unparse(_NoAssert().visit(n)) for n in needed + kept_checks)
         out.append(code)
-    text = "\n\n\n".join(out) if defs else "\n\n".join(out)
+    text = "\n\n\n".join(out) if defs_shown else "\n\n".join(out)
     # the check prints its lines; its True / False is not shown again (";" after formatting:
     # ruff keeps a notebook cell's last ";" but drops it from a Python file)
     return text + _SEMICOLON if kept_checks and isinstance(kept_checks[-1], ast.Assert | ast.Expr) else text
@@ -244,11 +258,20 @@ def process(nb: dict, fmt=_ruff_format) -> dict:
         before = start - 1
         while before >= 0 and is_your_turn(cells[before]):
             before -= 1
-        exercise_at = before  # the markdown cell of the exercise
+        exercise_at = before  # the markdown cell of the exercise (or its {exercise-end})
+        opened = exercise_at
+        if exercise_at >= 0 and "{exercise-end}" in _src(cells[exercise_at]):
+            opened = next((k for k in range(exercise_at - 1, -1, -1) if cells[k]["cell_type"] == "markdown"
+                           and "{exercise-start}" in _src(cells[k])), exercise_at)
+        inside = [_src(c) for c in cells[opened + 1:exercise_at] if c["cell_type"] == "code"]
+        if "{exercise-start}" in _src(cells[opened]):
+            exercise_md = "\n".join(_src(c) for c in cells[opened:exercise_at + 1] if c["cell_type"] == "markdown")
+        else:
+            exercise_md, inside = _src(cells[exercise_at]) if exercise_at >= 0 else "", []
         earlier = [_src(c) for c in cells[:max(exercise_at, 0)] if c["cell_type"] == "code"]
         after = _src(cells[end + 1]) if end + 1 < len(cells) and cells[end + 1]["cell_type"] == "code" else ""
         solution = [_src(c).removeprefix(TITLE + "\n") for c in body]
-        source = your_turn_source(label, solution, after, earlier, _src(cells[exercise_at]) if exercise_at >= 0 else "")
+        source = your_turn_source(label, solution, after, earlier, exercise_md, inside)
         semicolon = source.endswith(_SEMICOLON)
         source = fmt(source.removesuffix(_SEMICOLON)) + (";" if semicolon else "")
         old = [c for c in cells[exercise_at + 1:start] if is_your_turn(c)]
