@@ -111,7 +111,9 @@ class _NoAssert(ast.NodeTransformer):
 
 def _templates(exercise: str, names: list[str]) -> dict[str, str] | None:
     """The exercise text's own template of each function in ``names`` (a ```python block), as
-    written there, comments included; None unless it has them all and none of them raises."""
+    written there, comments included; None unless it has them all, none of them raises and none
+    returns a value other than ``...`` (a template returning zeros would be checked as a wrong
+    answer, not reported as not written yet)."""
     found: dict[str, str] = {}
     for block in re.findall(r"```python\n(.*?)```", exercise, flags=re.S):
         tree = _parse(block)
@@ -120,6 +122,10 @@ def _templates(exercise: str, names: list[str]) -> dict[str, str] | None:
             if isinstance(node, ast.FunctionDef) and node.name in names:
                 if any(isinstance(n, ast.Raise) for n in ast.walk(node)):
                     return None  # a template must run: `raise NotImplementedError` would stop the cell
+                if any(isinstance(n, ast.Return) and n.value is not None
+                       and not (isinstance(n.value, ast.Constant) and n.value.value is ...)
+                       for n in ast.walk(node)):
+                    return None  # it returns a value (zeros…): the check could not say "not written yet"
                 end = node.end_lineno  # and the comment lines that close the body
                 while end < len(lines) and re.match(r"\s+#", lines[end]):
                     end += 1
