@@ -83,6 +83,7 @@ __all__ = [
     "verdicts",
     "check_rotation_count",
     "check_amplitude_growth",
+    "check_cut",
 ]
 
 #: The mean rotation count quoted for Llama 3.1 8B (second-hand, see ``shared/paper.md`` 2.6).
