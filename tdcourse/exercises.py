@@ -9,7 +9,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["Case", "NOT_WRITTEN", "run_case", "report", "agreement", "which_mistake", "yours_or"]
+__all__ = ["Case", "NOT_WRITTEN", "run_case", "report", "agreement", "which_mistake", "unwritten", "yours_or"]
 
 #: Printed lines are wrapped at this many characters (the book's column, as ``verdicts.say``).
 WIDTH = 68
@@ -27,6 +27,31 @@ def _none_error(err: Exception) -> bool:
     raises downstream (``float(None)``, ``x, y = None``…), in the check's code or the learner's."""
     return isinstance(err, NotImplementedError) or (
         isinstance(err, TypeError) and ("NoneType" in str(err) or "'ellipsis'" in str(err)))
+
+
+def unwritten(outcome) -> bool:
+    """Whether one call of a learner's function shows an unfilled template.
+
+    For a ``check_…`` that does not go through :func:`run_case`: pass what the call returned,
+    or the exception it raised, and report the case with :data:`NOT_WRITTEN` when this is True
+    (:func:`report` then prints one "Not written yet" line).
+
+    Parameters
+    ----------
+    outcome : object or Exception
+        The value the learner's function returned, or the exception the call (or the check's
+        code on its value) raised.
+
+    Returns
+    -------
+    bool
+        True for None or ``...`` (a template's body ``...``, or ``return ...``), for
+        ``NotImplementedError``, and for a ``TypeError`` about ``NoneType`` or ``'ellipsis'``
+        (code choking on such a value, e.g. ``float(None)``).
+    """
+    if isinstance(outcome, BaseException):
+        return _none_error(outcome)
+    return outcome is None or outcome is Ellipsis
 
 
 def run_case(desc: str, fn: Callable, args: tuple, want: np.ndarray, rtol: float = 1e-6, atol: float = 1e-9,
@@ -199,23 +224,38 @@ def which_mistake(fn: Callable, cases: Sequence[tuple], mistakes: Sequence[tuple
     return None
 
 
+def _name(f: Callable) -> str:
+    """How a printed line names a function: ``module.name`` without ``tdcourse.`` (a notebook's
+    own function by its name alone); a :func:`functools.partial` with its fixed arguments."""
+    import functools
+
+    if isinstance(f, functools.partial):
+        fixed = [repr(a) for a in f.args] + [f"{k}={v!r}" for k, v in f.keywords.items()]
+        return f"{_name(f.func)}(…, {', '.join(fixed)})" if fixed else _name(f.func)
+    module = getattr(f, "__module__", None) or ""
+    module = "" if module == "__main__" else module.removeprefix("tdcourse.")
+    return ".".join(p for p in (module, getattr(f, "__name__", "?")) if p)
+
+
 def yours_or(fn: Callable, stand_in: Callable, *probe, width: int | None = WIDTH) -> Callable:
     """The learner's function, or ``stand_in`` (saying so) while the learner's is not written.
 
     A chapter runs the learner's function at scale after the build-it step. In JupyterLab or
     Colab the learner may have skipped the (hidden) solution cell and left the template, whose
     body ``...`` returns None; the chapter must still run top to bottom. This calls
-    ``fn(*probe)`` once: if it returns None or ``...`` (or raises a ``TypeError`` about
-    ``NoneType`` or ``'ellipsis'``), it prints that ``fn`` is not written yet and that ``stand_in`` is used in
-    its place, and returns ``stand_in``; otherwise it returns ``fn`` and prints nothing (other errors of ``fn`` are
-    left to the cell that uses it, where they show).
+    ``fn(*probe)`` once: if it returns None or ``...`` (or raises ``NotImplementedError`` or a
+    ``TypeError`` about ``NoneType`` or ``'ellipsis'``: :func:`unwritten`), it prints that ``fn``
+    is not written yet and that ``stand_in`` is used in its place, and returns ``stand_in``;
+    otherwise it returns ``fn`` and prints nothing (other errors of ``fn`` are left to the cell
+    that uses it, where they show).
 
     Parameters
     ----------
     fn : callable
         The learner's function.
     stand_in : callable
-        What to use while ``fn`` is not written: the library's function of the same signature.
+        What to use while ``fn`` is not written: the library's function of the same signature
+        (a :func:`functools.partial` fixes its other arguments; the printed line names them).
     *probe
         Arguments for one call of ``fn``, e.g. one curve.
     width : int or None, default :data:`WIDTH`
@@ -229,17 +269,13 @@ def yours_or(fn: Callable, stand_in: Callable, *probe, width: int | None = WIDTH
     import textwrap
 
     try:
-        value = fn(*probe)
-        missing = value is None or value is Ellipsis
-    except TypeError as err:
-        missing = _none_error(err)
-    except Exception:  # the learner's bug shows where the function is used
-        missing = False
+        missing = unwritten(fn(*probe))
+    except Exception as err:  # other bugs of the learner's show where the function is used
+        missing = unwritten(err)
     if not missing:
         return fn
-    name = lambda f: getattr(f, "__module__", "").replace("tdcourse.", "") + "." + getattr(f, "__name__", "?")
     text = (f"{getattr(fn, '__name__', 'your function')} is not written yet (it returns None): "
-            f"{name(stand_in).lstrip('.')} stands in for it below. Write it (or run the solution cell) "
+            f"{_name(stand_in)} stands in for it below. Write it (or run the solution cell) "
             "and run this cell again.")
     print(text if width is None else textwrap.fill(text, width, subsequent_indent="  ", break_long_words=False))
     return stand_in
