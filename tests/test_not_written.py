@@ -138,3 +138,14 @@ def test_yours_or_names_a_notebook_function_without_main():
     stand_in.__module__ = "__main__"
     assert exercises._name(stand_in) == "stand_in"
     assert exercises._name(lowdim.participation_ratio) == "lowdim.participation_ratio"
+
+
+@pytest.mark.parametrize("template", TEMPLATES, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("check", ["check_layer_jacobian", "check_knob"])
+def test_chapter_8_checks_say_not_written(check, template, capsys):
+    from tdcourse import jacobians
+
+    assert getattr(jacobians, check)(template) is False
+    out = capsys.readouterr().out
+    # check_layer_jacobian first prints how close its reference is to finite differences
+    _says_not_written("".join(line + "\n" for line in out.splitlines() if not line.startswith("  reference")))
