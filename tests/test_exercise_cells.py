@@ -108,3 +108,28 @@ def test_a_template_inside_the_exercise_is_not_overwritten():
     turn = tool._src(cells[4])
     assert tool.is_your_turn(cells[4]) and "in the exercise's cell above" in turn
     assert "def my_g" not in turn and turn.endswith("perturb.check_g(my_g);")
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_exercise_templates_return_none_rather_than_raise(nb):
+    """An exercise's template (a ```python block of its text, or a code cell inside
+    {exercise-start} … {exercise-end}) has the body `...`: it returns None, which the checks print
+    as "Not written yet" and `exercises.yours_or` stands in for, and the your-turn cell starts
+    from it (a template that raises is replaced by the solution's signatures)."""
+    import re
+
+    cells = _cells(nb)
+    inside = False
+    for i, cell in enumerate(cells):
+        src = tool._src(cell)
+        if cell["cell_type"] == "markdown":
+            inside = ("{exercise-start}" in src or inside) and "{exercise-end}" not in src
+            blocks = re.findall(r"```python\n(.*?)```", src, flags=re.S) if "{exercise" in src else []
+        else:
+            blocks = [src] if inside else []
+        for block in blocks:
+            tree = tool._parse(block)
+            for node in tree.body if tree else []:
+                if isinstance(node, ast.FunctionDef):
+                    assert not any(isinstance(n, ast.Raise) for n in ast.walk(node)), \
+                        f"{nb.name} cell {i + 1}: the template {node.name} raises; give it the body `...`"
