@@ -937,10 +937,17 @@ def check_uncorrelated_write_r(fn: Callable[[np.ndarray], np.ndarray]) -> bool:
     ``f`` is independent of ``h`` and ``std(f) = g · std(h)``, for an array of ``g``."""
     g = np.array([0.0, 0.1, 0.5, 1.0, 3.0])
     want = 1.0 / np.sqrt(1.0 + g**2)
+    from .exercises import NOT_WRITTEN, unwritten
+
     try:
-        got = np.asarray(fn(g), dtype=float)
+        value = fn(g)
+        got = np.asarray(value, dtype=float)
     except Exception as err:  # a learner's bug is reported, not raised
-        return _report(False, f"your function raised {type(err).__name__}: {err}")
+        value = err
+        if not unwritten(err):
+            return _report(False, f"your function raised {type(err).__name__}: {err}")
+    if unwritten(value):  # a template (None, ..., NotImplementedError): "Not written yet"
+        return report([("r for uncorrelated writes", False, NOT_WRITTEN)], width=68)
     if got.shape != want.shape:
         return _report(False, f"shape {got.shape}, expected {want.shape}: one r per value of g")
     ok = bool(np.allclose(got, want, atol=1e-6))

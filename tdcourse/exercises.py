@@ -9,13 +9,49 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["Case", "run_case", "report", "agreement", "which_mistake"]
+__all__ = ["Case", "NOT_WRITTEN", "run_case", "report", "agreement", "which_mistake", "unwritten", "yours_or"]
 
 #: Printed lines are wrapped at this many characters (the book's column, as ``verdicts.say``).
 WIDTH = 68
 
 #: (what the case is, whether it passed, why not)
 Case = tuple[str, bool, str]
+
+#: The reason :func:`run_case` gives when the learner's function returned None (or failed on a
+#: None it returned): an exercise's template, whose body is ``...``, is not written yet.
+NOT_WRITTEN = "returned None: not written yet (or a `return` is missing)"
+
+
+def _none_error(err: Exception) -> bool:
+    """Whether an error is a template's: ``raise NotImplementedError``, or what its None or ``...``
+    raises downstream (``float(None)``, ``x, y = None``…), in the check's code or the learner's."""
+    return isinstance(err, NotImplementedError) or (
+        isinstance(err, TypeError) and ("NoneType" in str(err) or "'ellipsis'" in str(err)))
+
+
+def unwritten(outcome) -> bool:
+    """Whether one call of a learner's function shows an unfilled template.
+
+    For a ``check_…`` that does not go through :func:`run_case`: pass what the call returned,
+    or the exception it raised, and report the case with :data:`NOT_WRITTEN` when this is True
+    (:func:`report` then prints one "Not written yet" line).
+
+    Parameters
+    ----------
+    outcome : object or Exception
+        The value the learner's function returned, or the exception the call (or the check's
+        code on its value) raised.
+
+    Returns
+    -------
+    bool
+        True for None or ``...`` (a template's body ``...``, or ``return ...``), for
+        ``NotImplementedError``, and for a ``TypeError`` about ``NoneType`` or ``'ellipsis'``
+        (code choking on such a value, e.g. ``float(None)``).
+    """
+    if isinstance(outcome, BaseException):
+        return _none_error(outcome)
+    return outcome is None or outcome is Ellipsis
 
 
 def run_case(desc: str, fn: Callable, args: tuple, want: np.ndarray, rtol: float = 1e-6, atol: float = 1e-9,
@@ -44,12 +80,20 @@ def run_case(desc: str, fn: Callable, args: tuple, want: np.ndarray, rtol: float
     Returns
     -------
     Case
-        ``(desc, passed, why not)``.
+        ``(desc, passed, why not)``; "why not" starts with :data:`NOT_WRITTEN` when ``fn``
+        returned None or ``...``, as an exercise's unfilled template (body ``...``) does, or raised
+        ``NotImplementedError`` or a ``TypeError`` about ``NoneType`` or ``'ellipsis'`` (code
+        choking on such a value).
     """
     try:
-        got = np.asarray(fn(*args), dtype=float)
+        value = fn(*args)
     except Exception as err:  # a learner's bug is reported, not raised
+        if _none_error(err):
+            return desc, False, f"{NOT_WRITTEN}; it raised {type(err).__name__}: {err}"
         return desc, False, f"raised {type(err).__name__}: {err}"
+    if value is None or value is Ellipsis:  # a template's body `...` or `return ...`
+        return desc, False, NOT_WRITTEN
+    got = np.asarray(value, dtype=float)
     want = np.asarray(want, dtype=float)
     ok = got.shape == want.shape and np.allclose(got, want, rtol=rtol, atol=atol, equal_nan=True)
     if ok:
@@ -92,6 +136,8 @@ def report(cases: Sequence[Case], width: int | None = WIDTH, hint: str = "") -> 
     Returns
     -------
     bool
+        False also when every case failed because the function returned None (an unfilled
+        template): then one line says the function is not written yet, in place of the cases.
     """
     import textwrap
 
@@ -100,6 +146,10 @@ def report(cases: Sequence[Case], width: int | None = WIDTH, hint: str = "") -> 
               textwrap.fill(text, width, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False))
 
     ok = all(passed for _, passed, _ in cases)
+    if cases and all(not passed and msg.startswith(NOT_WRITTEN) for _, passed, msg in cases):
+        show("Not written yet: your function returns None on every case (its body is still `...`, or "
+             "a `return` is missing). Write it, then run this cell again.")
+        return False
     for desc, passed, msg in cases:
         show(("✓ " if passed else "✗ ") + desc + (f": {msg}" if msg and not passed else ""))
     show("All checks passed." if ok else "Some checks failed: compare with the definition above.")
@@ -172,3 +222,60 @@ def which_mistake(fn: Callable, cases: Sequence[tuple], mistakes: Sequence[tuple
                for g, w in zip(got, want)):
             return desc
     return None
+
+
+def _name(f: Callable) -> str:
+    """How a printed line names a function: ``module.name`` without ``tdcourse.`` (a notebook's
+    own function by its name alone); a :func:`functools.partial` with its fixed arguments."""
+    import functools
+
+    if isinstance(f, functools.partial):
+        fixed = [repr(a) for a in f.args] + [f"{k}={v!r}" for k, v in f.keywords.items()]
+        return f"{_name(f.func)}(…, {', '.join(fixed)})" if fixed else _name(f.func)
+    module = getattr(f, "__module__", None) or ""
+    module = "" if module == "__main__" else module.removeprefix("tdcourse.")
+    return ".".join(p for p in (module, getattr(f, "__name__", "?")) if p)
+
+
+def yours_or(fn: Callable, stand_in: Callable, *probe, width: int | None = WIDTH) -> Callable:
+    """The learner's function, or ``stand_in`` (saying so) while the learner's is not written.
+
+    A chapter runs the learner's function at scale after the build-it step. In JupyterLab or
+    Colab the learner may have skipped the (hidden) solution cell and left the template, whose
+    body ``...`` returns None; the chapter must still run top to bottom. This calls
+    ``fn(*probe)`` once: if it returns None or ``...`` (or raises ``NotImplementedError`` or a
+    ``TypeError`` about ``NoneType`` or ``'ellipsis'``: :func:`unwritten`), it prints that ``fn``
+    is not written yet and that ``stand_in`` is used in its place, and returns ``stand_in``;
+    otherwise it returns ``fn`` and prints nothing (other errors of ``fn`` are left to the cell
+    that uses it, where they show).
+
+    Parameters
+    ----------
+    fn : callable
+        The learner's function.
+    stand_in : callable
+        What to use while ``fn`` is not written: the library's function of the same signature
+        (a :func:`functools.partial` fixes its other arguments; the printed line names them).
+    *probe
+        Arguments for one call of ``fn``, e.g. one curve.
+    width : int or None, default :data:`WIDTH`
+        Wrap the printed line at this many characters.
+
+    Returns
+    -------
+    callable
+        ``fn`` or ``stand_in``.
+    """
+    import textwrap
+
+    try:
+        missing = unwritten(fn(*probe))
+    except Exception as err:  # other bugs of the learner's show where the function is used
+        missing = unwritten(err)
+    if not missing:
+        return fn
+    text = (f"{getattr(fn, '__name__', 'your function')} is not written yet (it returns None): "
+            f"{_name(stand_in)} stands in for it below. Write it (or run the solution cell) "
+            "and run this cell again.")
+    print(text if width is None else textwrap.fill(text, width, subsequent_indent="  ", break_long_words=False))
+    return stand_in

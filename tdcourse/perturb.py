@@ -1687,7 +1687,7 @@ def check_inject(fn, model, input_ids, layer: int, vector) -> bool:
     """
     import torch
 
-    from .exercises import report
+    from .exercises import NOT_WRITTEN, report, unwritten
 
     layers = decoder_layers(model)
     n_layers = len(layers)
@@ -1720,12 +1720,17 @@ def check_inject(fn, model, input_ids, layer: int, vector) -> bool:
     first = 2 * layer + 1  # resid_mid.layer: the first site the injected state reaches
     names = site_names(n_layers)
     before = _hook_keys(model)
+    template = False
     try:
         mine = _read_pass(model, layer, lambda: fn(model, ids.clone(), layer, v_t.clone()))
+        template = unwritten(mine["value"])
         logits = _logits_of(mine["value"])
         error = None
     except Exception as err:  # noqa: BLE001 - a learner's bug is reported, not raised
+        template = template or unwritten(err)
         mine, logits, error = None, None, f"raised {type(err).__name__}: {err}"
+    if template and _hook_keys(model) == before:  # a template (None, ..., NotImplementedError), no hook left
+        return report([(f"fn(model, input_ids, {layer}, vector) runs", False, NOT_WRITTEN)], width=68)
     cases = []
     if error is not None:
         cases.append((f"fn(model, input_ids, {layer}, vector) runs", False, error))
@@ -1811,6 +1816,8 @@ def check_recovery_ratio(fn) -> bool:
     mean distance at step ``k`` to the mean distance at step 0 (a float). Prints what passed
     and returns True when every case does.
     """
+    from .exercises import NOT_WRITTEN, report, unwritten
+
     rng = np.random.default_rng(123)
     cases = [
         ("halves every step", np.outer(np.full(8, 2.0), 0.5 ** np.arange(4)), 2, 0.25),
@@ -1824,6 +1831,8 @@ def check_recovery_ratio(fn) -> bool:
         try:
             got = float(fn(dist.copy(), k))
         except Exception as err:  # noqa: BLE001 - show the learner what went wrong
+            if unwritten(err):  # a template (None, ..., NotImplementedError): one line says so
+                return report([(name, False, NOT_WRITTEN)])
             print(f"✗ {name}: raised {type(err).__name__}: {err}")
             ok = False
             continue
@@ -1838,6 +1847,8 @@ def check_shift_in_plane(fn) -> bool:
     """Check a learner's ``fn(plane, state, coords) -> ndarray (m, d_model)`` against
     :func:`shift_in_plane` on a fixed random plane: the result must project onto ``coords``
     and keep the state's off-plane part. Prints what passed; returns True when all did."""
+    from .exercises import NOT_WRITTEN, report, unwritten
+
     rng = np.random.default_rng(7)
     d = 12
     q, _ = np.linalg.qr(rng.standard_normal((d, 2)))
@@ -1847,11 +1858,16 @@ def check_shift_in_plane(fn) -> bool:
     want = shift_in_plane(plane, state, coords)
     ok = True
     try:
-        got = np.asarray(fn(plane, state.copy(), coords.copy()), dtype=float)
+        value = fn(plane, state.copy(), coords.copy())
+        got = np.asarray(value, dtype=float)
     except Exception as err:  # noqa: BLE001 - show the learner what went wrong
-        print(f"✗ raised {type(err).__name__}: {err}")
-        print("Some checks failed.")
-        return False
+        value = err
+        if not unwritten(err):
+            print(f"✗ raised {type(err).__name__}: {err}")
+            print("Some checks failed.")
+            return False
+    if unwritten(value):  # a template (None, ..., NotImplementedError): one line says so
+        return report([("shift_in_plane", False, NOT_WRITTEN)])
     checks = [
         ("shape (m, d_model)", got.shape == want.shape),
         ("projects onto coords", got.shape == want.shape and np.allclose(plane.project(got), coords, atol=1e-8)),

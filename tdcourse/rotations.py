@@ -49,7 +49,7 @@ from .exercises import report, run_case, which_mistake
 from .checks import check_array, check_run_size
 from . import stats
 from .memo import cached
-from .verdicts import Verdict, judge
+from .verdicts import Verdict, judge, say
 
 __all__ = [
     "MIN_SAMPLES",
@@ -83,6 +83,7 @@ __all__ = [
     "verdicts",
     "check_rotation_count",
     "check_amplitude_growth",
+    "check_cut",
 ]
 
 #: The mean rotation count quoted for Llama 3.1 8B (second-hand, see ``shared/paper.md`` 2.6).
@@ -1067,6 +1068,11 @@ def _wrap(angle: np.ndarray) -> np.ndarray:
     return np.pi - (np.pi - angle) % (2 * np.pi)
 
 
+def _wrap_low(angle: np.ndarray) -> np.ndarray:
+    """Angles into [−π, π) (the usual mistake: an exact reversal becomes −π)."""
+    return (angle + np.pi) % (2 * np.pi) - np.pi
+
+
 def _turns(theta: np.ndarray) -> float:
     """Σ wrap(Δθ) / 2π of one curve's angles ``theta`` (n,)."""
     return float(_wrap(np.diff(theta)).sum() / (2 * np.pi))
@@ -1103,6 +1109,11 @@ _R_MISTAKES: tuple[tuple[str, Callable[[np.ndarray], float]], ...] = (
                      / (2 * np.pi))),
     ("the sum is divided by π, not 2π: R counts full turns",
      lambda a: 2 * float(rotation_count(a))),
+    ("the turning angles are wrapped into [−π, π), e.g. (Δθ + π) % 2π − π: an exact reversal "
+     "then counts as −π, but the chapter's wrap is into (−π, π], a reversal counts as +π "
+     "(e.g. π − (π − Δθ) % 2π)",
+     lambda a: float(_wrap_low(np.diff(np.arctan2(np.diff(np.gradient(a)), np.diff(a)))).sum()
+                     / (2 * np.pi))),
 )
 
 #: Usual wrong versions of the phase portrait of one curve ``a`` (n_sites,).
@@ -1132,6 +1143,7 @@ def _rotation_cases() -> list[tuple[str, np.ndarray]]:
         ("an oscillation that grows along depth", np.exp(l / 30) * np.sin(2 * np.pi * l / 12)),
         *[(f"random walk {i + 1} of 3 (no rotation built in)", w) for i, w in enumerate(walks)],
         ("a short curve of 6 sites", np.array([0.0, 1.0, 3.0, 2.5, 5.0, 4.0])),
+        ("a zigzag 0, 1, 0, 1, … (every turn an exact reversal: +π each)", np.tile([0.0, 1.0], 10)),
     ]
 
 
@@ -1145,8 +1157,11 @@ def check_rotation_count(fn: Callable[[np.ndarray], float],
     one: angle differences not wrapped into (−π, π]; the angle of the point ``atan2(y, x)``
     instead of the direction of the step ``atan2(Δy, Δx)`` (centred on the first site or not);
     ``np.diff`` instead of :func:`numpy.gradient` for ``∇a``; ``x`` and ``y`` swapped in
-    ``atan2`` (the sign flips); ``|Δθ|`` summed; half turns instead of full ones. Never raises
-    on the learner's bug: it is reported.
+    ``atan2`` (the sign flips); ``|Δθ|`` summed; half turns instead of full ones; the wrap into
+    ``[−π, π)`` instead of ``(−π, π]`` (only a curve with exact reversals, the zigzag case, tells
+    them apart: there each reversal counts ``−π`` instead of ``+π``). An unfilled template
+    (returning None) is reported as not written yet. Never raises on the learner's bug: it is
+    reported.
 
     Centring the portrait on the first site does not change ``R`` (only differences of points
     enter the tangent), so a missing centring shows only in the portrait: pass ``portrait`` to
@@ -1191,19 +1206,129 @@ def check_rotation_count(fn: Callable[[np.ndarray], float],
     return report(results + r_results, hint=hint)
 
 
+def _growth_variant(a: np.ndarray, standardise: bool = True, centre: bool = True, k_of=None,
+                    inverted: bool = False) -> np.ndarray:
+    """:func:`amplitude_growth` (thirds) with one step changed: the usual mistakes of exercise 5.2."""
+    x, y = phase_portrait(np.asarray(a, dtype=float))
+    if standardise:
+        x = x / x.std(-1, keepdims=True)
+        y = y / y.std(-1, keepdims=True)
+    n = x.shape[-1]
+    k = int(round(n / 3)) if k_of is None else k_of(n)
+
+    def amp(sl):
+        xs, ys = x[..., sl], y[..., sl]
+        if centre:
+            xs, ys = xs - xs.mean(-1, keepdims=True), ys - ys.mean(-1, keepdims=True)
+        return np.sqrt((xs**2 + ys**2).mean(-1))
+
+    last, first = amp(slice(n - k, n)), amp(slice(0, k))
+    return first / last if inverted else last / first
+
+
+#: Usual wrong versions of the amplitude growth of exercise 5.2, ``(..., n_sites) -> (...)``, each
+#: with what it does wrong (:func:`check_amplitude_growth` names the one that fits).
+_GROWTH_MISTAKES: tuple[tuple[str, Callable[[np.ndarray], np.ndarray]], ...] = (
+    ("x and y are not standardised: divide each by its standard deviation over the sites first, "
+     "so that both axes count alike", lambda a: _growth_variant(a, standardise=False)),
+    ("the amplitude is the RMS distance from the origin, not from the stretch's own centroid: "
+     "subtract each stretch's mean point first", lambda a: _growth_variant(a, centre=False)),
+    ("the ratio is inverted: the growth is amplitude(last third) / amplitude(first third), "
+     "> 1 for an outward spiral", lambda a: _growth_variant(a, inverted=True)),
+    ("each stretch has k = n // 4 sites: the criterion takes thirds, k = round(n / 3)",
+     lambda a: _growth_variant(a, k_of=lambda n: n // 4)),
+    ("each stretch has k = n // 3 sites (rounded down): the criterion takes k = round(n / 3)",
+     lambda a: _growth_variant(a, k_of=lambda n: n // 3)),
+)
+
+
 def check_amplitude_growth(fn: Callable[[np.ndarray], np.ndarray]) -> bool:
     """Compare a learner's amplitude growth with :func:`amplitude_growth` (thirds) on fixed curves.
 
     ``fn`` takes curves of shape ``(..., n_sites)`` and returns ``(...)``. Prints one line per
-    case and returns True if all match (within 1e-6).
+    case (within 1e-6) and, when the answers are those of a usual mistake, names it: the portrait
+    not standardised; the distance from the origin instead of the stretch's centroid; the ratio
+    inverted (first third over last); ``k = n // 4`` or ``n // 3`` sites per stretch instead of
+    ``round(n / 3)`` (the case of 62 sites tells the last one apart). An unfilled template
+    (returning None) is reported as not written yet. Never raises on the learner's bug.
+
+    Returns
+    -------
+    bool
+        Whether every case passed.
     """
-    l = np.arange(61)
+    l = np.arange(62)
     rng = np.random.default_rng(0)
     cases = [
-        ("a growing oscillation", np.exp(l / 30) * np.sin(2 * np.pi * l / 12)),
+        ("a growing oscillation", np.exp(l[:61] / 30) * np.sin(2 * np.pi * l[:61] / 12)),
         ("random walk, 5 units at once (shape (5, 61))", rng.standard_normal((5, 61)).cumsum(-1)),
+        ("an oscillation on a trend, 62 sites (round(62 / 3) = 21)",
+         np.exp(l / 40) * np.sin(2 * np.pi * l / 9) + 0.05 * l),
     ]
-    return report([run_case(d, fn, (a,), amplitude_growth(a), rtol=0, atol=1e-6) for d, a in cases])
+    results = [run_case(d, fn, (a,), amplitude_growth(a), rtol=0, atol=1e-6) for d, a in cases]
+    hint = ""
+    if not all(ok for _, ok, _ in results):
+        fit = which_mistake(fn, [(a,) for _, a in cases], _GROWTH_MISTAKES, rtol=0, atol=1e-6)
+        hint = f"Your growth looks like this usual mistake: {fit}." if fit else ""
+    return report(results, hint=hint)
+
+
+def check_cut(cut: RotationTest, run, dropped: int = 2) -> bool:
+    """Check exercise 5.3's test without its first sites, and print what the chapter's criterion says.
+
+    The usual slip, ``run.acts[2:]``, drops two *samples*, not two sites, and runs on to the same
+    conclusion without a word; this check says so. It compares ``cut`` with what the exercise
+    asks: the mean-trajectory reading (``"mean"``) of ``run.acts[:, dropped:]``, i.e.
+    ``n_sites − dropped`` sites and every sample, its real ``R`` per unit equal to
+    :func:`rotation_count` of :func:`unit_trajectories` of those sites (within 1e-6 turns).
+    Then it prints the sites and samples used, the rotation count per turning step, and C9's
+    verdict on ``cut`` (the chapter's criterion, :func:`verdicts`).
+
+    Parameters
+    ----------
+    cut : RotationTest
+        The learner's ``rotation_test(...)`` result.
+    run : Activations
+        The run it was computed from (``run.acts`` of shape (n_samples, n_sites, d_model)).
+    dropped : int, default 2
+        How many first sites the exercise drops.
+
+    Returns
+    -------
+    bool
+        Whether ``cut`` is the test the exercise asks for. Never raises on the learner's slip: it
+        is reported (a ``cut`` that is no :class:`RotationTest` is reported too).
+    """
+    n_samples, n_sites, _ = run.acts.shape
+    if not isinstance(cut, RotationTest):
+        return report([("the test", False, f"expected the result of rot.rotation_test(...), got "
+                                           f"{type(cut).__name__}")])
+    want_sites = n_sites - dropped
+    cases: list = []
+    slip = ""
+    if cut.n_sites == n_sites and cut.n_samples == n_samples - dropped:
+        slip = (f"all {n_sites} sites and {n_samples - dropped} of {n_samples} samples: "
+                f"run.acts[{dropped}:] drops samples, the sites are axis 1: run.acts[:, {dropped}:]")
+    cases.append((f"sites used: {want_sites} (sites {dropped}…{n_sites - 1} of {n_sites})",
+                  cut.n_sites == want_sites, slip or f"{cut.n_sites} sites"))
+    cases.append((f"samples used: all {n_samples}", cut.n_samples == n_samples,
+                  "the same slip" if slip else f"{cut.n_samples} samples"))
+    cases.append(("the reading: R of the mean trajectory (\"mean\")", cut.reading == "mean",
+                  f"the reading is {cut.reading!r}"))
+    if all(ok for _, ok, _ in cases):
+        want = rotation_count(unit_trajectories(run.acts[:, dropped:], "mean"))
+        got = np.asarray(cut.real, dtype=float)
+        same = got.shape == want.shape and bool(np.allclose(got, want, rtol=0, atol=1e-6))
+        cases.append((f"R per unit of run.acts[:, {dropped}:]", same,
+                      "its values differ: the last sites dropped, not the first?"
+                      if got.shape == want.shape else f"shape {got.shape}, expected {want.shape}"))
+    ok = report(cases)
+    if ok:
+        v = _c9(cut, model=getattr(run, "label", "?"), chapter="05_rotations")
+        say(f"{cut.n_sites} sites: R per turning step {cut.mean_real / (cut.n_sites - 2):+.3f}, "
+            f"z = {cut.z:.1f} against {cut.null.shape[0]} shuffles; C9's criterion: {v.outcome} "
+            f"({v.value:.2f} turns at 64 sites).")
+    return ok
 
 
 # --------------------------------------------------------------------------- what we found

@@ -83,12 +83,12 @@ def test_rotation_check_accepts_the_method(capsys):
     assert max(len(line) for line in out.splitlines()) <= exercises.WIDTH
 
 
-def test_rotation_check_accepts_a_version_for_many_curves_and_any_wrap_of_an_angle():
+def test_rotation_check_accepts_a_version_for_many_curves_but_only_the_chapters_wrap():
     # the library's own function (vectorised, another formula for the same angle)
     assert rot.check_rotation_count(rot.rotation_count, portrait=rot.phase_portrait)
     # (d + π) % 2π − π maps into [−π, π): it differs from (−π, π] only at an exact reversal,
-    # which the check's curves do not have
-    assert rot.check_rotation_count(
+    # which the zigzag case has (tests/test_ch5_checks.py checks that the mistake is named)
+    assert not rot.check_rotation_count(
         lambda a: ((np.diff(np.arctan2(np.diff(np.gradient(a)), np.diff(a))) + np.pi) % (2 * np.pi) - np.pi).sum()
         / (2 * np.pi))
 

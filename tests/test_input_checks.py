@@ -192,6 +192,7 @@ NO_ARRAY_INPUT = {
     "rotations.RotationAnalysis": "result record",
     "rotations.check_rotation_count": "takes the learner's function",
     "rotations.check_amplitude_growth": "takes the learner's function",
+    "rotations.check_cut": "takes the learner's result (a RotationTest) and the run it came from",
     "lowdim.PooledPCA": "result record (its sq_error has a case)",
     "lowdim.SiteSpectra": "result record",
     "lowdim.AutoencoderFit": "result record",
