@@ -39,6 +39,7 @@ from .hooks import capture, check_token_ids, residual_hooks
 from .models import ALIASES, DEFAULT_MODEL, SITE_KINDS, MissingModelFolderError, ModelLoadError, ModelSpec, \
     ModelTooLargeError, RemoteUnavailableError, UnsupportedModelError, check_model_fits, load_weights, open_model, \
     resolve_spec, text_config
+from .streaming import release
 from .store import (FORMAT_VERSION, CacheError, EntryWriter, StoreFile, _entry_dir, activations_dir, cache_key, check_cache_room,
                     clean_stale_temporaries, entry_meta, find_entries, ids_digest, load_result, pick_entry, read_entry,
                     result_path, results_dir, save_result, write_entry)
@@ -188,7 +189,9 @@ def nonfinite_sites(acts: np.ndarray, block_bytes: int = 8 << 20) -> np.ndarray:
     found = []
     for start in range(0, arr.shape[0], step):
         block = arr[start : start + step]
-        if np.isfinite(block).all():
+        finite = np.isfinite(block).all()
+        release(arr)  # a cached capture's pages read here do not stay resident (tdcourse.streaming)
+        if finite:
             continue
         s, t = np.nonzero(~np.isfinite(block).reshape(block.shape[0], block.shape[1], -1).all(axis=2))
         found.append(np.stack([s + start, t], axis=1))
