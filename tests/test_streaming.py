@@ -189,3 +189,28 @@ def test_read_copies_and_gives_the_pages_back(tmp_path, monkeypatch):
         streaming.release(mapped)
         assert file_pages() - before < 512  # ... and are given back
     streaming.release(acts)  # an array in memory: nothing to give back, no error
+
+
+@pytest.mark.parametrize("store_dtype", ["float16", "bfloat16"])
+def test_a_half_store_is_checked_and_streamed_without_upcasting_it_whole(tmp_path, monkeypatch, store_dtype):
+    """check_acts and chapter 2's analysis take a half store as it is (read block by block as
+    float32): the same results as on its float32 upcast, and no NaN check through np.asarray."""
+    from tdcourse.store import HalfStoreArray
+
+    monkeypatch.setenv("TDCOURSE_CACHE", str(tmp_path))
+    acts = _stack(25, n_sites=4, d=6, seed=8, dtype=np.float32)
+    meta = {"format_version": cap.FORMAT_VERSION, "model": {"name": "t", "source": "t", "revision": None,
+            "quant": "none", "dtype": "float32", "init": "trained", "seed": 0},
+            "recipe": {"n": len(acts)}, "data_sha256": "d", "input_ids_sha256": "i", "store_dtype": store_dtype,
+            "sites": ["resid_pre", "resid_mid"], "position": "last"}
+    with EntryWriter(meta, acts.shape, cap.site_names(2), [f"t{i}" for i in range(len(acts))],
+                     store_dtype=store_dtype) as w:
+        w[:] = acts
+        path = w.commit()
+    half = cap.read_activations(path).acts
+    assert isinstance(half, HalfStoreArray)
+    monkeypatch.setattr(HalfStoreArray, "__array__", lambda *a, **k: pytest.fail("upcast whole"))
+    assert cap.check_acts(half) is half
+    got = C.analyse.__wrapped__(half, n_boot=4, n_dirs=3)
+    monkeypatch.undo()
+    _fields_close(got, C.analyse.__wrapped__(np.asarray(half), n_boot=4, n_dirs=3), atol=0)
