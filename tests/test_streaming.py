@@ -214,3 +214,27 @@ def test_a_half_store_is_checked_and_streamed_without_upcasting_it_whole(tmp_pat
     got = C.analyse.__wrapped__(half, n_boot=4, n_dirs=3)
     monkeypatch.undo()
     _fields_close(got, C.analyse.__wrapped__(np.asarray(half), n_boot=4, n_dirs=3), atol=0)
+
+
+def test_pooled_standardize_streamed_is_bit_for_bit(monkeypatch):
+    """Chapter 6's pooled z-scores, mean and variance streamed over blocks of 1, 3 (not dividing
+    the 17 fitting samples) or all samples: equal to float64 rounding (the deviations in the
+    stored precision, as before, summed in float64)."""
+    from tdcourse import lowdim
+
+    acts = (_stack(50, n_sites=6, d=9, seed=9) * np.arange(1, 10)).astype(np.float32)
+    idx = np.arange(0, 50, 3)
+    want = None
+    for block in (1 << 30, 3 * 3 * 8 * 6 * 9, 1):
+        monkeypatch.setattr(streaming, "BLOCK_BYTES", block)
+        got = lowdim.pooled_standardize(acts, fit_idx=idx)
+        if want is None:
+            rows = acts[idx].reshape(-1, 9)
+            mean = rows.astype(np.float64).mean(0)
+            var = np.mean((rows - mean.astype(np.float32)) ** 2, axis=0, dtype=np.float64)
+            np.testing.assert_allclose(got[1], mean, rtol=1e-13)
+            np.testing.assert_allclose(got[2], np.sqrt(var), rtol=1e-12)
+            want = got
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-6, atol=1e-6)  # float32 z
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-13)
+        np.testing.assert_allclose(got[2], want[2], rtol=1e-13)
