@@ -708,8 +708,9 @@ def analyse(acts: np.ndarray, n_boot: int = 100, n_perm: int = 1, n_dirs: int = 
     unit = _pairs_pass(src, w=w_all, null_rows=rows[0], trace=method == "pearson")
     null = np.stack([unit.pop("null")] + [_pairs_pass(src, null_rows=p)["null"] for p in rows[1:]])
     rot = _pairs_pass(_Source(acts, q, means=means, ranks=method == "spearman"), w=w_all)["r_w"]
-    r, boot = unit["r_w"][0], unit["r_w"][1:]
-    r_rot, boot_rot = rot[0], rot[1:]
+    # copies of the full-sample rows: a view would keep every resample alive with the result
+    r, boot = unit["r_w"][0].copy(), unit["r_w"][1:]
+    r_rot, boot_rot = rot[0].copy(), rot[1:]
     del unit["r_w"], rot
     if method == "pearson":
         var, cov, wvar = unit["var"], unit["cov"], unit["wvar"]
