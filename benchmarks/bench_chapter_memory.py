@@ -61,14 +61,30 @@ NotebookClient(nb, timeout=3600, kernel_name="python3", resources={"metadata": {
 def measured(cmd: list[str], env: dict) -> dict:
     """Run ``cmd``; its wall time (s), peak RSS (GiB, the process and the children it waited
     for), exit status, output tail and the 1-minute load average before and after."""
+    return measured_together([cmd], env)[0]
+
+
+def measured_together(cmds: list[list[str]], env: dict) -> list[dict]:
+    """Run ``cmds`` at the same time, each measured as :func:`measured` does."""
+    import tempfile
+
     load0 = os.getloadavg()[0]
     t = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return {"wall_s": time.perf_counter() - t, "peak_gib": usage.ru_maxrss / 2**20, "rc": proc.returncode,
-            "out": out.strip().splitlines(), "load": (load0, os.getloadavg()[0])}
+    logs = [tempfile.TemporaryFile(mode="w+") for _ in cmds]
+    procs = [subprocess.Popen(c, env=env, stdout=f, stderr=subprocess.STDOUT, text=True) for c, f in zip(cmds, logs)]
+    done = {}
+    while len(done) < len(procs):
+        pid, status, usage = os.wait4(-1, 0)
+        for i, p in enumerate(procs):
+            if p.pid == pid:
+                p.returncode = os.waitstatus_to_exitcode(status)
+                done[i] = {"wall_s": time.perf_counter() - t, "peak_gib": usage.ru_maxrss / 2**20,
+                           "rc": p.returncode, "load": (load0, os.getloadavg()[0])}
+    for i, f in enumerate(logs):
+        f.seek(0)
+        done[i]["out"] = f.read().strip().splitlines()
+        f.close()
+    return [done[i] for i in range(len(procs))]
 
 
 def line(name: str, r: dict, target: float | None = None) -> str:
@@ -76,7 +92,7 @@ def line(name: str, r: dict, target: float | None = None) -> str:
     if target is not None:
         verdict = f"   {'below' if r['peak_gib'] < target else 'OVER'} target {target:g} GiB"
     status = "" if r["rc"] == 0 else f"   FAILED (exit {r['rc']}): {' | '.join(r['out'][-3:])}"
-    return (f"{name:34s} wall {r['wall_s']:7.1f} s   peak RSS {r['peak_gib']:5.2f} GiB   "
+    return (f"{name:48s} wall {r['wall_s']:7.1f} s   peak RSS {r['peak_gib']:5.2f} GiB   "
             f"load {r['load'][0]:.1f}->{r['load'][1]:.1f}{verdict}{status}")
 
 
@@ -88,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chapters", nargs="*", default=["02"], help="notebook stems or prefixes")
     parser.add_argument("--analysis", action="store_true", help="also chapter 2's analysis alone")
     parser.add_argument("--no-notebooks", action="store_true", help="skip the notebooks")
+    parser.add_argument("--parallel-captures", action="store_true", help="the two captures at the same time")
     parser.add_argument("--log", type=Path, default=None, help="append the results here")
     args = parser.parse_args(argv)
 
@@ -114,9 +131,15 @@ def main(argv: list[str] | None = None) -> int:
         model = r["out"][-1].strip()
         emit(f"stand-in {args.kind}: {model} (built or found in {r['wall_s']:.0f} s)")
     env.update(TDCOURSE_MODEL=model, TDCOURSE_N=str(args.n))
-    for init in ("trained", "random"):
-        r = measured([py, "-m", "tdcourse", "capture", "--model", model, "--n", str(args.n), "--init", init], env)
-        emit(line(f"capture {init} (or read from cache)", r))
+    caps = {init: [py, "-m", "tdcourse", "capture", "--model", model, "--n", str(args.n), "--init", init]
+            for init in ("trained", "random")}
+    if args.parallel_captures:  # one thread each (OMP_NUM_THREADS=1): two cores, two captures
+        results = dict(zip(caps, measured_together(list(caps.values()), env)))
+    else:
+        results = {init: measured(cmd, env) for init, cmd in caps.items()}
+    for init, r in results.items():
+        together = " (both at once)" if args.parallel_captures else ""
+        emit(line(f"capture {init} (or read from cache){together}", r))
         if r["rc"] != 0:
             return 1
     ok = True
