@@ -28,7 +28,7 @@ import numpy as np
 
 from .store import HalfStoreArray
 
-__all__ = ["BLOCK_BYTES", "release", "read", "sample_blocks", "site_means", "is_mapped"]
+__all__ = ["BLOCK_BYTES", "is_mapped", "read", "release", "sample_blocks", "site_means"]
 
 #: Default bytes of one block of samples, in float64, for a streamed pass.
 BLOCK_BYTES = 32 << 20
