@@ -238,3 +238,38 @@ def test_pooled_standardize_streamed_is_bit_for_bit(monkeypatch):
         np.testing.assert_allclose(got[0], want[0], rtol=1e-6, atol=1e-6)  # float32 z
         np.testing.assert_allclose(got[1], want[1], rtol=1e-13)
         np.testing.assert_allclose(got[2], want[2], rtol=1e-13)
+
+
+@pytest.mark.parametrize("store_dtype", ["float32", "float16", "bfloat16"])
+def test_plain_file_reads_equal_the_map(tmp_path, monkeypatch, store_dtype):
+    """streaming.read reads a mapped capture with plain file reads (the page cache, not the
+    process's resident memory) for the indexes the statistics use, on views of it too: every
+    one equals indexing the array; other indexes go through the map."""
+    monkeypatch.setenv("TDCOURSE_CACHE", str(tmp_path))
+    acts = _stack(13, n_sites=6, d=5, seed=10, dtype=np.float32)
+    meta = {"format_version": cap.FORMAT_VERSION, "model": {"name": "t", "source": "t", "revision": None,
+            "quant": "none", "dtype": "float32", "init": "trained", "seed": 0},
+            "recipe": {"n": 13}, "data_sha256": "d", "input_ids_sha256": "i",
+            "sites": ["resid_pre", "resid_mid"], "position": "last",
+            **({"store_dtype": store_dtype} if store_dtype != "float32" else {})}
+    with EntryWriter(meta, acts.shape, cap.site_names(3), [f"t{i}" for i in range(13)], store_dtype=store_dtype) as w:
+        w[:] = acts
+        path = w.commit()
+    mapped = cap.read_activations(path).acts
+    want = np.asarray(mapped)  # float32 (a half store upcast)
+    rows = np.random.default_rng(0).permuted(np.broadcast_to(np.arange(13)[:, None], (13, 6)), axis=0)
+    order = np.random.default_rng(1).permuted(np.broadcast_to(np.arange(6), (13, 6)), axis=1)  # sites per sample
+    keys = [np.s_[2:9], np.s_[2:9, 1:4], np.s_[:, 3], np.s_[-4:], np.array([5, 0, 12, 5]),
+            (np.array([5, 0, 12]), slice(2, 6)), (rows[3:8, 1:4], np.arange(1, 4)[None, :]),
+            (np.arange(4, 7)[:, None], order[4:7]), np.s_[3, 2], np.s_[::2], np.s_[:, :, 1:3], np.s_[0:0]]
+    for key in keys:
+        np.testing.assert_array_equal(streaming.read(mapped, key), want[key], err_msg=repr(key))
+        got = streaming.read(mapped, key, np.float64)
+        assert got.dtype == np.float64
+        np.testing.assert_array_equal(got, want[key].astype(np.float64))
+    with pytest.raises(IndexError):
+        streaming.read(mapped, (rows[:2, :2], np.array([[0, 6]])))  # site 6 of 6: numpy's error, not a wrap
+    if store_dtype == "float32":  # a view of the map (a chapter's run.acts[:300, :6]) reads from its place
+        view = mapped[3:11, 1:5]
+        for key in (np.s_[1:6], np.s_[:, 2], (np.array([[0, 7], [2, 3]]), np.array([[1, 3]])), np.s_[2:5, 1:3]):
+            np.testing.assert_array_equal(streaming.read(view, key), view[key], err_msg=repr(key))
