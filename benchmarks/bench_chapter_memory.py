@@ -119,7 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     def emit(text: str) -> None:
         print(text, flush=True)
         lines.append(text)
+        if args.log:  # line by line: a run stopped half-way keeps what it measured
+            with args.log.open("a") as f:
+                f.write(text + "\n")
 
+    if args.log:
+        args.log.parent.mkdir(parents=True, exist_ok=True)
+        with args.log.open("a") as f:
+            f.write("\n".join(lines) + "\n")
     for text in lines:
         print(text, flush=True)
     model = args.model
@@ -159,9 +166,8 @@ def main(argv: list[str] | None = None) -> int:
             emit(line(f"{nb.stem} notebook (cold)", r, target))
             ok &= r["rc"] == 0 and (target is None or r["peak_gib"] < target)
     if args.log:
-        args.log.parent.mkdir(parents=True, exist_ok=True)
         with args.log.open("a") as f:
-            f.write("\n".join(lines) + "\n\n")
+            f.write("\n")
     return 0 if ok else 1
 
 
