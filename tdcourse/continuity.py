@@ -97,6 +97,8 @@ _BLOCK = 32 << 20
 _ACC = 48 << 20
 #: The fewest samples per block when a chunk of sites is chosen (matrix products stay efficient).
 _MIN_BLOCK_SAMPLES = 64
+# The most bytes of bootstrap correlations analyse holds at once (resamples × pairs × units).
+_BOOT_BYTES = 256 << 20
 
 
 # --------------------------------------------------------------------------- validation
@@ -690,7 +692,8 @@ def analyse(acts: np.ndarray, n_boot: int = 100, n_perm: int = 1, n_dirs: int = 
     for the means, one pass over the unit basis (r, its resamples, the first null draw and the
     basis-free trace moments at once) and one over the rotated basis. The largest arrays are
     the resamples' r, ``(n_boot + 1) × (n_sites − 1) × d_model`` float64 (208 MB for Llama 3.1
-    8B's shape at ``n_boot = 100``), which do not grow with N; their summaries are taken a few
+    8B's shape at ``n_boot = 100``, 1.05 GB at 70B's), which do not grow with N: they are made
+    and summarised in groups of at most 256 MB (one more pass over the data per group), a few
     resamples at a time. With ``method="spearman"`` a chunk of sites holds the ranks of all N
     samples (a rank needs the whole column): at least two sites, ``2 × N × d_model`` float32.
     """
@@ -713,34 +716,47 @@ def analyse(acts: np.ndarray, n_boot: int = 100, n_perm: int = 1, n_dirs: int = 
     rows = [_null_rows(rng, n, n_sites) for _ in range(n_perm)]
     # Streamed passes (working memory independent of N): the unit basis gives r, its resamples,
     # the first null draw and (Pearson) the basis-free trace moments; the rotated basis its own.
-    means = streaming.site_means(acts) if method == "pearson" else None
-    src = _Source(acts, means=means, ranks=method == "spearman")
-    unit = _pairs_pass(src, w=w_all, null_rows=rows[0], trace=method == "pearson")
-    null = np.stack([unit.pop("null")] + [_pairs_pass(src, null_rows=p)["null"] for p in rows[1:]])
-    rot = _pairs_pass(_Source(acts, q, means=means, ranks=method == "spearman"), w=w_all)["r_w"]
-    # copies of the full-sample rows: a view would keep every resample alive with the result
-    r, boot = unit["r_w"][0].copy(), unit["r_w"][1:]
-    r_rot, boot_rot = rot[0].copy(), rot[1:]
-    del unit["r_w"], rot
-    if method == "pearson":
+    # The resamples' r ((n_boot + 1) × pairs × units, float64) are made and summarised in groups
+    # of at most _BOOT_BYTES (one group up to Llama 3.1 8B's shape; five at 70B's): each group
+    # is one more pass over the data, and the same numbers as one group.
+    pearson = method == "pearson"
+    means = streaming.site_means(acts) if pearson else None
+    parts: dict[str, list] = {"median": [], "rising": [], "diff": [], "mean_diff": [], "change": [], "median_rot": []}
+    per = max(1, _BLOCK // max(1, 8 * (n_sites - 1) * d))  # resamples per summary step
+    for basis in ("unit", "rot"):
+        src = _Source(acts, None if basis == "unit" else q, means=means, ranks=not pearson)
+        group = max(1, _BOOT_BYTES // max(1, 8 * (n_sites - 1) * src.d_out))
+        for g0 in range(0, len(w_all), group):
+            first = g0 == 0
+            out = _pairs_pass(src, w=w_all[g0 : g0 + group], null_rows=rows[0] if first and basis == "unit" else None,
+                              trace=first and basis == "unit" and pearson)
+            boot = out.pop("r_w")
+            if first:  # row 0: the full sample (a copy: a view would keep the group alive)
+                if basis == "unit":
+                    r, unit = boot[0].copy(), out
+                else:
+                    r_rot = boot[0].copy()
+                boot = boot[1:]
+            for i in range(0, len(boot), per):
+                b = boot[i : i + per]
+                flat = b.reshape(len(b), -1)
+                if basis == "rot":
+                    parts["median_rot"].append(np.nanmedian(flat, axis=1))
+                    continue
+                diff_b = within_minus_across(b)
+                parts["median"].append(np.nanmedian(flat, axis=1))
+                parts["rising"].append(np.mean(depth_trend(b) > 0, axis=1))
+                parts["diff"].append(np.nanmedian(diff_b, axis=1))
+                parts["mean_diff"].append(np.nanmean(diff_b, axis=1))
+                parts["change"].append(np.mean(_late_minus_early(b) > 0, axis=1))
+            del boot, out
+    part = {k: np.concatenate(v) for k, v in parts.items()}
+    null = np.stack([unit["null"]] + [_pairs_pass(_Source(acts, means=means, ranks=not pearson), null_rows=p)["null"]
+                                      for p in rows[1:]])
+    if pearson:
         var, cov, wvar = unit["var"], unit["cov"], unit["wvar"]
     else:  # stream and write stay on the activations
         var, cov, wvar = _trace_moments(acts)
-
-    # Summaries of every resample, a few resamples at a time (no temporary of the whole array).
-    per = max(1, _BLOCK // max(1, 8 * boot[0].size))
-    parts = {"median": [], "rising": [], "diff": [], "mean_diff": [], "change": [], "median_rot": []}
-    for i in range(0, len(w), per):
-        b = boot[i : i + per]
-        diff_b = within_minus_across(b)
-        parts["median"].append(np.nanmedian(b.reshape(len(b), -1), axis=1))
-        parts["rising"].append(np.mean(depth_trend(b) > 0, axis=1))
-        parts["diff"].append(np.nanmedian(diff_b, axis=1))
-        parts["mean_diff"].append(np.nanmean(diff_b, axis=1))
-        parts["change"].append(np.mean(_late_minus_early(b) > 0, axis=1))
-        parts["median_rot"].append(np.nanmedian(boot_rot[i : i + per].reshape(len(b), -1), axis=1))
-    part = {k: np.concatenate(v) for k, v in parts.items()}
-    del boot, boot_rot
 
     trend = depth_trend(r)
     diff = within_minus_across(r)

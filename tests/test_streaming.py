@@ -66,6 +66,7 @@ def knobs(request, monkeypatch):
     monkeypatch.setattr(C, "_BLOCK", block)
     monkeypatch.setattr(C, "_ACC", acc)
     monkeypatch.setattr(C, "_MIN_BLOCK_SAMPLES", 1)
+    monkeypatch.setattr(C, "_BOOT_BYTES", {1: 1, 1 << 30: 1 << 30}.get(block, 3 * 8 * 7 * 6))  # 1, 3, all resamples
     monkeypatch.setattr(streaming, "BLOCK_BYTES", block)
     return request.param
 
@@ -131,12 +132,14 @@ def _fields_close(a, b, atol=1e-10):
 
 @pytest.mark.parametrize("n", [21, 40])  # the smallest run that carries a verdict, and a larger one
 def test_analyse_streamed_equals_one_block(knobs, monkeypatch, n):
-    """Chapter 2's whole analysis in blocks (knobs) equals it computed in one block of samples and
-    one chunk of sites (what the in-memory code computed), on a float32 array."""
+    """Chapter 2's whole analysis in blocks (knobs; the resamples in groups of 1, 3 or all) equals
+    it computed in one block of samples, one chunk of sites and one group of resamples (what the
+    in-memory code computed), on a float32 array."""
     acts = _stack(n, n_sites=8, d=6, seed=n, dtype=np.float32)
     got = C.analyse.__wrapped__(acts, n_boot=7, n_dirs=4, n_perm=2, seed=1)
     monkeypatch.setattr(C, "_BLOCK", 1 << 30)
     monkeypatch.setattr(C, "_ACC", 1 << 30)
+    monkeypatch.setattr(C, "_BOOT_BYTES", 1 << 30)
     want = C.analyse.__wrapped__(acts, n_boot=7, n_dirs=4, n_perm=2, seed=1)
     _fields_close(got, want)
     np.testing.assert_allclose(got.r, _ref_adjacent(acts), atol=1e-10)
@@ -150,6 +153,7 @@ def test_analyse_spearman_streamed(knobs, monkeypatch):
     got = C.analyse.__wrapped__(acts, n_boot=5, n_dirs=4, method="spearman")
     monkeypatch.setattr(C, "_BLOCK", 1 << 30)
     monkeypatch.setattr(C, "_ACC", 1 << 30)
+    monkeypatch.setattr(C, "_BOOT_BYTES", 1 << 30)
     want = C.analyse.__wrapped__(acts, n_boot=5, n_dirs=4, method="spearman")
     for name in ("r", "r_rot", "null", "stream", "write", "diff"):
         np.testing.assert_allclose(getattr(got, name), getattr(want, name), atol=1e-10, err_msg=name)
