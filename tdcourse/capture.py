@@ -39,6 +39,7 @@ from .hooks import capture, check_token_ids, residual_hooks
 from .models import ALIASES, DEFAULT_MODEL, SITE_KINDS, MissingModelFolderError, ModelLoadError, ModelSpec, \
     ModelTooLargeError, RemoteUnavailableError, UnsupportedModelError, check_model_fits, load_weights, open_model, \
     resolve_spec, text_config
+from .streaming import release
 from .store import (FORMAT_VERSION, CacheError, EntryWriter, HalfStoreArray, StoreFile, _entry_dir, activations_dir, cache_key, check_cache_room,
                     clean_stale_temporaries, entry_meta, find_entries, ids_digest, load_result, pick_entry, read_entry,
                     result_path, results_dir, save_result, write_entry)
@@ -149,7 +150,7 @@ def check_acts(acts, min_samples: int = 1, min_sites: int = 1, name: str = "acts
     """
     from .checks import check_dtype
 
-    arr = np.asarray(acts)
+    arr = acts if isinstance(acts, HalfStoreArray) else np.asarray(acts)  # a half store: not upcast whole
     if arr.ndim != 3:
         raise ValueError(f"{name} must have shape (n_samples, n_sites, d_model), got {arr.shape}")
     if min(arr.shape) < 1:
@@ -182,13 +183,15 @@ def nonfinite_sites(acts: np.ndarray, block_bytes: int = 8 << 20) -> np.ndarray:
     ndarray of int of shape (n_bad, 2)
         Rows ``(sample, site)``, in order; empty when every value is finite.
     """
-    arr = np.asarray(acts)
+    arr = acts if isinstance(acts, HalfStoreArray) else np.asarray(acts)  # a half store upcasts block by block
     per_sample = max(1, arr[0].nbytes if arr.ndim and len(arr) else 1)
     step = max(1, block_bytes // per_sample)
     found = []
     for start in range(0, arr.shape[0], step):
         block = arr[start : start + step]
-        if np.isfinite(block).all():
+        finite = np.isfinite(block).all()
+        release(arr)  # a cached capture's pages read here do not stay resident (tdcourse.streaming)
+        if finite:
             continue
         s, t = np.nonzero(~np.isfinite(block).reshape(block.shape[0], block.shape[1], -1).all(axis=2))
         found.append(np.stack([s + start, t], axis=1))

@@ -15,10 +15,19 @@ What this module adds to numpy / scipy:
 * :func:`adjacent_corr`: ``r`` for all pairs and units at once, optionally in a rotated basis;
 * :func:`permutation_null`: the same with the samples of the later site shuffled;
 * :func:`bootstrap_corr`: ``r`` on bootstrap resamples of the samples, computed from weighted
-  moments (one matrix product per chunk of sites, no Python loop over resamples or units);
+  moments (one matrix product per block of samples and chunk of sites, no Python loop over
+  resamples or units);
 * :func:`stream_corr`, :func:`write_ratio`: basis-free counterparts that explain continuity by
   the residual connection (each block adds a write that is small next to the stream);
 * :func:`analyse` and :func:`verdicts` for the chapter; ``check_…`` helpers for its exercises.
+
+Every statistic here is a sum over samples, so each is **streamed**: the array is read in
+chunks of sites and, inside a chunk, blocks of samples (a cached capture through
+:func:`tdcourse.streaming.read`, its memory map's pages given back after each block), and the
+sums are accumulated in float64 after centring every unit by its full-sample mean (one pass
+before). Working memory is bounded (``_BLOCK`` + ``_ACC``, about 100 MB) whatever N; what grows
+is the result (the bootstrap's ``n_boot × pairs × units`` in :func:`analyse`, independent of
+N). Results equal the one-block computation to float64 rounding.
 
 Random rotations come from :func:`scipy.stats.ortho_group`, Spearman trends from
 :func:`tdcourse.stats.spearman_rows`, the paired test from :func:`scipy.stats.wilcoxon`.
@@ -43,6 +52,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .capture import check_acts
+from . import streaming
 from .checks import check_array, check_run_size
 from . import stats
 from .exercises import report, run_case
@@ -80,8 +90,15 @@ HIGH_R = 0.8
 #: Correlation coefficients of :func:`analyse`: Pearson's (the chapter's) and Spearman's.
 METHODS = ("pearson", "spearman")
 
-# Elements (samples × sites × units) handled per chunk of sites: ~64 MB in float64.
-_CHUNK = 1 << 23
+# Working memory of a streamed pass over the samples (bytes, float64): one block of samples ×
+# sites × units (read, centred, rotated; a few temporaries of its size), and the accumulators of
+# one chunk of sites (the weighted moments of every resample). Neither grows with N.
+_BLOCK = 32 << 20
+_ACC = 48 << 20
+#: The fewest samples per block when a chunk of sites is chosen (matrix products stay efficient).
+_MIN_BLOCK_SAMPLES = 64
+# The most bytes of bootstrap correlations analyse holds at once (resamples × pairs × units).
+_BOOT_BYTES = 256 << 20
 
 
 # --------------------------------------------------------------------------- validation
@@ -115,11 +132,6 @@ def _as_r(r: np.ndarray, name: str = "r") -> np.ndarray:
     return arr
 
 
-def _chunks(n_samples: int, n_pairs: int, d_model: int) -> list[tuple[int, int]]:
-    step = max(2, _CHUNK // max(1, n_samples * d_model))
-    return [(s, min(s + step, n_pairs)) for s in range(0, n_pairs, step)]
-
-
 def pair_names(sites: Sequence[str]) -> list[str]:
     """Names of the adjacent pairs, ``"resid_pre.0→resid_mid.0"``, … (length ``n_sites − 1``)."""
     sites = list(sites)
@@ -131,42 +143,165 @@ def pair_names(sites: Sequence[str]) -> list[str]:
 # --------------------------------------------------------------------------- correlations
 
 
-def _pair_corr(a: np.ndarray, b: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
-    """Pearson r of each column of ``a`` with the same column of ``b`` (no checks).
+class _Source:
+    """Sites of ``acts`` along a basis, as centred float64 blocks of samples (no checks).
 
-    ``a, b`` of shape ``(n, k, d)``; ``w`` of shape ``(n_w, n)`` (rows summing to 1) gives
-    weighted moments, one result per row: ``(n_w, k, d)``; ``None`` gives ``(k, d)``.
+    ``acts`` is read through :func:`tdcourse.streaming.read` (a cached capture's memory-map
+    pages are given back after every block). The values are centred by ``means`` (the full
+    sample's mean of every unit, :func:`tdcourse.streaming.site_means`) before the rotation
+    ``q``. With ``ranks=True`` each (site, direction) column is replaced by its samples' ranks
+    (:func:`sample_ranks`), computed for all samples of the chunk of sites being read (a rank
+    needs the whole column), then centred by their mean.
     """
-    a = a - a.mean(0)  # shift invariance: weighted moments stay accurate after centring
-    b = b - b.mean(0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        if w is None:
-            sab = np.einsum("nkd,nkd->kd", a, b)
-            return sab / np.sqrt(np.einsum("nkd,nkd->kd", a, a) * np.einsum("nkd,nkd->kd", b, b))
-        n, k, d = a.shape
-        a2, b2 = a.reshape(n, k * d), b.reshape(n, k * d)
-        ma, mb = w @ a2, w @ b2
-        cab = w @ (a2 * b2) - ma * mb
-        vaa = w @ (a2 * a2) - ma * ma
-        vbb = w @ (b2 * b2) - mb * mb
-        return (cab / np.sqrt(vaa * vbb)).reshape(len(w), k, d)
+
+    def __init__(self, acts, q: np.ndarray | None = None, means: np.ndarray | None = None, ranks: bool = False):
+        self.acts, self.q, self.ranks = acts, q, ranks
+        self.n, self.n_sites, self.d_in = (int(x) for x in acts.shape)
+        self.d_out = self.d_in if q is None else int(q.shape[1])
+        if ranks:
+            self._lo, self._ranks, self._mean = 0, np.empty((self.n, 0, self.d_out), np.float32), np.empty((0, self.d_out))
+        else:
+            self.means = streaming.site_means(acts) if means is None else means
+
+    def prepare(self, a0: int, b: int) -> None:
+        """Sites ``a0 … b − 1`` are read next (ranks: compute them, reusing those already held)."""
+        if not self.ranks:
+            return
+        from scipy.stats import rankdata
+
+        out = np.empty((self.n, b - a0, self.d_out), dtype=np.float32)
+        for s in range(a0, b):
+            if self._lo <= s < self._lo + self._ranks.shape[1]:  # the site carried from the chunk before
+                out[:, s - a0] = self._ranks[:, s - self._lo]
+                continue
+            x = streaming.read(self.acts, np.s_[:, s])
+            out[:, s - a0] = rankdata(x if self.q is None else x.astype(np.float64) @ self.q, axis=0)
+        self._lo, self._ranks = a0, out
+        self._mean = out.mean(0, dtype=np.float64)
+
+    def _rotate(self, x: np.ndarray) -> np.ndarray:
+        if self.q is None or self.ranks:
+            return x
+        # one 2-D product (BLAS); a batched 3-D matmul on a slice is several times slower
+        return (x.reshape(-1, x.shape[-1]) @ self.q).reshape(*x.shape[:-1], self.q.shape[1])
+
+    def block(self, i0: int, i1: int, a0: int, b: int) -> np.ndarray:
+        """Samples ``i0 … i1 − 1`` at sites ``a0 … b − 1``: shape ``(i1 − i0, b − a0, d_out)``."""
+        if self.ranks:
+            x = self._ranks[i0:i1, a0 - self._lo : b - self._lo].astype(np.float64)
+            x -= self._mean[a0 - self._lo : b - self._lo]
+            return x
+        x = streaming.read(self.acts, np.s_[i0:i1, a0:b], np.float64)
+        x -= self.means[a0:b]
+        return self._rotate(x)
+
+    def gather(self, rows: np.ndarray, sites: np.ndarray) -> np.ndarray:
+        """Sample ``rows[i, j]`` at site ``sites[j]``: shape ``(len(rows), len(sites), d_out)``."""
+        if self.ranks:
+            x = self._ranks[rows, (sites - self._lo)[None, :]].astype(np.float64)
+            x -= self._mean[sites - self._lo]
+            return x
+        x = streaming.read(self.acts, (rows, sites[None, :]), np.float64)
+        x -= self.means[sites]
+        return self._rotate(x)
 
 
-def _sites(acts: np.ndarray, lo: int, hi: int, q: np.ndarray | None, rows: np.ndarray | None = None) -> np.ndarray:
-    """Sites ``lo … hi − 1`` in float64, optionally with each site's samples re-ordered by
-    ``rows[:, site]`` and rotated into the basis ``q``: shape ``(n, hi − lo, d)``."""
-    if rows is None:
-        x = acts[:, lo:hi].astype(np.float64)
-    else:
-        x = acts[rows[:, lo:hi], np.arange(lo, hi)[None, :]].astype(np.float64)
-    if q is None:
-        return x
-    # one 2-D product (BLAS); a batched 3-D matmul on a slice is several times slower
-    return (x.reshape(-1, x.shape[-1]) @ q).reshape(*x.shape[:-1], q.shape[1])
+def _plan(src: _Source, n_w: int) -> tuple[int, int]:
+    """Sites per chunk and samples per block of a streamed pass with ``n_w`` weight rows."""
+    per_site = 8 * src.d_out * (4 * max(n_w, 1) + 3)  # M, S, C and their products; unweighted sums
+    k = max(1, min(src.n_sites, _ACC // per_site))
+    k = max(1, min(k, _BLOCK // (8 * _MIN_BLOCK_SAMPLES * max(src.d_in, src.d_out)) - 1))
+    if src.ranks:  # all samples of the chunk's ranks are held
+        k = max(1, min(k, 2 * _BLOCK // (4 * src.n * src.d_out) - 1))
+    step = max(1, _BLOCK // (8 * (k + 1) * max(src.d_in, src.d_out)))
+    return k, step
+
+
+def _pairs_pass(src: _Source, w: np.ndarray | None = None, null_rows: np.ndarray | None = None,
+                trace: bool = False) -> dict[str, np.ndarray]:
+    """One streamed pass over every adjacent pair of sites of ``src``, in chunks of sites and,
+    inside a chunk, blocks of samples (working memory ``_BLOCK`` + ``_ACC``, whatever N).
+
+    Each chunk reads its sites and the site before it (whose moments it carries from the chunk
+    before), so every pair is made once. Sums over samples are accumulated block by block:
+
+    * ``w`` (n_w, n) weights (rows summing to 1): weighted mean, variance and covariance of
+      every resample at once -> ``"r_w"`` (n_w, n_pairs, d);
+    * always: the plain sums of squares and cross products of the centred values ->
+      ``"r"`` (n_pairs, d), Pearson r of the full sample;
+    * ``null_rows`` (n, n_sites): the later site of each pair read at the permuted samples
+      ``null_rows[:, site]`` -> ``"null"`` (n_pairs, d);
+    * ``trace``: the same sums over units -> ``"var"`` (n_sites,), ``"cov"`` and ``"wvar"``
+      (n_pairs,), divided by n − 1 (:func:`stream_corr`, :func:`write_ratio`).
+    """
+    n, n_sites, d = src.n, src.n_sites, src.d_out
+    n_w = 0 if w is None else len(w)
+    k, step = _plan(src, n_w)
+    out = {"r": np.empty((n_sites - 1, d))}
+    if w is not None:
+        out["r_w"] = np.empty((n_w, n_sites - 1, d))
+    if null_rows is not None:
+        out["null"] = np.empty((n_sites - 1, d))
+    if trace:
+        out.update(var=np.empty(n_sites), cov=np.empty(n_sites - 1), wvar=np.empty(n_sites - 1))
+    carry = None  # (weighted mean, weighted variance, sum of squares) of the site before the chunk
+    for a in range(0, n_sites, k):
+        b = min(a + k, n_sites)
+        a0 = max(a - 1, 0)
+        own, pairs = slice(a - a0, b - a0), slice(a0, b - 1)
+        n_pairs = b - 1 - a0
+        src.prepare(a0, b)
+        saa, sab = np.zeros((b - a, d)), np.zeros((n_pairs, d))
+        nab = np.zeros((n_pairs, d)) if null_rows is not None else None
+        tw = np.zeros(n_pairs) if trace else None
+        if w is not None:
+            m, s2, c = np.zeros((n_w, b - a, d)), np.zeros((n_w, b - a, d)), np.zeros((n_w, n_pairs, d))
+        for i0, i1 in streaming.sample_blocks(n, 1, step):
+            x = src.block(i0, i1, a0, b)
+            xo = x[:, own]
+            saa += np.einsum("nkd,nkd->kd", xo, xo)
+            if n_pairs:
+                sab += np.einsum("nkd,nkd->kd", x[:, :-1], x[:, 1:])
+            if w is not None:
+                wb, bn = w[:, i0:i1], i1 - i0
+                m += (wb @ xo.reshape(bn, -1)).reshape(m.shape)
+                s2 += (wb @ (xo * xo).reshape(bn, -1)).reshape(s2.shape)
+                if n_pairs:
+                    c += (wb @ (x[:, :-1] * x[:, 1:]).reshape(bn, -1)).reshape(c.shape)
+            if trace and n_pairs:
+                dx = x[:, 1:] - x[:, :-1]
+                tw += np.einsum("nkd,nkd->k", dx, dx)
+            if nab is not None and n_pairs:
+                later = np.arange(a0 + 1, b)
+                y = src.gather(null_rows[i0:i1, a0 + 1 : b], later)
+                nab += np.einsum("nkd,nkd->kd", x[:, :-1], y)
+        # the sums of squares of every site read, the carried one first
+        sq = saa if a0 == a else np.concatenate([carry[2][None], saa])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            norm = np.sqrt(sq[:-1] * sq[1:])
+            out["r"][pairs] = sab / norm
+            if nab is not None:
+                out["null"][pairs] = nab / norm
+            if w is not None:
+                v = s2 - m * m
+                mm = m if a0 == a else np.concatenate([carry[0][:, None], m], axis=1)
+                vv = v if a0 == a else np.concatenate([carry[1][:, None], v], axis=1)
+                out["r_w"][:, pairs] = (c - mm[:, :-1] * mm[:, 1:]) / np.sqrt(vv[:, :-1] * vv[:, 1:])
+        if trace:
+            out["var"][a:b] = saa.sum(1) / (n - 1)
+            out["cov"][pairs] = sab.sum(1) / (n - 1)
+            out["wvar"][pairs] = tw / (n - 1)
+        carry = (m[:, -1].copy() if w is not None else None, v[:, -1].copy() if w is not None else None,
+                 saa[-1].copy())
+    return out
 
 
 def adjacent_corr(acts: np.ndarray, basis: np.ndarray | None = None) -> np.ndarray:
     """Per-unit Pearson r between every pair of adjacent sites, across samples.
+
+    Streamed: the samples are read in blocks of sites and samples (a cached capture is never
+    loaded whole; working memory does not grow with N), the sums of products accumulated in
+    float64 after centring every unit by its full-sample mean (one pass before).
 
     Parameters
     ----------
@@ -184,13 +319,13 @@ def adjacent_corr(acts: np.ndarray, basis: np.ndarray | None = None) -> np.ndarr
         NaN where a unit is constant over samples at one of the two sites.
     """
     acts = _as_acts(acts)
-    n, n_sites, d = acts.shape
-    q = _as_basis(basis, d)
-    out = np.empty((n_sites - 1, d if q is None else q.shape[1]))
-    for lo, hi in _chunks(n, n_sites - 1, d):
-        x = _sites(acts, lo, hi + 1, q)
-        out[lo:hi] = _pair_corr(x[:, :-1], x[:, 1:])
-    return out
+    q = _as_basis(basis, acts.shape[2])
+    return _pairs_pass(_Source(acts, q))["r"]
+
+
+def _null_rows(rng: np.random.Generator, n: int, n_sites: int) -> np.ndarray:
+    """One draw of the permutation null: an independent permutation of the samples per site."""
+    return rng.permuted(np.broadcast_to(np.arange(n)[:, None], (n, n_sites)), axis=0)
 
 
 def permutation_null(acts: np.ndarray, n_perm: int = 1, seed: int = 0, basis: np.ndarray | None = None) -> np.ndarray:
@@ -198,7 +333,8 @@ def permutation_null(acts: np.ndarray, n_perm: int = 1, seed: int = 0, basis: np
 
     Shuffling breaks the pairing of a sample with itself across depth and keeps each site's
     distribution, so ``r`` then scatters around 0 with a spread of about ``1 / sqrt(n_samples)``.
-    Each site gets its own permutation in each draw.
+    Each site gets its own permutation in each draw. Streamed as :func:`adjacent_corr` (the
+    later site's samples are gathered block by block).
 
     Parameters
     ----------
@@ -219,22 +355,18 @@ def permutation_null(acts: np.ndarray, n_perm: int = 1, seed: int = 0, basis: np
     n, n_sites, d = acts.shape
     q = _as_basis(basis, d)
     rng = np.random.default_rng(seed)
-    out = np.empty((n_perm, n_sites - 1, d if q is None else q.shape[1]))
-    for p in range(n_perm):  # a few draws; everything inside is vectorised
-        rows = rng.permuted(np.broadcast_to(np.arange(n)[:, None], (n, n_sites)), axis=0)
-        for lo, hi in _chunks(n, n_sites - 1, d):
-            x = _sites(acts, lo, hi, q)
-            y = _sites(acts, lo + 1, hi + 1, q, rows)
-            out[p, lo:hi] = _pair_corr(x, y)
-    return out
+    src = _Source(acts, q)
+    return np.stack([_pairs_pass(src, null_rows=_null_rows(rng, n, n_sites))["null"] for _ in range(n_perm)])
 
 
 def bootstrap_corr(acts: np.ndarray, n_boot: int = 200, seed: int = 0, basis: np.ndarray | None = None,
                    weights: np.ndarray | None = None) -> np.ndarray:
     """:func:`adjacent_corr` on ``n_boot`` bootstrap resamples of the samples.
 
-    Computed from weighted moments (:func:`tdcourse.stats.bootstrap_weights`), one matrix product per chunk
-    of sites for all resamples at once. Resampling the samples (not the units) keeps the
+    Computed from weighted moments (:func:`tdcourse.stats.bootstrap_weights`: each resample's
+    counts of every sample, divided by N), accumulated over blocks of samples for all resamples
+    at once, one chunk of sites at a time: the same resamples as drawing indices, in working
+    memory that does not grow with N. Resampling the samples (not the units) keeps the
     dependence between units, so intervals on any statistic of ``r`` over units are honest.
 
     Parameters
@@ -258,27 +390,7 @@ def bootstrap_corr(acts: np.ndarray, n_boot: int = 200, seed: int = 0, basis: np
     w = stats.bootstrap_weights(n, n_boot, seed) if weights is None else check_array(weights, "weights").astype(np.float64)
     if w.ndim != 2 or w.shape[1] != n:
         raise ValueError(f"weights must have shape (n_boot, n_samples={n}), got {w.shape}")
-    out = np.empty((len(w), n_sites - 1, d if q is None else q.shape[1]))
-    # Each site is read (and rotated) once, in blocks of sites; its weighted mean and second
-    # moment serve both pairs it belongs to. The last site of a block is carried into the next.
-    prev = None  # (centred site, weighted mean, weighted variance) of the site before the block
-    for lo, hi in _chunks(n, n_sites, d):
-        x = _sites(acts, lo, hi, q)
-        x -= x.mean(0)  # shift invariance: weighted moments stay accurate after centring
-        k = x.shape[1]
-        x2 = x.reshape(n, -1)
-        m = (w @ x2).reshape(len(w), k, -1)
-        v = (w @ (x2 * x2)).reshape(len(w), k, -1) - m * m
-        if prev is not None:
-            xs, ms, vs = prev
-            with np.errstate(invalid="ignore", divide="ignore"):
-                out[:, lo - 1] = (w @ (xs * x[:, 0]) - ms * m[:, 0]) / np.sqrt(vs * v[:, 0])
-        if k > 1:
-            cross = (w @ (x[:, :-1] * x[:, 1:]).reshape(n, -1)).reshape(len(w), k - 1, -1) - m[:, :-1] * m[:, 1:]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                out[:, lo : hi - 1] = cross / np.sqrt(v[:, :-1] * v[:, 1:])
-        prev = (x[:, -1].copy(), m[:, -1], v[:, -1])
-    return out
+    return _pairs_pass(_Source(acts, q), w=w)["r_w"]
 
 
 def random_rotation(d_model: int, n_dirs: int | None = None, seed: int = 0) -> np.ndarray:
@@ -316,21 +428,11 @@ def random_rotation(d_model: int, n_dirs: int | None = None, seed: int = 0) -> n
 
 
 def _trace_moments(acts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Summed over units: variance at each site, covariance and write variance of each pair."""
+    """Summed over units: variance at each site, covariance and write variance of each pair
+    (divided by n − 1), in one streamed pass (see :func:`_pairs_pass`)."""
     acts = _as_acts(acts)
-    n, n_sites, d = acts.shape
-    var = np.empty(n_sites)
-    cov = np.empty(n_sites - 1)
-    wvar = np.empty(n_sites - 1)
-    for lo, hi in _chunks(n, n_sites - 1, d):
-        x = _sites(acts, lo, hi + 1, None)
-        x -= x.mean(0)
-        v = np.einsum("nkd,nkd->k", x, x) / (n - 1)
-        var[lo : hi + 1] = v
-        cov[lo:hi] = np.einsum("nkd,nkd->k", x[:, :-1], x[:, 1:]) / (n - 1)
-        dx = x[:, 1:] - x[:, :-1]
-        wvar[lo:hi] = np.einsum("nkd,nkd->k", dx, dx) / (n - 1)
-    return var, cov, wvar
+    out = _pairs_pass(_Source(acts), trace=True)
+    return out["var"], out["cov"], out["wvar"]
 
 
 def stream_corr(acts: np.ndarray) -> np.ndarray:
@@ -466,9 +568,9 @@ def sample_ranks(acts: np.ndarray, basis: np.ndarray | None = None) -> np.ndarra
     acts = _as_acts(acts)
     q = _as_basis(basis, acts.shape[2])
     out = np.empty(acts.shape[:2] + ((acts.shape[2],) if q is None else (q.shape[1],)), dtype=np.float32)
-    for s in range(acts.shape[1]):  # one site at a time: bounded memory
-        x = acts[:, s] if q is None else acts[:, s].astype(np.float64) @ q
-        out[:, s] = rankdata(x, axis=0)
+    for s in range(acts.shape[1]):  # one site at a time: bounded working memory (the result is whole)
+        x = streaming.read(acts, np.s_[:, s])
+        out[:, s] = rankdata(x if q is None else x.astype(np.float64) @ q, axis=0)
     return out
 
 
@@ -583,53 +685,98 @@ def analyse(acts: np.ndarray, n_boot: int = 100, n_perm: int = 1, n_dirs: int = 
     Returns
     -------
     Continuity
+
+    Notes
+    -----
+    Memory: every statistic is streamed (see the module's docstring): a pass of sample blocks
+    for the means, one pass over the unit basis (r, its resamples, the first null draw and the
+    basis-free trace moments at once) and one over the rotated basis. The largest arrays are
+    the resamples' r, ``(n_boot + 1) × (n_sites − 1) × d_model`` float64 (208 MB for Llama 3.1
+    8B's shape at ``n_boot = 100``, 1.05 GB at 70B's), which do not grow with N: they are made
+    and summarised in groups of at most 256 MB (one more pass over the data per group), a few
+    resamples at a time. With ``method="spearman"`` a chunk of sites holds the ranks of all N
+    samples (a rank needs the whole column): at least two sites, ``2 × N × d_model`` float32.
     """
     from scipy.stats import wilcoxon
 
-    check_run_size(check_acts(acts), MIN_SAMPLES, MIN_LAYERS, _ANALYSIS)  # dtype and NaN first, then the size
-    acts = _as_acts(acts)
+    acts = check_acts(acts)  # dtype and NaN first, then the size
+    check_run_size(acts, MIN_SAMPLES, MIN_LAYERS, _ANALYSIS)
     if acts.shape[1] % 2:
         raise ValueError(f"acts must hold 2 sites per layer (an even n_sites), got {acts.shape[1]}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    d = acts.shape[2]
+    if n_perm < 1:
+        raise ValueError(f"n_perm must be at least 1, got {n_perm}")
+    n, n_sites, d = acts.shape
     q = random_rotation(d, min(int(n_dirs), d), seed=seed)
-    w = stats.bootstrap_weights(acts.shape[0], n_boot, seed)
+    w = stats.bootstrap_weights(n, n_boot, seed)
     # row 0: uniform weights, i.e. the full sample; one pass per basis gives r and its resamples
-    w_all = np.vstack([np.full((1, acts.shape[0]), 1.0 / acts.shape[0]), w])
-    if method == "pearson":
-        r, boot = np.split(bootstrap_corr(acts, weights=w_all), [1])
-        r_rot, boot_rot = np.split(bootstrap_corr(acts, weights=w_all, basis=q), [1])
-        null = permutation_null(acts, n_perm=n_perm, seed=seed + 1)
-    else:
-        ranks = sample_ranks(acts)
-        r, boot = np.split(bootstrap_corr(ranks, weights=w_all), [1])
-        null = permutation_null(ranks, n_perm=n_perm, seed=seed + 1)
-        del ranks
-        r_rot, boot_rot = np.split(bootstrap_corr(sample_ranks(acts, basis=q), weights=w_all), [1])
-    r, r_rot = r[0], r_rot[0]
+    w_all = np.vstack([np.full((1, n), 1.0 / n), w])
+    rng = np.random.default_rng(seed + 1)  # the shuffles of permutation_null(acts, n_perm, seed + 1)
+    rows = [_null_rows(rng, n, n_sites) for _ in range(n_perm)]
+    # Streamed passes (working memory independent of N): the unit basis gives r, its resamples,
+    # the first null draw and (Pearson) the basis-free trace moments; the rotated basis its own.
+    # The resamples' r ((n_boot + 1) × pairs × units, float64) are made and summarised in groups
+    # of at most _BOOT_BYTES (one group up to Llama 3.1 8B's shape; five at 70B's): each group
+    # is one more pass over the data, and the same numbers as one group.
+    pearson = method == "pearson"
+    means = streaming.site_means(acts) if pearson else None
+    parts: dict[str, list] = {"median": [], "rising": [], "diff": [], "mean_diff": [], "change": [], "median_rot": []}
+    per = max(1, _BLOCK // max(1, 8 * (n_sites - 1) * d))  # resamples per summary step
+    for basis in ("unit", "rot"):
+        src = _Source(acts, None if basis == "unit" else q, means=means, ranks=not pearson)
+        group = max(1, _BOOT_BYTES // max(1, 8 * (n_sites - 1) * src.d_out))
+        for g0 in range(0, len(w_all), group):
+            first = g0 == 0
+            out = _pairs_pass(src, w=w_all[g0 : g0 + group], null_rows=rows[0] if first and basis == "unit" else None,
+                              trace=first and basis == "unit" and pearson)
+            boot = out.pop("r_w")
+            if first:  # row 0: the full sample (a copy: a view would keep the group alive)
+                if basis == "unit":
+                    r, unit = boot[0].copy(), out
+                else:
+                    r_rot = boot[0].copy()
+                boot = boot[1:]
+            for i in range(0, len(boot), per):
+                b = boot[i : i + per]
+                flat = b.reshape(len(b), -1)
+                if basis == "rot":
+                    parts["median_rot"].append(np.nanmedian(flat, axis=1))
+                    continue
+                diff_b = within_minus_across(b)
+                parts["median"].append(np.nanmedian(flat, axis=1))
+                parts["rising"].append(np.mean(depth_trend(b) > 0, axis=1))
+                parts["diff"].append(np.nanmedian(diff_b, axis=1))
+                parts["mean_diff"].append(np.nanmean(diff_b, axis=1))
+                parts["change"].append(np.mean(_late_minus_early(b) > 0, axis=1))
+            del boot, out
+    part = {k: np.concatenate(v) for k, v in parts.items()}
+    null = np.stack([unit["null"]] + [_pairs_pass(_Source(acts, means=means, ranks=not pearson), null_rows=p)["null"]
+                                      for p in rows[1:]])
+    if pearson:
+        var, cov, wvar = unit["var"], unit["cov"], unit["wvar"]
+    else:  # stream and write stay on the activations
+        var, cov, wvar = _trace_moments(acts)
 
-    flat = boot.reshape(len(w), -1)
-    trend, trend_b = depth_trend(r), depth_trend(boot)
-    diff, diff_b = within_minus_across(r), within_minus_across(boot)
+    trend = depth_trend(r)
+    diff = within_minus_across(r)
     q999 = float(np.quantile(null, 0.999))
     ok = np.isfinite(diff)
-    var, cov, wvar = _trace_moments(acts)  # one pass for stream_corr and write_ratio
     with np.errstate(invalid="ignore", divide="ignore"):
         stream, write = cov / np.sqrt(var[:-1] * var[1:]), np.sqrt(wvar / var[:-1])
     return Continuity(
         r=r, null=null, r_rot=r_rot, stream=stream, write=write, trend=trend, diff=diff,
-        median_r=_interval(np.nanmedian(r), np.nanmedian(flat, axis=1)),
-        median_r_rot=_interval(np.nanmedian(r_rot), np.nanmedian(boot_rot.reshape(len(w), -1), axis=1)),
-        frac_rising=_interval(np.mean(trend > 0), np.mean(trend_b > 0, axis=1)),
-        median_diff=_interval(np.nanmedian(diff), np.nanmedian(diff_b, axis=1)),
+        median_r=_interval(np.nanmedian(r), part["median"]),
+        median_r_rot=_interval(np.nanmedian(r_rot), part["median_rot"]),
+        frac_rising=_interval(np.mean(trend > 0), part["rising"]),
+        median_diff=_interval(np.nanmedian(diff), part["diff"]),
         frac_within_higher=float(np.mean(diff[ok] > 0)),
         wilcoxon_p=float(wilcoxon(diff[ok]).pvalue),
         null_q999=q999,
         frac_above_null=float(np.mean(r[np.isfinite(r)] > q999)),
         n_boot=len(w),
-        frac_rising_change=_interval(np.mean(_late_minus_early(r) > 0), np.mean(_late_minus_early(boot) > 0, axis=1)),
-        mean_diff=_interval(np.nanmean(diff), np.nanmean(diff_b, axis=1)),
+        frac_rising_change=_interval(np.mean(_late_minus_early(r) > 0), part["change"]),
+        mean_diff=_interval(np.nanmean(diff), part["mean_diff"]),
         method=method,
     )
 

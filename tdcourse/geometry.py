@@ -46,6 +46,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from . import streaming
 from .capture import check_acts
 from .checks import check_array, check_run_size
 from . import stats
@@ -136,7 +137,10 @@ def _per_vector(h: np.ndarray, fn, n_lead_out: int = 0) -> np.ndarray:
     lead, d = h.shape[:-1], h.shape[-1]
     flat = h.reshape(-1, d)
     step = max(1, _BLOCK_BYTES // (8 * d))
-    parts = [fn(flat[i : i + step]) for i in range(0, max(flat.shape[0], 1), step)]
+    parts = []
+    for i in range(0, max(flat.shape[0], 1), step):
+        parts.append(fn(flat[i : i + step]))
+        streaming.release(h)  # a cached capture's pages read for this block do not stay resident
     out = np.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
     return out.reshape(out.shape[:n_lead_out] + lead)
 
@@ -371,6 +375,7 @@ def consecutive_cosine(acts: np.ndarray, step: str = "site") -> np.ndarray:
         nb = np.sqrt(np.einsum("nsd,nsd->ns", b, b, dtype=np.float64))
         with np.errstate(invalid="ignore", divide="ignore"):
             out[sl] = dot / (na * nb)
+        streaming.release(acts)
     return out
 
 
@@ -401,6 +406,7 @@ def velocity(acts: np.ndarray, step: str = "site", relative: bool = False) -> np
             na = np.sqrt(np.einsum("nsd,nsd->ns", a, a, dtype=np.float64))
             with np.errstate(invalid="ignore", divide="ignore"):
                 v[sl] = v[sl] / na
+        streaming.release(acts)
     return v
 
 
@@ -614,7 +620,7 @@ def _trend_word(t) -> str:
 
 def _largest_share(acts: np.ndarray) -> float:
     """Median over samples of the largest unit's share of ``‖h‖²`` at the last site."""
-    last = acts[:, -1].astype(np.float64)
+    last = streaming.read(acts, np.s_[:, -1], np.float64)  # plain reads: one site of every sample
     sq = np.square(last)
     return float(np.median(sq.max(1) / sq.sum(1)))
 

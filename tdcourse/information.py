@@ -44,6 +44,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import stats
+from . import streaming
 from .capture import check_acts
 from .checks import check_array, check_run_size
 from .exercises import report, run_case
@@ -126,7 +127,12 @@ def successive(acts: np.ndarray, units: np.ndarray | None = None) -> tuple[np.nd
         units = np.asarray(units)
         if units.ndim != 1 or units.size == 0 or units.min() < 0 or units.max() >= acts.shape[2]:
             raise ValueError(f"units must be a 1-D array of unit indices in 0 … {acts.shape[2] - 1}")
-        acts = acts[:, :, units]
+        n, n_sites, d = acts.shape
+        picked = np.empty((n, n_sites, units.size), dtype=acts.dtype)
+        # a block of samples at a time: a cached capture's pages are given back after each block
+        for i0, i1 in streaming.sample_blocks(n, n_sites * d * acts.dtype.itemsize):
+            picked[i0:i1] = streaming.read(acts, np.s_[i0:i1])[:, :, units]
+        acts = picked
     return acts[:, :-1], acts[:, 1:]
 
 

@@ -45,6 +45,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from . import streaming
 from .capture import check_acts
 from .checks import check_array, check_run_size
 from . import stats
@@ -137,13 +138,27 @@ def pooled_standardize(acts: np.ndarray, fit_idx: np.ndarray | None = None, eps:
     scale : ndarray of shape (d_model,)
     """
     acts = _check_acts(acts)
-    idx = _check_idx(fit_idx, acts.shape[0], "fit_idx")
-    rows = acts[idx].reshape(-1, acts.shape[2])
-    mean = rows.mean(0, dtype=np.float64)
-    var = np.mean((rows - mean.astype(rows.dtype)) ** 2, axis=0, dtype=np.float64)
+    n, s, d = acts.shape
+    idx = _check_idx(fit_idx, n, "fit_idx")
+    # Streamed over blocks of samples (two passes: the mean, then the squared deviations, in the
+    # stored precision and summed in float64); a cached capture's pages are given back after
+    # each block, and z, the one full-size array, is written block by block.
+    fit = streaming.sample_blocks(len(idx), 3 * 8 * s * d)
+    total = np.zeros(d)
+    for a, b in fit:
+        total += streaming.read(acts, idx[a:b]).reshape(-1, d).sum(0, dtype=np.float64)
+    mean = total / (len(idx) * s)
+    sq = np.zeros(d)
+    for a, b in fit:
+        rows = streaming.read(acts, idx[a:b]).reshape(-1, d)
+        sq += np.square(rows - mean.astype(rows.dtype)).sum(0, dtype=np.float64)
+    var = sq / (len(idx) * s)
     scale = np.maximum(np.sqrt(var), eps)
-    z = np.subtract(acts, mean.astype(np.float32), dtype=np.float32)  # one float32 copy, divided in place
-    z /= scale.astype(np.float32)
+    z = np.empty((n, s, d), dtype=np.float32)
+    m32, s32 = mean.astype(np.float32), scale.astype(np.float32)
+    for a, b in streaming.sample_blocks(n, 3 * 8 * s * d):
+        np.subtract(streaming.read(acts, np.s_[a:b]), m32, out=z[a:b], dtype=np.float32)
+        z[a:b] /= s32
     return z, mean, scale
 
 
@@ -448,7 +463,7 @@ def _spectra(acts, variants, frac, n_boot, n_blocks, seed) -> list[SiteSpectra]:
     tr_b = np.empty((nv, s, n_blocks))                          # trace of each block's scatter
     k_bb = np.empty((nv, s, n_blocks, n_blocks))                # <scatter_b, scatter_c>_F
     for j in range(s):                                          # one site at a time: bounded memory
-        x = acts[:, j].astype(np.float32)
+        x = streaming.read(acts, np.s_[:, j], np.float32)  # a cached capture's pages given back
         x = x - x.mean(0, dtype=np.float64).astype(np.float32)
         if d <= n:                                              # primal: d x d scatters per block
             sc = np.stack([v.T @ v for v in (x[block == b] for b in range(n_blocks))])

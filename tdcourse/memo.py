@@ -50,7 +50,7 @@ from typing import Any, Callable, TypeVar
 
 import numpy as np
 
-from . import env
+from . import env, streaming
 
 __all__ = ["FORMAT", "Unkeyable", "cached", "memo_dir", "key_of", "source_digest", "versions"]
 
@@ -109,13 +109,17 @@ def _feed_array(h, arr: np.ndarray) -> None:
     h.update(f"ndarray {arr.dtype.str} {arr.shape}".encode())
     if arr.size == 0:
         return
-    if arr.flags.c_contiguous:
+    if arr.flags.c_contiguous and not streaming.is_mapped(arr):
         h.update(memoryview(arr.reshape(-1).view(np.uint8)))
         return
+    # Strided views, and memory-mapped captures (whose pages read here are given back after each
+    # block, so hashing a capture larger than memory keeps one block resident): the same bytes
+    # in the same order, so the same key as hashing the whole array at once.
     rows = max(1, _BLOCK_BYTES // max(1, arr[0].nbytes if arr.ndim else arr.nbytes))
     flat = arr.reshape(arr.shape[0], -1) if arr.ndim > 1 else arr.reshape(-1, 1)
     for i in range(0, flat.shape[0], rows):
         h.update(memoryview(np.ascontiguousarray(flat[i : i + rows]).reshape(-1).view(np.uint8)))
+        streaming.release(arr)
 
 
 def _feed(h, obj: Any) -> None:

@@ -44,6 +44,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from . import streaming
 from .capture import check_acts
 from .exercises import report, run_case, which_mistake
 from .checks import check_array, check_run_size
@@ -287,8 +288,8 @@ def unit_trajectories(acts: np.ndarray, reading: str = "mean") -> np.ndarray:
     (n_samples, d_model, n_sites) for ``"per-sample"``; float64 for the mean.
     """
     acts = _as_acts(acts)
-    if reading == "mean":
-        return np.ascontiguousarray(acts.mean(axis=0, dtype=np.float64).T)
+    if reading == "mean":  # streamed over blocks of samples (a cached capture's pages given back)
+        return np.ascontiguousarray(streaming.site_means(acts).T)
     if reading == "per-sample":
         return np.ascontiguousarray(np.swapaxes(acts, 1, 2))
     raise ValueError(f"reading must be 'mean' or 'per-sample', got {reading!r}")
@@ -317,7 +318,7 @@ def rms_normalized_mean_trajectories(acts: np.ndarray) -> np.ndarray:
     out = np.empty((d, n_sites))
     with np.errstate(invalid="ignore", divide="ignore"):
         for s in range(n_sites):
-            a = acts[:, s].astype(np.float64)
+            a = streaming.read(acts, np.s_[:, s], np.float64)
             a /= np.sqrt((a**2).mean(axis=-1, keepdims=True))
             out[:, s] = a.mean(axis=0)
     return out
@@ -812,7 +813,7 @@ def rotation_test(
             if not 1 <= n_samples <= n_total:
                 raise ValueError(f"n_samples must lie in 1 … {n_total}, got {n_samples}")
             idx = np.sort(np.random.default_rng(seed).choice(n_total, size=n_samples, replace=False))
-            acts = acts[idx]
+            acts = streaming.read(acts, idx)
         traj = unit_trajectories(acts, "per-sample")
         used = acts.shape[0]
     else:

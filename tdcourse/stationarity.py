@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import streaming
 from .capture import check_acts
 from .checks import check_run_size
 from .exercises import report, run_case
@@ -53,30 +54,36 @@ def site_moments(acts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _moments(_check_acts(acts))
 
 
-# Bytes of float64 handled per block of sites (a few sites of an 8B-sized array at a time).
+# Bytes of float64 handled per block of samples (all sites): working memory, whatever N.
 _BLOCK_BYTES = 64 << 20
 
 
 def _moments(acts: np.ndarray, order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`site_moments` computed a few sites at a time, in float64, with no full-size copy
-    (a float64 copy of a (1000, 64, 4096) array is 2 GiB). ``order`` of shape
-    (n_samples, n_sites) reads sample ``i``'s site ``order[i, s]`` as its site ``s`` (the
-    site-shuffled null of :func:`shuffled_sites`, without building the shuffled array)."""
+    """:func:`site_moments` streamed: two passes over blocks of samples (the mean, then the sum
+    of squared deviations from it), in float64, with no full-size copy (a float64 copy of a
+    (1000, 64, 4096) array is 2 GiB) and working memory that does not grow with N; a cached
+    capture's pages are given back after each block (:func:`tdcourse.streaming.read`).
+    ``order`` of shape (n_samples, n_sites) reads sample ``i``'s site ``order[i, s]`` as its
+    site ``s`` (the site-shuffled null of :func:`shuffled_sites`, without building the
+    shuffled array)."""
     n, n_sites, d = acts.shape
-    step = max(1, _BLOCK_BYTES // max(1, n * d * 8))
-    mean = np.empty((n_sites, d))
-    var = np.empty((n_sites, d))
-    rows = np.arange(n)[:, None]
-    for lo in range(0, n_sites, step):
-        hi = min(lo + step, n_sites)
-        block = acts[:, lo:hi] if order is None else acts[rows, order[:, lo:hi]]
-        a = block.astype(np.float64)
-        m = a.mean(0)
-        a -= m                     # in place: what ndarray.var computes, one float64 block only
+    blocks = streaming.sample_blocks(n, n_sites * d * 8, _BLOCK_BYTES)
+
+    def block(i0: int, i1: int) -> np.ndarray:
+        key = np.s_[i0:i1] if order is None else (np.arange(i0, i1)[:, None], order[i0:i1])
+        return streaming.read(acts, key, np.float64)
+
+    total = np.zeros((n_sites, d))
+    for i0, i1 in blocks:
+        total += block(i0, i1).sum(0)
+    mean = total / n
+    sq = np.zeros((n_sites, d))
+    for i0, i1 in blocks:
+        a = block(i0, i1)
+        a -= mean                  # in place: what ndarray.var computes, one float64 block only
         np.square(a, out=a)
-        mean[lo:hi] = m
-        var[lo:hi] = a.sum(0) / (n - 1)
-    return mean, var
+        sq += a.sum(0)
+    return mean, sq / (n - 1)
 
 
 def _drift(mean: np.ndarray, var: np.ndarray, n_samples: int) -> np.ndarray:

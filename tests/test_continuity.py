@@ -112,12 +112,15 @@ def test_bootstrap_weights_and_corr():
     np.testing.assert_allclose(uniform, C.adjacent_corr(acts), atol=1e-10)
 
 
-@pytest.mark.parametrize("chunk", [1, 2 * 60 * 5 * 3, 1 << 23])
-def test_bootstrap_corr_blocks_of_sites_give_every_pair(monkeypatch, chunk):
-    """Sites are read once in blocks (2 or 3 sites, or all 7), each block's first pair made
-    with the site carried from the block before: every pair equals the resample's own r, in
-    the unit basis and in a rotated one."""
-    monkeypatch.setattr(C, "_CHUNK", chunk)
+@pytest.mark.parametrize("acc", [1, 8 * 5 * 3 * 16, 1 << 30])
+@pytest.mark.parametrize("block", [1, 8 * 3 * 5 * 7, 1 << 30])
+def test_bootstrap_corr_blocks_of_sites_give_every_pair(monkeypatch, acc, block):
+    """Sites are read in chunks (1, 3 or all 7 sites), each chunk's first pair made with the
+    site before it, whose moments are carried; samples in blocks of 1, 7 (not dividing 60) or
+    all 60: every pair equals the resample's own r, in the unit basis and in a rotated one."""
+    monkeypatch.setattr(C, "_ACC", acc)
+    monkeypatch.setattr(C, "_BLOCK", block)
+    monkeypatch.setattr(C, "_MIN_BLOCK_SAMPLES", 1)
     acts = _stack(60, np.array([0.5, 0.2, 0.8, 0.3, 0.6, 0.4]), d=5, seed=3)
     w = stats.bootstrap_weights(60, n_boot=3, seed=1)
     q = C.random_rotation(5, 4, seed=2)

@@ -14,9 +14,9 @@ def _acts(n=40, s=6, d=5, seed=0):
     return (rng.normal(size=(n, s, d)) * np.linspace(1, 2, s)[None, :, None] + drift).astype(np.float32)
 
 
-@pytest.mark.parametrize("block_bytes", [1, 10**9])
+@pytest.mark.parametrize("block_bytes", [1, 3 * 6 * 5 * 8, 10**9])  # 1, 3 (not dividing 40) or all samples
 def test_site_moments_blockwise_equal_float64_moments(monkeypatch, block_bytes):
-    """One site per block or all at once: the float64 mean and unbiased variance over samples."""
+    """One sample per block or all at once: the float64 mean and unbiased variance over samples."""
     monkeypatch.setattr(stationarity, "_BLOCK_BYTES", block_bytes)
     a = _acts()
     mean, var = stationarity.site_moments(a)
