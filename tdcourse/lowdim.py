@@ -1580,9 +1580,26 @@ def check_training_step(fn: Callable[[Any, Any, Any], Any], acts: np.ndarray | N
 
 
 def check_bend_ratio(fn: Callable[[np.ndarray], Any]) -> bool:
-    """Check a learner's ``fn(path) -> float`` for a path of shape (n_sites, n_dims):
-    the largest distance from the chord divided by the chord length. Prints PASS/FAIL per
-    case and returns whether all passed."""
+    """Check a learner's ``fn(path) -> float``: the bend ratio of chapter 6's exercise.
+
+    The bend ratio of a path of shape (n_sites, n_dims) is the largest distance of a point from
+    the chord (the segment from its first to its last point) divided by the chord's length.
+    Runs ``fn`` on a half circle, a quarter circle, a straight line in 3-D and a rotated,
+    shifted and scaled half circle; an unfilled template (None, ``...``,
+    ``NotImplementedError``) reads "Not written yet".
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(path)`` with ``path`` of shape (n_sites, n_dims), returning a float.
+
+    Returns
+    -------
+    bool
+        Whether every case matches (within 1e-6); one ✓ / ✗ line per case is printed.
+    """
+    from .exercises import NOT_WRITTEN, unwritten
+
     t = np.linspace(0, np.pi, 201)
     half = np.c_[np.cos(t), np.sin(t)]
     q = np.linspace(0, np.pi / 2, 201)
@@ -1598,8 +1615,12 @@ def check_bend_ratio(fn: Callable[[np.ndarray], Any]) -> bool:
     out = []
     for name, path, want in cases:
         try:
-            got = float(fn(path))
+            value = fn(path)
+            if unwritten(value):
+                out.append((name, False, NOT_WRITTEN))
+                continue
+            got = float(value)
             out.append((name, bool(np.isclose(got, want, atol=1e-6)), f"got {got:.4g}, expected {want:.4g}"))
         except Exception as err:  # noqa: BLE001
-            out.append((name, False, f"raised {type(err).__name__}: {err}"))
+            out.append((name, False, NOT_WRITTEN if unwritten(err) else f"raised {type(err).__name__}: {err}"))
     return report(out)
