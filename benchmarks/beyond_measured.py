@@ -44,6 +44,17 @@ def _memory_lines(name: str) -> list[dict]:
     return out
 
 
+def _chapter_lines(name: str) -> dict[str, tuple[float, float]]:
+    """A bench_chapter_memory log's last measurement of each chapter notebook (cold): wall s, peak GiB."""
+    path = RESULTS / name
+    out: dict[str, tuple[float, float]] = {}
+    if path.exists():
+        for m in re.finditer(r"^(\d\d)_\w+ notebook \(cold\)\s+wall\s+([\d.]+) s\s+peak RSS\s+([\d.]+) GiB",
+                             path.read_text(), flags=re.M):
+            out[m.group(1)] = (float(m.group(2)), float(m.group(3)))
+    return out
+
+
 def render() -> str:
     bullets = []
     for what, log in (("the 8B-shaped stand-in", "cpu_capture_memory_8b_shape.log"),
@@ -102,6 +113,17 @@ def render() -> str:
                 "the capture's forward passes: the per-batch write does not slow the capture.")
     else:
         bullets.append("**nnsight against the hooks** on SmolLM2, N = 1,000: not measured (the run did not finish).")
+    for what, log in (("8B-shaped stand-in, N = 1,800 (1.9 GB of float32 per run)",
+                       "cpu2_chapter_memory_8b_shape_n1800.log"),
+                      ("70B-shaped stand-in, N = 64", "cpu2_chapter_memory_70b_shape_n64.log")):
+        chapters = _chapter_lines(log)
+        if chapters:
+            bullets.append(
+                f"**The chapters on the {what}**, each executed cold as a notebook, both runs (the stand-in and "
+                f"its random-init control) read from the cache (`benchmarks/bench_chapter_memory.py`, log "
+                f"`benchmarks/results/{log}`): "
+                + "; ".join(f"chapter {int(k)} {w:.0f} s, peak {m:.2f} GiB" for k, (w, m) in sorted(chapters.items()))
+                + ".")
     return "".join(f"- {b}\n" for b in bullets)
 
 
