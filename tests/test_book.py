@@ -8,8 +8,9 @@ the page may throw. Every chart's colours follow the book's palette (``tdcourse.
 Needs the built book (``make book``) and Debian's ``chromium`` (``.ci/run`` installs it; on a
 laptop: ``sudo apt-get install chromium``, or set ``CHROMIUM=/path/to/chrome``). Without
 either, these tests are skipped with a message saying so. Screenshots go to
-``_build/screenshots/`` (``<chapter>.png``: the first 4000 px; ``<chapter>-1280.png`` and
-``<chapter>-390.png``: the whole page at 1280 px and at 390 px, as the layout test measured it).
+``_build/screenshots/`` (``<chapter>-1280.png`` and ``<chapter>-390.png``: the whole page at
+1280 px and at 390 px, as the layout test measured it; each page is loaded once per width and
+every check reads that load).
 
 The layout test drives Chromium through the DevTools protocol over a pipe
 (``--remote-debugging-pipe``: JSON messages ending in a NUL byte on file descriptors 3 and 4),
@@ -47,15 +48,6 @@ def _chromium() -> str | None:
 
 def _pages() -> list[Path]:
     return sorted(HTML.glob("notebooks/*.html"))
-
-
-def _run_chromium(args: list[str], timeout: int = 120) -> subprocess.CompletedProcess:
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--hide-scrollbars", f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}",
-             # no network: any host name fails to resolve, as on a workshop's dead Wi-Fi
-             "--host-resolver-rules=MAP * ~NOTFOUND", "--virtual-time-budget=20000"]
-    return subprocess.run([_chromium(), *flags, *args], capture_output=True, text=True, timeout=timeout)
 
 
 def test_vega_bundle_matches_altair():
@@ -227,6 +219,8 @@ MEASURE_JS = r"""
   document.querySelectorAll('details').forEach(d => { if (!d.closest('.vega-embed')) d.open = true; });
   document.querySelectorAll('.toggle-hidden').forEach(e => e.classList.remove('toggle-hidden'));
   await document.fonts.ready;
+  // the maths is typeset by the local MathJax, asynchronously
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) await MathJax.startup.promise;
   await sleep(300);
   const article = document.querySelector('article.bd-article') || document.querySelector('main') || document.body;
   const acs = getComputedStyle(article), box = article.getBoundingClientRect();
@@ -241,7 +235,9 @@ MEASURE_JS = r"""
   };
   const out = {viewport: innerWidth, column: col, expected: charts().length, drawn: drawn(),
                charts: [], texts: [], boxes: [], scrollers: [],
-               page: {scroll: document.documentElement.scrollWidth, client: document.documentElement.clientWidth}};
+               page: {scroll: document.documentElement.scrollWidth, client: document.documentElement.clientWidth},
+               // what the page shows (no script's source): errors and tracebacks are looked for in it
+               shown: document.body.innerText, typeset: document.querySelectorAll('mjx-container').length};
   for (const e of document.querySelectorAll('.vega-embed')) {
     const g = e.querySelector('svg, canvas'); const r = (g || e).getBoundingClientRect();
     const t = e.querySelector('.role-title-text text');
@@ -360,6 +356,38 @@ def test_chapter_page_fits_the_column_at_1280px(page, browser):
     problems = layout_problems(m)
     assert not problems, (f"{page.name} at {WINDOW[0]} px (content column {m['column']['width']:.0f} px):\n  "
                           + "\n  ".join(problems))
+
+
+@needs_browser
+@pytest.mark.parametrize("page", _pages() or [None], ids=lambda p: p.stem if p else "no-pages")
+def test_chapter_page_draws_offline(page, browser):
+    """With the network blocked (no host name resolves) every chart is drawn by the book's own
+    Vega copy, the maths is typeset by its own MathJax, and no error or traceback is shown."""
+    if page is None:
+        pytest.skip("the book is not built: run `make book` first")
+    html = page.read_text()
+    n_charts = len(re.findall(r'<div id="altair-viz-[0-9a-f]+"', html))
+    m, _errors = _measure_page(browser, page)
+    shown = m["shown"]
+    assert "Error loading script" not in shown, "a chart tried to load Vega from the network"
+    assert "Javascript Error" not in shown, "a chart failed to render"
+    assert "Traceback (most recent call last)" not in shown, "the page shows a Python traceback"
+    assert 'class="output traceback' not in html and "ansi-red-fg" not in html, "the page holds an error output"
+    assert m["expected"] == n_charts, f"the page has {m['expected']} charts, its HTML {n_charts}"
+    assert m["drawn"] == n_charts, f"{n_charts - m['drawn']} of {n_charts} charts were not drawn"
+    # maths is typeset by the local MathJax (no raw \( … \) left) where the page has any
+    if "\\(" in html:
+        assert m["typeset"] > 0, "MathJax did not typeset the page's maths"
+
+
+@needs_browser
+@pytest.mark.parametrize("page", _pages() or [None], ids=lambda p: p.stem if p else "no-pages")
+def test_chapter_page_scripts_run_without_errors(page, browser):
+    """No script on the page throws (e.g. a constant declared twice by the theme's extensions)."""
+    if page is None:
+        pytest.skip("the book is not built: run `make book` first")
+    _, errors = _measure_page(browser, page)
+    assert not errors, f"{page.name}: " + "; ".join(errors)
 
 
 # A page with the book's layout where it matters: a content column of 688 px (what the
@@ -589,3 +617,16 @@ def test_palette_check_fails_on_an_old_chart():
     html = f'<div id="altair-viz-1"></div><script>(function(spec, embedOpt){{}})({json.dumps(good.to_dict())}, ' \
            '{"mode": "vega-lite"});</script>'
     assert len(chart_specs(html)) == 1 and palette_problems(chart_specs(html), "g") == []
+
+
+@needs_browser
+def test_offline_check_reads_what_the_page_shows(tmp_path, browser):
+    """The load the checks share reports the text a reader sees (an embed's error, a traceback)
+    and no typeset maths where no MathJax ran."""
+    url = _fixture(tmp_path, "broken", [
+        '<div class="vega-embed">Javascript Error: Loading failed</div>',
+        "<pre>Traceback (most recent call last):\n  File ...</pre>", "<p>\\(x^2\\)</p>"])
+    m, _ = _measure(browser, url)
+    assert "Javascript Error: Loading failed" in m["shown"]
+    assert "Traceback (most recent call last)" in m["shown"]
+    assert m["typeset"] == 0 and m["expected"] == 0
