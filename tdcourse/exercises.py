@@ -9,7 +9,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["Case", "NOT_WRITTEN", "run_case", "report", "agreement", "which_mistake", "unwritten", "yours_or"]
+__all__ = ["Case", "NOT_WRITTEN", "run_case", "report", "agreement", "which_mistake", "unwritten", "yours_or",
+           "whose"]
 
 #: Printed lines are wrapped at this many characters (the book's column, as ``verdicts.say``).
 WIDTH = 68
@@ -264,7 +265,7 @@ def yours_or(fn: Callable, stand_in: Callable, *probe, width: int | None = WIDTH
     Returns
     -------
     callable
-        ``fn`` or ``stand_in``.
+        ``fn``, or ``stand_in`` (wrapped so that :func:`whose` names it in a printed line).
     """
     import textwrap
 
@@ -278,4 +279,41 @@ def yours_or(fn: Callable, stand_in: Callable, *probe, width: int | None = WIDTH
             f"{_name(stand_in)} stands in for it below. Write it (or run the solution cell) "
             "and run this cell again.")
     print(text if width is None else textwrap.fill(text, width, subsequent_indent="  ", break_long_words=False))
-    return stand_in
+    return _StandIn(stand_in, fn)
+
+
+class _StandIn:
+    """``stand_in`` as :func:`yours_or` returns it: called as it is, and known by :func:`whose`."""
+
+    def __init__(self, stand_in: Callable, instead_of: Callable):
+        self.stand_in, self.instead_of = stand_in, instead_of
+        self.__name__ = getattr(stand_in, "__name__", "stand_in")
+
+    def __call__(self, *args, **kwargs):
+        return self.stand_in(*args, **kwargs)
+
+
+def whose(fn: Callable, yours: str) -> str:
+    """How a printed line names the results of a function :func:`yours_or` returned.
+
+    A chapter's at-scale line compares the learner's results with the library's. While the
+    library stands in (the template is unfilled), saying "your … agree with the library's" would
+    compare the library with itself under the learner's name; this names the stand-in instead.
+
+    Parameters
+    ----------
+    fn : callable
+        What :func:`yours_or` returned.
+    yours : str
+        The words for the learner's results, e.g. ``"my_pr"`` or ``"your Hoyer densities"``.
+
+    Returns
+    -------
+    str
+        ``yours`` for the learner's function; else e.g. ``"continuity.adjacent_corr (standing
+        in: my_adjacent_corr is not written yet)"``.
+    """
+    if isinstance(fn, _StandIn):
+        return (f"{_name(fn.stand_in)} (standing in: {getattr(fn.instead_of, '__name__', 'yours')} "
+                "is not written yet)")
+    return yours

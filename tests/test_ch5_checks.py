@@ -90,7 +90,8 @@ def test_run_case_names_a_none_result():
 def test_yours_or_stands_in_only_for_an_unwritten_function(capsys):
     def mine(a): ...
 
-    assert exercises.yours_or(mine, rot.rotation_count, np.arange(6.0)) is rot.rotation_count
+    used = exercises.yours_or(mine, rot.rotation_count, np.arange(6.0))
+    assert used.stand_in is rot.rotation_count and used(np.arange(6.0)) == rot.rotation_count(np.arange(6.0))
     assert "mine is not written yet" in capsys.readouterr().out
     assert exercises.yours_or(rot.amplitude_growth, rot.rotation_count, np.arange(9.0)) is rot.amplitude_growth
     assert capsys.readouterr().out == ""

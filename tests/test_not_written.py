@@ -118,7 +118,8 @@ def test_check_residual_hooks_says_not_written(tiny_llama, template, capsys):
 def test_yours_or_stands_in_for_every_kind_of_template(capsys):
     lib = functools.partial(np.linalg.norm, axis=-1)
     for template in TEMPLATES:
-        assert exercises.yours_or(template, lib, np.ones((2, 3))) is lib
+        used = exercises.yours_or(template, lib, np.ones((2, 3)))
+        assert used.stand_in is lib and np.array_equal(used(np.ones((2, 3))), lib(np.ones((2, 3))))
         out = capsys.readouterr().out.replace("\n  ", " ")
         assert f"{template.__name__} is not written yet" in out
         assert "numpy.linalg.norm(…, axis=-1) stands in for it below" in out, out
@@ -127,8 +128,29 @@ def test_yours_or_stands_in_for_every_kind_of_template(capsys):
         return x.sum()
 
     assert exercises.yours_or(mine, lib, np.ones(3)) is mine
-    assert exercises.yours_or(lambda x: 1 / 0, lib, 1.0) is not lib  # a real bug shows where it is used
+    bug = lambda x: 1 / 0  # noqa: E731
+    assert exercises.yours_or(bug, lib, 1.0) is bug  # a real bug shows where it is used
     assert capsys.readouterr().out == ""
+
+
+def test_whose_names_the_stand_in_not_the_learner(capsys):
+    """The at-scale line never calls the library's results the learner's (a learner who skipped
+    the solution read 'my_adjacent_corr and continuity.adjacent_corr agree to 16 decimal places')."""
+    from tdcourse import continuity
+
+    def my_adjacent_corr(acts):
+        ...
+
+    used = exercises.yours_or(my_adjacent_corr, continuity.adjacent_corr, np.ones((4, 3, 2)))
+    capsys.readouterr()
+    assert exercises.whose(used, "my_adjacent_corr") == (
+        "continuity.adjacent_corr (standing in: my_adjacent_corr is not written yet)")
+
+    def written(acts):
+        return continuity.adjacent_corr(acts)
+
+    assert exercises.whose(exercises.yours_or(written, continuity.adjacent_corr, np.ones((4, 3, 2))),
+                           "my_adjacent_corr") == "my_adjacent_corr"
 
 
 def test_yours_or_names_a_notebook_function_without_main():
