@@ -29,7 +29,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -487,6 +487,7 @@ def load_activations(
     engine: str | None = None,
     remote: bool | None = None,
     store_dtype: str = "float32",
+    prefixes: Sequence[SampleRecipe] = (),
 ) -> Activations:
     """The residual stream of ``n`` WikiText-2 samples at the last token, every site.
 
@@ -539,6 +540,17 @@ def load_activations(
         part of the key only when it rounds the values (a bfloat16 store of a bfloat16 model,
         e.g. every NDIF capture, is exact and shares the float32 key). Read back, values are
         float32 (:class:`tdcourse.store.HalfStoreArray`, :meth:`Activations.blocks`).
+    prefixes : sequence of SampleRecipe
+        Recipes whose samples are this call's cut shorter (the same recipe with a smaller
+        ``max_tokens``, such as the scoreboard's data axis "token 25 of 48"): when this call
+        captures, with the hooks on this machine, each is read in the same forward passes at the
+        last token of its shorter samples (:func:`tdcourse.hooks.capture`'s ``also``) and kept
+        in its own cache entry, which ``load_activations(recipe=that recipe, ...)`` then reads.
+        Causal attention makes a token's state independent of the tokens after it, so the values
+        are those of a capture of the shorter samples up to float rounding (tested), at no cost
+        of forward passes; the entry records where it was read (``info["read_within"]``). A
+        prefix already cached is not read again; when this call does not capture (a cache hit,
+        NDIF, nnsight), each prefix is left to its own call.
 
     Returns
     -------
@@ -560,7 +572,10 @@ def load_activations(
         missing (network, NDIF key, Hugging Face token, access to 405B).
     CacheError
         The cache entry is broken, or the cache cannot take the capture (checked before it starts).
+    ValueError
+        A recipe in ``prefixes`` whose samples are not this call's cut shorter.
     """
+    from contextlib import ExitStack
     from dataclasses import replace
 
     from .store import _check_store_dtype, store_is_exact
@@ -576,6 +591,7 @@ def load_activations(
         engine, remote = "hooks", False  # the setting's NDIF applies to the trained model: NDIF has no control
     engine, remote = capture_engine(model, engine, remote)
     recipe = check_recipe(replace(recipe or SampleRecipe(), n=n))
+    prefixes = [check_recipe(replace(r, n=n)) for r in _check_prefixes(prefixes, recipe)]
     open_precision = quant == "auto" and dtype is None
     pinned_quant = None if quant == "auto" else quant
     try:
@@ -649,7 +665,19 @@ def load_activations(
     names = site_names(n_sites // 2)
     exact = store_is_exact(store_dtype, spec.dtype, spec.quant)
     info = {"engine": engine, "backend": "ndif" if remote else "local", "batch_size": batch_size}
-    with EntryWriter(meta, shape, names, samples.texts, store_dtype=store_dtype, exact=exact, info=info) as writer:
+    within = [] if remote or engine != "hooks" else _prefix_entries(tok, samples, recipe, prefixes, spec, store_dtype,
+                                                                    rebuild)
+    if within:
+        check_cache_room(sum(shape[0] * n_sites * width * itemsize + (1 << 20) for _m, _s in within))
+    with ExitStack() as stack:
+        writer = stack.enter_context(EntryWriter(meta, shape, names, samples.texts, store_dtype=store_dtype,
+                                                 exact=exact, info=info))
+        also = []
+        for pmeta, psamples in within:
+            pwriter = stack.enter_context(EntryWriter(pmeta, (len(psamples.input_ids), n_sites, width), names,
+                                                      psamples.texts, store_dtype=store_dtype, exact=exact))
+            also.append((np.array([len(x) - 1 for x in psamples.input_ids]), pwriter))
+        info = writer.info  # what is learnt below goes into the record (the writer keeps its own copy)
         t0 = time.perf_counter()
         if remote:
             from . import nnsight_engine
@@ -670,15 +698,69 @@ def load_activations(
             else:
                 run = capture
             run(mdl, samples.input_ids, batch_size=batch_size, pad_token_id=tok.pad_token_id, progress=progress,
-                out=writer)
+                out=writer, **({"also": also} if also else {}))
             del mdl
         elapsed = time.perf_counter() - t0
         info["seconds"] = round(elapsed, 1)
         path = writer.commit()
+        for _p, pwriter in also:
+            pwriter.info.update(info, read_within=f"the forward passes of the capture of {_recipe_text(recipe)}, at "
+                                                  "each shorter sample's last token (causal attention: the same "
+                                                  "states)")
+            ppath = pwriter.commit()
+            if progress:
+                print(f"Read {_recipe_text(pwriter.meta['recipe'])} in the same forward passes; cached in {ppath}")
     if progress:
         where = " on NDIF" if remote else ""
         print(f"Captured {shape} from {spec.label}{where} in {elapsed:.0f} s with {engine}; cached in {path}")
     return read_activations(path, expect_meta=meta, verify=False)
+
+
+def _check_prefixes(prefixes, recipe: SampleRecipe) -> list[SampleRecipe]:
+    """``prefixes`` as a list of recipes that differ from ``recipe`` only by a smaller
+    ``max_tokens`` (``ValueError`` otherwise)."""
+    from dataclasses import replace
+
+    if isinstance(prefixes, SampleRecipe) or not isinstance(prefixes, (list, tuple)):
+        raise ValueError(f"prefixes must be a list of SampleRecipe, got {prefixes!r}")
+    out = []
+    for r in prefixes:
+        if not isinstance(r, SampleRecipe):
+            raise ValueError(f"prefixes must be a list of SampleRecipe, got an item {r!r}")
+        shorter = isinstance(r.max_tokens, int) and r.max_tokens < recipe.max_tokens
+        if not shorter or replace(r, n=recipe.n, max_tokens=recipe.max_tokens) != recipe:
+            raise ValueError(f"prefixes: {r} is not this capture's recipe ({recipe}) with a smaller max_tokens: "
+                             "only samples cut shorter can be read in the same forward passes; capture it with "
+                             "its own load_activations call")
+        out.append(r)
+    return out
+
+
+def _prefix_entries(tok, samples, recipe: SampleRecipe, prefixes: list[SampleRecipe], spec, store_dtype: str,
+                    rebuild: bool) -> list[tuple[dict, Any]]:
+    """``[(meta, samples)]`` of the prefix recipes to read in this capture's forward passes: those
+    not cached yet (all with ``rebuild``). Each one's token ids are checked to be the start of
+    this capture's (``ValueError``): the reading is then exact up to float rounding."""
+    out = []
+    for r in prefixes:
+        psamples = build_samples(tok, r)
+        ok = len(psamples.input_ids) == len(samples.input_ids) and all(
+            list(a) == list(b[: len(a)]) for a, b in zip(psamples.input_ids, samples.input_ids))
+        if not ok:
+            raise ValueError(f"prefixes: the samples of {_recipe_text(r)} are not the start of those of "
+                             f"{_recipe_text(recipe)} (another tokenisation?); capture it with its own "
+                             "load_activations call")
+        pmeta = entry_meta(spec, r, psamples.data_sha256, ids_digest(psamples.input_ids), store_dtype=store_dtype)
+        pdir = _entry_dir(pmeta)
+        if rebuild or not (pdir.exists() or pdir.is_symlink()):
+            out.append((pmeta, psamples))
+    return out
+
+
+def _recipe_text(recipe) -> str:
+    """A recipe (or its dict in an entry's meta) in a few words: its N and token count."""
+    get = recipe.get if isinstance(recipe, dict) else lambda k: getattr(recipe, k)
+    return f"{get('n')} samples of at most {get('max_tokens')} tokens"
 
 
 @dataclass(frozen=True)

@@ -227,6 +227,7 @@ def capture(
     pad_token_id: int | None = None,
     progress: bool = True,
     out=None,
+    also: Sequence[tuple[Sequence[int], Any]] = (),
 ):
     """Residual states at the last real token of each sample, at every site.
 
@@ -244,6 +245,13 @@ def capture(
         Where the rows go, in sample order (``out[a:b] = block``): None allocates a float32
         array of shape ``(n_samples, 2 * n_layers, d_model)``; a cache entry being written
         keeps the capture's memory to the pending batches, whatever ``n_samples``.
+    also : sequence of (positions, out) pairs
+        Further readings in the same forward passes: sample ``i`` is also read at its token
+        index ``positions[i]`` (0 ≤ ``positions[i]`` < its length), every site, into ``out``
+        (as ``out`` above; shape ``(n_samples, 2 * n_layers, d_model)``). Under causal attention
+        a token's state does not depend on the tokens after it, so this is the capture of the
+        samples cut after that token, up to float rounding (the batch's matrices have other
+        shapes), without their forward passes.
 
     Returns
     -------
@@ -254,8 +262,9 @@ def capture(
     Raises
     ------
     ValueError
-        An empty ``input_ids`` or sample, a bad ``batch_size``, or a token id outside the
-        model's vocabulary (:func:`check_token_ids`).
+        An empty ``input_ids`` or sample, a bad ``batch_size``, a token id outside the
+        model's vocabulary (:func:`check_token_ids`), or ``also`` positions that are not one
+        whole number per sample inside it.
     tdcourse.models.UnsupportedModelError
         A family whose residual sites the course does not know, or whose self-check fails
         (:func:`tdcourse.models.check_residual_sites`, run on the first samples).
@@ -281,6 +290,7 @@ def capture(
     d_model = int(text_config(model).hidden_size)  # a multimodal wrapper's (Gemma-3) text part
     device = input_device(model)
     pad_token_id = _pad_id(model, pad_token_id)
+    extra = [_also_positions(p, input_ids, k) for k, (p, _o) in enumerate(also)]
     if out is None:
         out = np.empty((len(input_ids), n_sites, d_model), dtype=np.float32)
     base = getattr(model, "model", model)
@@ -291,23 +301,44 @@ def capture(
         # indices moved there (once per batch and device), then collect on the input device.
         where = state["index"].get(hidden.device)
         if where is None:
-            where = state["index"][hidden.device] = (state["rows"].to(hidden.device), state["last"].to(hidden.device))
-        state["buf"][:, pos] = hidden[where].to(device)
+            rows = state["rows"].to(hidden.device)
+            where = state["index"][hidden.device] = [(rows, p.to(hidden.device)) for p in state["positions"]]
+        for (rows, p), buf in zip(where, state["bufs"]):
+            buf[:, pos] = hidden[rows, p].to(device)
 
-    sink = _Collector(out, device)
+    sinks = [_Collector(o, device) for o in [out, *(o for _p, o in also)]]
     check_residual_sites(model, *_pad(input_ids, np.arange(min(4, len(input_ids))), pad_token_id, device)[:2])
     with torch.inference_mode(), residual_hooks(model, on_state):
         for idx in tqdm(_batches(input_ids, batch_size), desc="capture", unit="batch", disable=not progress):
             ids, mask, last = _pad(input_ids, idx, pad_token_id, device)
             state["rows"] = torch.arange(len(idx), device=device)
-            state["last"] = last
+            state["positions"] = [last, *(torch.as_tensor(p[idx], device=device) for p in extra)]
             state["index"] = {}
-            state["buf"] = torch.empty((len(idx), n_sites, d_model), dtype=torch.float32, device=device)
+            state["bufs"] = [torch.empty((len(idx), n_sites, d_model), dtype=torch.float32, device=device)
+                             for _ in sinks]
             base(input_ids=ids, attention_mask=mask, use_cache=False)
-            sink.add(idx, state["buf"])
-        sink.flush()
-    sink.check_finite()
+            for sink, buf in zip(sinks, state["bufs"]):
+                sink.add(idx, buf)
+        for sink in sinks:
+            sink.flush()
+    for sink in sinks:
+        sink.check_finite()
     return out
+
+
+def _also_positions(positions, input_ids: Sequence[Sequence[int]], k: int) -> np.ndarray:
+    """``also[k]``'s positions as an int64 array, one per sample, each inside its sample (``ValueError``)."""
+    p = np.asarray(positions)
+    if p.shape != (len(input_ids),) or not np.issubdtype(p.dtype, np.integer):
+        raise ValueError(f"also[{k}]: positions must be one whole number per sample ({len(input_ids)}), got an "
+                         f"array of shape {p.shape} and dtype {p.dtype}")
+    lengths = np.array([len(x) for x in input_ids])
+    bad = np.flatnonzero((p < 0) | (p >= lengths))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"also[{k}]: position {int(p[i])} of sample {i} lies outside it (its {lengths[i]} tokens "
+                         f"are 0 … {lengths[i] - 1}); {bad.size} sample(s) so")
+    return p.astype(np.int64)
 
 
 def check_inputs(input_ids: Sequence[Sequence[int]]) -> None:
