@@ -28,9 +28,10 @@ $(STAMP): requirements.txt pyproject.toml
 unexport PYTHONDONTWRITEBYTECODE
 
 # Capture once into the cache what every chapter and the scoreboard read: the trained model, its
-# random-init control and its 4-bit copy, and the scoreboard's data axis (token 25) for the first
-# two; JOBS at a time (about 5 min on 2 cores). The same as, one by one:
+# random-init control and its 4-bit copy, and the scoreboard's data axis (token 25, read in the
+# same forward passes as the first two); JOBS at a time (about 5 min on 2 cores). The same as:
 #   python -m tdcourse capture --model smollm2-135m --n 1000 [--init random | --quant 4bit]
+# (make book does not need it: the scoreboard captures them in the pool of its analyses.)
 capture: setup
 	$(THREADS1) $(BIN)/python tools/capture_build.py --model smollm2-135m --n $(N) --jobs $(JOBS)
 
@@ -39,11 +40,11 @@ capture: setup
 THREADS1 := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
 # Every chapter's verdicts on the three runs: the scoreboard page, the landing page's summary
-# and verdicts.json beside the book.
-# JOBS worker processes share the chapters' analyses (one BLAS thread each): about half the wall
-# time on two cores.
+# and verdicts.json beside the book. JOBS worker processes (one BLAS thread each) capture the runs
+# (read from the cache when there) and share the chapters' analyses, each run's starting as soon as
+# its capture is there (tdcourse/build.py).
 JOBS ?= 2
-scoreboard: capture
+scoreboard: setup
 	$(BIN)/python -m tdcourse scoreboard --n $(N) --out book/_generated --json-copy book/_extra/verdicts.json --jobs $(JOBS)
 
 assets: setup
@@ -51,7 +52,7 @@ assets: setup
 
 # The chapters are executed side by side into the book's execution cache (emptied first, so every
 # build runs them against the library as it is), then the book renders them from it.
-book: setup capture assets scoreboard
+book: setup assets scoreboard
 	$(THREADS1) $(BIN)/python tools/execute_chapters.py
 	$(BIN)/jupyter-book build . -W --keep-going
 	@echo "Open _build/html/index.html"

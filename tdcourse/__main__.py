@@ -88,7 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     sb.add_argument("--out", default="book/_generated", help="folder for scoreboard.md, findings.md, verdicts.json")
     sb.add_argument("--json-copy", default="book/_extra/verdicts.json", help="second copy of verdicts.json (served with the book)")
     sb.add_argument("--jobs", type=_positive_int, default=1,
-                    help="worker processes for the chapters' analyses (one (chapter, run) pair each; default 1)")
+                    help="worker processes for the captures and the chapters' analyses (one run's capture or one "
+                         "(chapter, run) pair each; default 1)")
     _model_and_n(sb)
     use = sub.add_parser("use", help="choose the model (and N) every chapter runs, saved in the cache")
     use.add_argument("--model", required=True, help="alias, hub id or local model folder")
@@ -151,9 +152,9 @@ def _run(args) -> int:
     if args.cmd == "scoreboard":
         from pathlib import Path
 
-        from .scoreboard import default_runs, write
+        from .scoreboard import build
 
-        found = write(Path(args.out), default_runs(model, n), extra_json=Path(args.json_copy), jobs=args.jobs)
+        found = build(Path(args.out), model, n, extra_json=Path(args.json_copy), jobs=args.jobs)
         print(f"scoreboard: {len(found)} verdicts written to {args.out}")
         return 0
     if args.cmd == "export":

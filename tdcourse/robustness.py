@@ -760,36 +760,28 @@ def evaluate(
         ``jobs`` is not a whole number of at least 1.
     """
     chapters = CHAPTERS if chapters is None else chapters
-    if not (isinstance(jobs, int) and not isinstance(jobs, bool) and jobs >= 1):
-        raise ValueError(f"jobs must be a whole number of processes, at least 1, got {jobs!r}")
-    seconds = {"primary": 0.0, "alternatives": 0.0, "data axes": 0.0}
+    _check_jobs(jobs)
     data_runs = dict(data_runs or {})
     kinds = [_kind_of(r, i) for i, r in enumerate(runs)]
-    primary_runs = dict(zip(kinds, runs))
-    claims_in = {c for _m, cs in chapters.values() for c in cs}
-    all_specs = [s for s in list(specs) + data_specs(specs, chapters=chapters) if s.claim in claims_in]
+    all_specs = _all_specs(specs, chapters)
     skip = SKIP if skip is None else skip
-    tasks = []
-    skipped: list[Outcome] = []
-    for chapter, (module, claims) in chapters.items():
-        mine = [s for s in all_specs if s.claim in claims]
-        for kind in kinds:
-            if (module, kind) in skip:
-                skipped.extend(Outcome(s, kind, None, skip[(module, kind)]) for s in mine)
-                continue
-            axes = {a: by_kind[kind] for a, by_kind in data_runs.items() if kind in by_kind}
-            tasks.append((chapter, module, tuple(claims), kind, primary_runs[kind], axes, mine,
-                          tuple(data_modules), sorted(data_runs)))
-    results: dict[int, tuple] = {}
+    tasks: dict[tuple[int, int], tuple] = {}
+    skipped: dict[tuple[int, int], list[Outcome]] = {}
+    for k, (kind, run) in enumerate(zip(kinds, runs)):
+        axes = {a: by_kind[kind] for a, by_kind in data_runs.items() if kind in by_kind}
+        t, sk = kind_tasks(kind, k, run, axes, sorted(data_runs), chapters, all_specs, data_modules, skip)
+        tasks.update(t)
+        skipped.update(sk)
+    results: dict[tuple[int, int], tuple] = {}
 
     def report(res: tuple) -> None:
         if progress:
             print(res[3], flush=True)
 
     if jobs == 1 or len(tasks) < 2:
-        for i, task in enumerate(tasks):
-            results[i] = _evaluate_one(*task)
-            report(results[i])
+        for key in sorted(tasks):
+            results[key] = _evaluate_one(*tasks[key])
+            report(results[key])
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -799,23 +791,71 @@ def evaluate(
         # ``jobs``. Each worker runs one BLAS / torch thread (see _one_thread); the runs travel
         # as their cache entries' paths (Activations pickles a memory-mapped entry by
         # reference), not as copies of their arrays.
-        order = sorted(range(len(tasks)), key=lambda i: -_COST_RANK.get(tasks[i][1], 0))
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx,
                                  initializer=_one_thread) as pool:
-            futures = {pool.submit(_evaluate_one, *tasks[i]): i for i in order}
+            futures = {pool.submit(_evaluate_one, *tasks[key]): key for key in by_cost(tasks)}
             for fut in as_completed(futures):
                 results[futures[fut]] = fut.result()
                 report(results[futures[fut]])
+    return assemble(results, skipped)
+
+
+def _check_jobs(jobs: Any) -> None:
+    if not (isinstance(jobs, int) and not isinstance(jobs, bool) and jobs >= 1):
+        raise ValueError(f"jobs must be a whole number of processes, at least 1, got {jobs!r}")
+
+
+def _all_specs(specs: Sequence[Spec], chapters: Mapping[str, tuple[str, tuple[str, ...]]]) -> list[Spec]:
+    """The specifications of ``chapters``' claims: ``specs`` and their data axes' (:func:`data_specs`)."""
+    claims_in = {c for _m, cs in chapters.values() for c in cs}
+    return [s for s in list(specs) + data_specs(specs, chapters=chapters) if s.claim in claims_in]
+
+
+def kind_tasks(kind: str, k: int, run: Activations, axes: Mapping[str, Activations], axes_built: Sequence[str],
+               chapters: Mapping[str, tuple[str, tuple[str, ...]]], all_specs: Sequence[Spec],
+               data_modules: Sequence[str], skip: Mapping[tuple[str, str], str],
+               ) -> tuple[dict[tuple[int, int], tuple], dict[tuple[int, int], list[Outcome]]]:
+    """One run's (chapter, run) tasks for :func:`_evaluate_one`, and the outcomes of the pairs
+    ``skip`` leaves out, each keyed by ``(chapter index, k)``: the serial order of
+    :func:`evaluate` (chapter by chapter, run by run) is the keys' order.
+
+    ``k`` is the run's index among the runs; ``axes`` its data-axis runs, ``{axis: Activations}``;
+    ``axes_built`` the data axes of the build (for the "not run" reasons)."""
+    tasks: dict[tuple[int, int], tuple] = {}
+    skipped: dict[tuple[int, int], list[Outcome]] = {}
+    for c, (chapter, (module, claims)) in enumerate(chapters.items()):
+        mine = [s for s in all_specs if s.claim in claims]
+        if (module, kind) in skip:
+            skipped[(c, k)] = [Outcome(s, kind, None, skip[(module, kind)]) for s in mine]
+            continue
+        tasks[(c, k)] = (chapter, module, tuple(claims), kind, run, dict(axes), mine, tuple(data_modules),
+                         sorted(axes_built))
+    return tasks, skipped
+
+
+def by_cost(tasks: Mapping[Any, tuple]) -> list:
+    """The keys of ``tasks`` (:func:`kind_tasks`), costliest module first (:data:`_COST_RANK`), so
+    that no worker is left with a long one at the end."""
+    return sorted(tasks, key=lambda key: (-_COST_RANK.get(tasks[key][1], 0), key))
+
+
+def assemble(results: Mapping[tuple[int, int], tuple], skipped: Mapping[tuple[int, int], list[Outcome]],
+             ) -> tuple[list[Verdict], list[Outcome], dict[str, float]]:
+    """:func:`evaluate`'s return value from the results of :func:`_evaluate_one`, keyed as
+    :func:`kind_tasks` keys them: verdicts and outcomes in the serial order, then the skipped
+    pairs' outcomes, and the seconds summed."""
+    seconds = {"primary": 0.0, "alternatives": 0.0, "data axes": 0.0}
     found: list[Verdict] = []
     outcomes: list[Outcome] = []
-    for i in range(len(tasks)):
-        primary, outs, secs, _line = results[i]
+    for key in sorted(results):
+        primary, outs, secs, _line = results[key]
         found.extend(primary)
         outcomes.extend(outs)
-        for k, v in secs.items():
-            seconds[k] += v
-    return found, outcomes + skipped, seconds
+        for name, v in secs.items():
+            seconds[name] += v
+    rest = [o for key in sorted(skipped) for o in skipped[key]]
+    return found, outcomes + rest, seconds
 
 
 #: Relative cost of a chapter's module in the scoreboard (an order for the workers, not a time).

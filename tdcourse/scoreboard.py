@@ -330,8 +330,57 @@ def write(out_dir: Path, runs: Sequence[Activations], extra_json: Path | None = 
     axes = robustness.BUILD_AXES if data_axes is True else (() if data_axes is False else tuple(data_axes))
     data_runs = robustness.load_data_runs(runs, axes=axes, progress=progress) if axes else {}
     t_data = time.perf_counter() - t0
-    computed, outcomes, sec = robustness.evaluate(runs, data_runs, chapters=CHAPTERS, progress=progress, jobs=jobs)
-    t_all = time.perf_counter() - t0
+    evaluated = robustness.evaluate(runs, data_runs, chapters=CHAPTERS, progress=progress, jobs=jobs)
+    return _write_files(out_dir, runs, data_runs, evaluated, t_data, time.perf_counter() - t0, jobs, extra_json)
+
+
+def build(out_dir: Path, model: str = "smollm2-135m", n: int = 1000, extra_json: Path | None = None,
+          progress: bool = True, jobs: int = 2) -> list[Verdict]:
+    """Capture the scoreboard's runs and write the scoreboard, the captures and the analyses side
+    by side in one pool of ``jobs`` workers (:func:`tdcourse.build.capture_and_evaluate`).
+
+    The files written are those of :func:`write` on :func:`default_runs` with the data axes of
+    :data:`tdcourse.robustness.BUILD_AXES`; the runs already in the cache are read, not captured.
+
+    Parameters
+    ----------
+    out_dir, extra_json, progress : as for :func:`write`
+    model : str
+        The model (a name or a local folder, as for :func:`tdcourse.capture.load_activations`).
+    n : int
+        Samples per run.
+    jobs : int, default 2
+        Worker processes.
+
+    Returns
+    -------
+    list of Verdict
+        As :func:`write` returns them.
+
+    Raises
+    ------
+    ValueError
+        ``jobs`` is not a whole number of at least 1.
+    Exception
+        A capture's or an analysis's error, as raised in its worker.
+    """
+    from . import build as pipeline
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    robustness.drop_old_summary()
+    t0 = time.perf_counter()
+    runs, data_runs, evaluated = pipeline.capture_and_evaluate(pipeline.scoreboard_jobs(model, n), jobs=jobs,
+                                                               chapters=CHAPTERS, progress=progress)
+    return _write_files(out_dir, runs, data_runs, evaluated, 0.0, time.perf_counter() - t0, jobs, extra_json,
+                        captured=True)
+
+
+def _write_files(out_dir: Path, runs: Sequence[Activations], data_runs: dict, evaluated: tuple, t_data: float,
+                 t_all: float, jobs: int, extra_json: Path | None, captured: bool = False) -> list[Verdict]:
+    """Write scoreboard.md, findings.md, robustness.md and verdicts.json from ``evaluated``
+    (:func:`tdcourse.robustness.evaluate`'s return value)."""
+    computed, outcomes, sec = evaluated
     found = [v for v in computed if v.claim in CLAIMS + SEQUEL_CLAIMS] + llama_verdicts()
     # Llama 3.1 8B gets a column once a chapter has saved verdicts on it; a column of "not run here"
     # would only push the table past a laptop's page width (the page's text says nobody ran it).
@@ -349,10 +398,13 @@ def write(out_dir: Path, runs: Sequence[Activations], extra_json: Path | None = 
     timing = (f"*Computed when this book was built: {n_specs} specification outcomes on {len(runs)} runs and "
               f"{sum(len(v) for v in data_runs.values())} data-axis captures. On this machine the chapters' own "
               f"verdicts (the scoreboard) took {sec.get('primary', 0):.0f} s, the alternative definitions and "
-              f"seeds {sec.get('alternatives', 0):.0f} s, the data axes {sec.get('data axes', 0):.0f} s and "
-              f"reading or capturing their samples {t_data:.0f} s"
-              + (f" (the three analysis times are summed over the {jobs} worker processes that ran side by side; "
-                 f"the whole pass took {t_all:.0f} s of wall time)" if jobs > 1 else "") + ".*")
+              f"seeds {sec.get('alternatives', 0):.0f} s, the data axes {sec.get('data axes', 0):.0f} s")
+    timing += ("; the runs and their data-axis samples were captured in the same pass" if captured
+               else f" and reading or capturing their samples {t_data:.0f} s")
+    if jobs > 1:
+        timing += (f" (the analysis times are summed over the {jobs} worker processes that ran side by side; the "
+                   f"whole pass took {t_all:.0f} s of wall time{', the captures included' if captured else ''})")
+    timing += ".*"
     runs_line = "Runs: " + "; ".join(f"**{k}** = {l}" for l, k in kinds.items()) + "."
     runs_line += " Data axes in this build: " + "; ".join(
         f"*{a}*: " + (", ".join(data_runs[a]) if data_runs.get(a) else f"not run ({robustness.NOT_RUN.get(a, 'not captured in this build')})")

@@ -16,8 +16,8 @@ from tdcourse.models import ModelLoadError
 N = 12
 
 
-def _tiny_folder(path):
-    """A 2-layer, width-32 Llama with seeded random weights and a byte-level tokenizer, saved to ``path``."""
+def _tiny_folder(path, n_layers=2):
+    """A ``n_layers``-layer (default 2), width-32 Llama with seeded random weights and a byte-level tokenizer, saved to ``path``."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -29,7 +29,7 @@ def _tiny_folder(path):
     tok.decoder = decoders.ByteLevel()
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>")
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=n_layers,
                       num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
                       eos_token_id=len(vocab) - 1, bos_token_id=len(vocab) - 1)
     LlamaForCausalLM(cfg).save_pretrained(path)

@@ -101,3 +101,52 @@ def test_a_skipped_chapter_and_run_is_not_run_with_its_reason_everywhere():
 def test_the_books_build_skips_only_the_sequel_on_the_4bit_copy_and_says_why():
     assert set(robustness.SKIP) == {("jacobians", "4-bit")}
     assert "4-bit" in robustness.SKIP[("jacobians", "4-bit")] and "minutes" in robustness.SKIP[("jacobians", "4-bit")]
+
+
+def test_captures_and_analyses_in_one_pool_give_evaluates_outcomes(tmp_path, capsys):
+    """tdcourse.build: each run captured in a worker (its data axis read in the same forward
+    passes) and its analyses queued as soon as it is there; the outcomes are evaluate's on the
+    same runs, in the same order."""
+    from test_cache_roundtrip import _tiny_folder
+
+    from tdcourse import build
+
+    folder = _tiny_folder(tmp_path / "models" / "tiny-llama", n_layers=6)
+    axes = ("token 25 of 48",)
+    jobs_ = [build.RunJob("trained", dict(model=folder, n=60, quant="none"), axes),
+             build.RunJob("control", dict(model=folder, n=60, init="random", quant="none"), axes)]
+    chapters = {"01_residual_stream": ("stationarity", ("C7",)), "03_growth": ("geometry", ("C4", "C5"))}
+    runs, data_runs, (found, outcomes, _sec) = build.capture_and_evaluate(jobs_, jobs=2, chapters=chapters)
+    out = capsys.readouterr().out
+    assert "'token 25 of 48' read in the same forward passes" in out and "03_growth" in out
+    assert [robustness._kind_of(r, i) for i, r in enumerate(runs)] == ["trained", "control"]
+    token25 = data_runs["token 25 of 48"]
+    assert set(token25) == {"trained", "control"}
+    assert all("read_within" in r.info["capture"] for r in token25.values())  # no forward pass of its own
+    assert token25["trained"].meta["recipe"]["max_tokens"] == 25
+    ref_found, ref_outcomes, _ = robustness.evaluate(runs, data_runs, chapters=chapters, progress=False, jobs=1)
+    assert [(v.claim, v.model, v.outcome, v.value) for v in found] == \
+        [(v.claim, v.model, v.outcome, v.value) for v in ref_found]
+    assert [(o.spec.row, o.spec.name, o.kind, o.outcome, o.note) for o in outcomes] == \
+        [(o.spec.row, o.spec.name, o.kind, o.outcome, o.note) for o in ref_outcomes]
+    assert any(o.spec.data == "token 25 of 48" and o.verdict is not None for o in outcomes)
+    serial = build.capture_and_evaluate(jobs_, jobs=1, chapters=chapters, progress=False)  # read from the cache
+    assert [r.path for r in serial[0]] == [r.path for r in runs]
+    assert [(o.spec.name, o.kind, o.outcome) for o in serial[2][1]] == [(o.spec.name, o.kind, o.outcome)
+                                                                       for o in outcomes]
+
+
+def test_one_job_per_run_kind():
+    from tdcourse import build
+
+    twice = [build.RunJob("trained", {"model": "x", "n": 3}), build.RunJob("trained", {"model": "y", "n": 3})]
+    with pytest.raises(ValueError, match="one job per run kind"):
+        build.capture_and_evaluate(twice, jobs=2)
+
+
+def test_only_the_samples_cut_shorter_are_read_in_the_same_pass():
+    from tdcourse import build
+
+    assert build.prefix_axes(list(robustness.DATA)) == ["token 25 of 48"]  # "whole lines" is another recipe
+    assert [j.kind for j in build.scoreboard_jobs()] == list(robustness.RUN_KINDS)
+    assert [j.axes for j in build.scoreboard_jobs()] == [robustness.BUILD_AXES, (), robustness.BUILD_AXES]

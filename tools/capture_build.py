@@ -2,15 +2,15 @@
 
 The book reads five captures of the embedded SmolLM2-135M: the trained model, its random-init
 control and its 4-bit NF4 copy at N samples, and the scoreboard's data axis "token 25 of 48"
-(:data:`tdcourse.robustness.BUILD_AXES`) for the trained model and the control. Each is the
-same call a chapter makes (:func:`tdcourse.capture.load_activations`), so each lands under the
-key the chapters and the scoreboard look up; one already in the cache is read, not captured
-again.
+(:data:`tdcourse.robustness.BUILD_AXES`) for the trained model and the control, which is read in
+the same forward passes as their own capture (:func:`tdcourse.build.capture_run`). Each lands
+under the key the chapters and the scoreboard look up; one already in the cache is read, not
+captured again. ``make book`` does not need this step: the scoreboard captures these runs in the
+same pool as its analyses (:mod:`tdcourse.build`); ``make test`` uses it.
 
 On a small machine a capture does not keep two cores busy (SmolLM2's matrices are small), so
-``--jobs`` captures run side by side in worker processes, one thread each: on two cores about
-a third less wall time than one after the other (``benchmarks/results/cpu2_build_phases.log``).
-The model is converted once, before the workers start.
+``--jobs`` captures run side by side in worker processes, one thread each. The model is
+converted once, before the workers start.
 
 Usage::
 
@@ -31,34 +31,13 @@ if str(ROOT) not in sys.path:  # run from a checkout without the package install
     sys.path.insert(0, str(ROOT))
 
 
-def captures(model: str, n: int) -> list[tuple[str, dict]]:
-    """``[(what, load_activations keyword arguments)]`` for every capture the book reads, the
-    longest first."""
-    from tdcourse import robustness
-
-    out = [
-        ("trained", dict(model=model, n=n)),
-        ("random init (seed 0)", dict(model=model, n=n, init="random")),
-        ("4-bit", dict(model=model, n=n, quant="4bit")),
-    ]
-    for axis in robustness.BUILD_AXES:
-        recipe, n_axis, _what = robustness.DATA[axis]
-        for kind in robustness.DATA_KINDS:
-            init = "random" if kind == "control" else "trained"
-            out.append((f"{axis}, {kind}", dict(model=model, n=n_axis or n, quant="none", init=init, recipe=recipe)))
-    return out
-
-
-def _one(what: str, kwargs: dict) -> str:
+def _one(job) -> str:
     from transformers.utils import logging as hf_logging
 
-    from tdcourse.capture import load_activations
+    from tdcourse.build import capture_run
 
     hf_logging.disable_progress_bar()  # one line per capture, not several processes' bars interleaved
-
-    t0 = time.perf_counter()
-    run = load_activations(progress=False, **kwargs)
-    return f"  {what:28s} {tuple(run.acts.shape)} (samples, sites, d_model) {time.perf_counter() - t0:6.1f} s"
+    return "\n".join(capture_run(job)[2])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,18 +52,18 @@ def main(argv: list[str] | None = None) -> int:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    from tdcourse.models import open_model, resolve_spec
+    from tdcourse.build import _convert_once, scoreboard_jobs
     from tdcourse.robustness import _one_thread
 
-    open_model(resolve_spec(args.model))  # converts the embedded model once, before the workers start
-    todo = captures(args.model, args.n)
+    todo = scoreboard_jobs(args.model, args.n)
+    _convert_once(todo)  # converts the embedded model once, before the workers start
     t0 = time.perf_counter()
     print(f"capturing {len(todo)} runs of {args.model} (N = {args.n}), {args.jobs} at a time, into the cache "
           "(read from it where already there)", flush=True)
     failed = []
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx, initializer=_one_thread) as pool:
-        futures = {pool.submit(_one, what, kw): what for what, kw in todo}
+        futures = {pool.submit(_one, job): job.kind for job in sorted(todo, key=lambda j: j.kind != "4-bit")}
         for fut in as_completed(futures):
             try:
                 print(fut.result(), flush=True)
@@ -94,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)
     if failed:
         return 1
-    print(f"{len(todo)} captures in the cache ({time.perf_counter() - t0:.0f} s)", flush=True)
+    print(f"{len(todo)} runs and their data axes in the cache ({time.perf_counter() - t0:.0f} s)", flush=True)
     return 0
 
 
