@@ -103,6 +103,11 @@ def check_array(x: Any, name: str = "x", min_ndim: int = 0, finite: bool = True)
     return arr
 
 
+class RunTooSmallError(ValueError):
+    """A run with too few layers or samples for an analysis (:func:`check_run_size`). The
+    robustness page reads it on an alternative specification as "not run" with its message."""
+
+
 def check_run_size(acts: np.ndarray, min_samples: int, min_layers: int, analysis: str) -> None:
     """Refuse a run too small to carry the verdict of ``analysis``, in a learner's words.
 
@@ -119,19 +124,19 @@ def check_run_size(acts: np.ndarray, min_samples: int, min_layers: int, analysis
 
     Raises
     ------
-    ValueError
-        Fewer layers or samples than needed; the message says why and what to do.
+    RunTooSmallError
+        (a ``ValueError``) Fewer layers or samples than needed; the message says why and what to do.
     """
     n, n_sites = acts.shape[:2]
     n_layers = n_sites // 2
     if n_layers < min_layers:
-        raise ValueError(
+        raise RunTooSmallError(
             f"Too few layers: {analysis} needs a model with at least {min_layers} layers ({2 * min_layers} sites, "
             f"resid_pre and resid_mid of each), and this one has {n_layers} ({n_sites} sites). A trend or a cycle "
             "along depth cannot be read from so few steps. Use a deeper model (the course's smallest is the 4-layer "
             "stand-in: python -m tdcourse standin --kind 4-layer).")
     if n < min_samples:
-        raise ValueError(
+        raise RunTooSmallError(
             f"Too few samples: {analysis} needs at least N = {min_samples} samples to carry a verdict, and this run "
             f"has N = {n}. Its intervals and nulls are resampled over samples, so with fewer the verdict would be "
             f"noise. Use more samples (the course's N is 1000: TDCOURSE_N=1000, or n=... in load_runs).")

@@ -487,17 +487,21 @@ def verdicts(run, chapter: str = "", n_boot: int = 1000, seed: int = 0,
     Raises
     ------
     ValueError
-        ``skip_sites`` or ``skip_last_sites`` odd, negative, or leaving fewer than 6 sites.
+        ``skip_sites`` or ``skip_last_sites`` odd or negative.
+    tdcourse.checks.RunTooSmallError
+        Fewer than :data:`MIN_LAYERS` layers or :data:`MIN_SAMPLES` samples, before or after the
+        layers left out.
     """
     acts = _as_acts(run.acts)
     check_run_size(acts, MIN_SAMPLES, MIN_LAYERS, _ANALYSIS)
-    if skip_sites % 2 or skip_sites < 0 or acts.shape[1] - skip_sites < 6:
-        raise ValueError(f"skip_sites must be an even number >= 0 that leaves at least 6 of the {acts.shape[1]} "
-                         f"sites, got {skip_sites}")
-    if skip_last_sites % 2 or skip_last_sites < 0 or acts.shape[1] - skip_sites - skip_last_sites < 6:
-        raise ValueError(f"skip_last_sites must be an even number >= 0 that leaves (with skip_sites={skip_sites}) at "
-                         f"least 6 of the {acts.shape[1]} sites, got {skip_last_sites}")
+    for name, v in (("skip_sites", skip_sites), ("skip_last_sites", skip_last_sites)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v % 2 or v < 0:
+            raise ValueError(f"{name} must be an even whole number >= 0 (whole layers), got {v!r}")
     keep = slice(skip_sites, acts.shape[1] - skip_last_sites)
+    if skip_sites or skip_last_sites:  # what is left must still carry a trend over layer steps
+        check_run_size(acts[:, keep], MIN_SAMPLES, MIN_LAYERS,
+                       f"{_ANALYSIS} with {skip_sites // 2} layer(s) left out at the start and {skip_last_sites // 2} "
+                       "at the end")
     acts = acts[:, keep]
     out = []
 

@@ -435,3 +435,22 @@ def test_the_sequels_claims_are_marked_and_counted_in_their_own_sentence():
     assert "0 of them are **fragile**" in paper and "S2" not in paper
     assert "on **t**: **1 agree**, **0 partly**, **1 disagree**" in sequel
     assert "fragile on t (1): S2 (symmetric share of J → agrees); on the control (1): S2 (symmetric share of J → partly)." in sequel
+
+
+def test_an_alternative_the_model_is_too_small_for_is_not_run_with_the_reason(tmp_path):
+    """A 4-layer model: chapter 3's 'first layer left out' leaves 3 layers, too few for a trend
+    over layer steps. The alternatives say so; the primary verdicts stand."""
+    from test_cache_roundtrip import _tiny_folder
+
+    from tdcourse.capture import load_activations
+
+    run = load_activations(_tiny_folder(tmp_path / "models" / "tiny4", n_layers=4), n=60, quant="none",
+                           progress=False)
+    found, outcomes, _ = robustness.evaluate([run], chapters={"03_growth": ("geometry", ("C4", "C5"))},
+                                             progress=False)
+    assert {v.claim for v in found} >= {"C4", "C5", "C6"}
+    left_out = [o for o in outcomes if o.spec.name == "first layer left out"]
+    assert left_out and all(o.verdict is None for o in left_out)
+    assert all(o.note.startswith("not run: Too few layers: Chapter 3's growth analysis") and "1 layer(s) left out"
+               in o.note for o in left_out)
+    assert all(o.verdict is not None for o in outcomes if o.spec.primary)
