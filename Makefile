@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 N      ?= 1000
 STAMP  := $(VENV)/.tdcourse-installed
 
-.PHONY: setup capture scoreboard assets book test test-lib test-notebooks test-kernels test-lowest test-colab standins test-standins bench clean clean-cache
+.PHONY: setup capture scoreboard assets book screenshots test test-lib test-notebooks test-kernels test-lowest test-colab standins test-standins bench clean clean-cache
 
 setup: $(STAMP)
 
@@ -59,6 +59,12 @@ book: setup assets scoreboard
 
 test: setup capture
 	$(THREADS1) $(BIN)/python -m pytest -q -n 2 --dist loadfile tests notebooks --nbval-lax --durations=15
+
+# The browser tests of the built book, saving every page at 1280 px and 390 px as a PNG in
+# _build/screenshots/ (what a reader sees; the tests alone do not save them).
+screenshots: setup
+	TDCOURSE_SCREENSHOTS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile tests/test_book.py tests/test_book_pages.py
+	@echo "Screenshots in _build/screenshots/"
 
 test-lib: setup
 	$(BIN)/python -m pytest -q tests

@@ -7,10 +7,11 @@ the page may throw. Every chart's colours follow the book's palette (``tdcourse.
 
 Needs the built book (``make book``) and Debian's ``chromium`` (``.ci/run`` installs it; on a
 laptop: ``sudo apt-get install chromium``, or set ``CHROMIUM=/path/to/chrome``). Without
-either, these tests are skipped with a message saying so. Screenshots go to
-``_build/screenshots/`` (``<chapter>-1280.png`` and ``<chapter>-390.png``: the whole page at
-1280 px and at 390 px, as the layout test measured it; each page is loaded once per width and
-every check reads that load).
+either, these tests are skipped with a message saying so. Each page is loaded once per width
+and every check reads that load. ``make screenshots`` (``TDCOURSE_SCREENSHOTS=1``) also saves
+each load to ``_build/screenshots/`` (``<chapter>-1280.png`` and ``<chapter>-390.png``: the whole
+page at 1280 px and at 390 px, as the layout test measured it); off by default, since a
+full-page PNG costs about as much as the checks (1-6 s a page).
 
 The layout test drives Chromium through the DevTools protocol over a pipe
 (``--remote-debugging-pipe``: JSON messages ending in a NUL byte on file descriptors 3 and 4),
@@ -36,6 +37,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
 SHOTS = ROOT / "_build" / "screenshots"
+#: Save a screenshot of every load (``make screenshots``).
+TAKE_SHOTS = os.environ.get("TDCOURSE_SCREENSHOTS", "") not in ("", "0")
 sys.path.insert(0, str(ROOT / "tools"))
 
 
@@ -336,10 +339,11 @@ _MEASURED: dict[tuple[Path, int], tuple[dict, list[str]]] = {}
 
 
 def _measure_page(browser: Browser, page: Path, window: tuple[int, int] = WINDOW) -> tuple[dict, list[str]]:
-    """One load per built page and width for the tests below (with its full-page screenshot)."""
+    """One load per built page and width for the tests below (with its full-page screenshot
+    under ``make screenshots``)."""
     if (page, window[0]) not in _MEASURED:
-        _MEASURED[(page, window[0])] = _measure(browser, page.as_uri(), SHOTS / f"{page.stem}-{window[0]}.png",
-                                                window)
+        shot = SHOTS / f"{page.stem}-{window[0]}.png" if TAKE_SHOTS else None
+        _MEASURED[(page, window[0])] = _measure(browser, page.as_uri(), shot, window)
     return _MEASURED[(page, window[0])]
 
 
