@@ -161,8 +161,10 @@ def test_skip_last_sites_is_the_same_as_a_run_without_its_last_layer():
     assert [v.value for v in both] == [v.value for v in geometry.verdicts(_run(acts[:, 2:-2]), n_boot=100)]
     with pytest.raises(ValueError, match="skip_last_sites"):
         geometry.verdicts(_run(acts), skip_last_sites=3)
-    with pytest.raises(ValueError, match="skip_last_sites"):
-        geometry.verdicts(_run(acts), skip_sites=6, skip_last_sites=6)
+    from tdcourse.checks import RunTooSmallError
+
+    with pytest.raises(RunTooSmallError, match=r"Too few layers: .* with 3 layer\(s\) left out at the start and 3 at"):
+        geometry.verdicts(_run(acts), skip_sites=6, skip_last_sites=6)  # 2 of 8 layers left
 
 
 # --------------------------------------------------------------------------- C7: another null percentile
