@@ -25,7 +25,7 @@ from .exercises import report, run_case
 from .memo import cached
 from .verdicts import Verdict, judge
 
-__all__ = ["MIN_SAMPLES", "MIN_LAYERS", "site_moments", "drift_ratio", "shuffled_sites", "Stationarity",
+__all__ = ["MIN_SAMPLES", "MIN_LAYERS", "NORMALISE", "site_moments", "drift_ratio", "shuffled_sites", "Stationarity",
            "stationarity", "verdicts", "check_site_means", "check_drift_ratio", "check_first_crossing"]
 
 #: The fewest samples (N) and layers a verdict on C7 is computed from (see the module's docstring).
@@ -58,20 +58,31 @@ def site_moments(acts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 _BLOCK_BYTES = 64 << 20
 
 
-def _moments(acts: np.ndarray, order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+#: What ``stationarity(..., normalise=...)`` divides each (sample, site) vector by.
+NORMALISE = (None, "rms")
+
+
+def _moments(acts: np.ndarray, order: np.ndarray | None = None,
+             normalise: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`site_moments` streamed: two passes over blocks of samples (the mean, then the sum
     of squared deviations from it), in float64, with no full-size copy (a float64 copy of a
     (1000, 64, 4096) array is 2 GiB) and working memory that does not grow with N; a cached
     capture's pages are given back after each block (:func:`tdcourse.streaming.read`).
     ``order`` of shape (n_samples, n_sites) reads sample ``i``'s site ``order[i, s]`` as its
     site ``s`` (the site-shuffled null of :func:`shuffled_sites`, without building the
-    shuffled array)."""
+    shuffled array). ``normalise="rms"`` divides each (sample, site) vector by its RMS over
+    units as it is read."""
     n, n_sites, d = acts.shape
     blocks = streaming.sample_blocks(n, n_sites * d * 8, _BLOCK_BYTES)
 
     def block(i0: int, i1: int) -> np.ndarray:
         key = np.s_[i0:i1] if order is None else (np.arange(i0, i1)[:, None], order[i0:i1])
-        return streaming.read(acts, key, np.float64)
+        a = streaming.read(acts, key, np.float64)
+        if normalise == "rms":
+            rms = np.sqrt(np.einsum("nsd,nsd->ns", a, a) / d)[..., None]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                a /= rms
+        return a
 
     total = np.zeros((n_sites, d))
     for i0, i1 in blocks:
@@ -150,7 +161,7 @@ class Stationarity:
 
 
 @cached
-def stationarity(acts: np.ndarray, n_null: int = 3, seed: int = 0) -> Stationarity:
+def stationarity(acts: np.ndarray, n_null: int = 3, seed: int = 0, normalise: str | None = None) -> Stationarity:
     """Drift of every unit against the site-shuffled null (see :func:`drift_ratio`).
 
     Parameters
@@ -159,16 +170,33 @@ def stationarity(acts: np.ndarray, n_null: int = 3, seed: int = 0) -> Stationari
     n_null : int
         Shuffled copies (each gives d_model null values; 3 × 576 is plenty for a 99th percentile).
     seed : int
+    normalise : {None, "rms"}
+        ``"rms"``: each (sample, site) vector ``h`` is read as ``h / sqrt(mean_u h_u²)`` (its
+        RMS over units), block by block of samples as it is read: the drift of the direction,
+        without the growth of the norm (chapter 1's exercise), and no normalised copy of the
+        capture in memory. A zero vector gives NaN, which is refused.
+
+    Raises
+    ------
+    ValueError
+        Bad input (:func:`tdcourse.capture.check_acts`), an unknown ``normalise``, or a zero
+        vector under ``normalise="rms"``.
+    tdcourse.checks.RunTooSmallError
+        Fewer samples or layers than the verdict needs.
     """
     check_run_size(check_acts(acts), MIN_SAMPLES, MIN_LAYERS, _ANALYSIS)  # dtype and NaN first, then the size
     acts = _check_acts(acts)
+    if normalise not in NORMALISE:
+        raise ValueError(f"normalise must be one of {NORMALISE}, got {normalise!r}")
     rng = np.random.default_rng(seed)
     n = acts.shape[0]
-    mean, var = _moments(acts)
+    mean, var = _moments(acts, normalise=normalise)
+    if not (np.isfinite(mean).all() and np.isfinite(var).all()):
+        raise ValueError("normalise='rms': some (sample, site) vector is all zeros, so it has no direction to keep")
     drift = _drift(mean, var, n)
     # the same draws as shuffled_sites(acts, rng), read site block by site block (no shuffled copy)
     null = np.stack([_drift(*_moments(acts, rng.permuted(np.broadcast_to(np.arange(acts.shape[1]), acts.shape[:2]),
-                                                          axis=1)), n) for _ in range(n_null)])
+                                                          axis=1), normalise), n) for _ in range(n_null)])
     thresh = np.quantile(null, 0.99)
     # site 0 is the token embedding; compare the last site with site 1 (after the first attention)
     vlr = np.log10(np.maximum(var[-1], 1e-30) / np.maximum(var[1], 1e-30))

@@ -163,6 +163,7 @@ NO_ARRAY_INPUT = {
     "continuity.AGGREGATES": "constant",
     "information.ESTIMATORS": "constant",
     "rotations.NULLS": "constant",
+    "stationarity.NORMALISE": "constant",
     "rotations.reclassify": "takes a computed RotationAnalysis (its arrays were checked when it was computed)",
     "continuity.pair_names": "site names",
     "continuity.random_rotation": "integers in, a seeded basis out",

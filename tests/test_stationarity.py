@@ -49,3 +49,27 @@ def test_verdicts_reuse_a_computed_result():
     reused = stationarity.verdicts(run, result=st)[0]
     assert reused.value == fresh.value == st.frac_drifting
     assert reused.uncertainty == fresh.uncertainty
+
+
+def test_rms_normalised_stationarity_streams_the_normalised_copy():
+    """normalise="rms" reads each block divided by its (sample, site) RMS: the statistic of the
+    normalised array, computed in float64 without the copy (chapter 1's exercise at any N)."""
+    from tdcourse import stationarity as st
+
+    rng = np.random.default_rng(3)
+    a = (rng.standard_normal((60, 10, 32)) * np.linspace(1, 20, 10)[None, :, None]
+         + np.linspace(0, 3, 10)[None, :, None]).astype(np.float32)
+    a64 = a.astype(np.float64)
+    normed = a64 / np.sqrt((a64 ** 2).mean(-1, keepdims=True))
+    got = st.stationarity.__wrapped__(a, normalise="rms")
+    want = st.stationarity.__wrapped__(normed)
+    np.testing.assert_allclose(got.drift, want.drift, rtol=1e-9)
+    np.testing.assert_allclose(got.null_drift, want.null_drift, rtol=1e-9)
+    assert got.frac_drifting == want.frac_drifting
+    raw = st.stationarity.__wrapped__(a)
+    assert not np.allclose(raw.drift, got.drift)  # the norm's growth is gone
+    with pytest.raises(ValueError, match="normalise must be one of"):
+        st.stationarity.__wrapped__(a, normalise="l2")
+    a[5, 3] = 0.0
+    with pytest.raises(ValueError, match="all zeros"):
+        st.stationarity.__wrapped__(a, normalise="rms")
