@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 N      ?= 1000
 STAMP  := $(VENV)/.tdcourse-installed
 
-.PHONY: setup capture scoreboard assets book screenshots test test-lib test-notebooks test-kernels test-lowest test-colab standins test-standins bench clean clean-cache
+.PHONY: setup capture scoreboard assets book screenshots test test-lib test-notebooks test-kernels test-lowest test-colab standins standin-captures standin-notebooks test-standins bench clean clean-cache
 
 setup: $(STAMP)
 
@@ -108,15 +108,25 @@ STANDIN_KINDS ?= 8b-shape 4-layer
 standins: setup
 	for kind in $(STANDIN_KINDS); do $(BIN)/python -m tdcourse standin --kind $$kind || exit 1; done
 
-test-standins: standins
+# The stand-ins (built once) and their captures, trained and random init, at N = STANDIN_N.
+standin-captures: setup
+	set -e; for kind in $(STANDIN_KINDS); do \
+	  folder=$$($(BIN)/python -m tdcourse standin --kind $$kind); \
+	  $(BIN)/python -m tdcourse capture --model "$$folder" --n $(STANDIN_N); \
+	  $(BIN)/python -m tdcourse capture --model "$$folder" --n $(STANDIN_N) --init random; \
+	done
+
+# Every chapter, under nbval, on each stand-in (captured by standin-captures).
+standin-notebooks: setup
 	set -e; for kind in $(STANDIN_KINDS); do \
 	  folder=$$($(BIN)/python -m tdcourse standin --kind $$kind); \
 	  echo "== every chapter on the $$kind stand-in ($$folder), N = $(STANDIN_N)"; \
-	  $(BIN)/python -m tdcourse capture --model "$$folder" --n $(STANDIN_N); \
-	  $(BIN)/python -m tdcourse capture --model "$$folder" --n $(STANDIN_N) --init random; \
 	  TDCOURSE_MODEL="$$folder" TDCOURSE_N=$(STANDIN_N) $(THREADS1) \
 	    $(BIN)/python -m pytest -q -n 2 --dist loadfile notebooks --nbval-lax -p no:cacheprovider; \
 	done
+
+test-standins: standin-captures
+	$(MAKE) --no-print-directory standin-notebooks
 
 bench: setup capture
 	$(BIN)/python benchmarks/bench_capture.py

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     python = str(folder / "bin" / "python")
     pip = [python, "-m", "pip", "install", "-q"]
     uv = str(folder / "bin" / "uv")
-    if run(pip + ["uv"]):
+    if run(pip + ["-q", "uv"]):  # -qq: not the warnings about index folders without uv
         extra, env = uv_args(pip_config(python))
         overrides = folder / "uv-overrides.txt"
         overrides.write_text("\n".join(OVERRIDES) + "\n")
