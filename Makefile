@@ -57,8 +57,10 @@ book: setup assets scoreboard
 	$(BIN)/jupyter-book build . -W --keep-going
 	@echo "Open _build/html/index.html"
 
+# The notebooks are collected first: the longest files start first and the short test files fill
+# the workers' ends (xdist hands out whole files, in collection order).
 test: setup capture
-	$(THREADS1) $(BIN)/python -m pytest -q -n 2 --dist loadfile tests notebooks --nbval-lax --durations=15
+	$(THREADS1) $(BIN)/python -m pytest -q -n 2 --dist loadfile notebooks tests --nbval-lax --durations=15
 
 # The browser tests of the built book, saving every page at 1280 px and 390 px as a PNG in
 # _build/screenshots/ (what a reader sees; the tests alone do not save them).
@@ -108,13 +110,12 @@ STANDIN_KINDS ?= 8b-shape 4-layer
 standins: setup
 	for kind in $(STANDIN_KINDS); do $(BIN)/python -m tdcourse standin --kind $$kind || exit 1; done
 
-# The stand-ins (built once) and their captures, trained and random init, at N = STANDIN_N.
+# The stand-ins (built once) and their captures, trained and random init, at N = STANDIN_N: JOBS
+# worker processes side by side (tools/standin_build.py). The same as, one by one:
+#   folder=$(python -m tdcourse standin --kind 8b-shape)
+#   python -m tdcourse capture --model "$folder" --n 64 [--init random]
 standin-captures: setup
-	set -e; for kind in $(STANDIN_KINDS); do \
-	  folder=$$($(BIN)/python -m tdcourse standin --kind $$kind); \
-	  $(BIN)/python -m tdcourse capture --model "$$folder" --n $(STANDIN_N); \
-	  $(BIN)/python -m tdcourse capture --model "$$folder" --n $(STANDIN_N) --init random; \
-	done
+	$(THREADS1) $(BIN)/python tools/standin_build.py --kinds $(STANDIN_KINDS) --n $(STANDIN_N) --jobs $(JOBS)
 
 # Every chapter, under nbval, on each stand-in (captured by standin-captures).
 standin-notebooks: setup

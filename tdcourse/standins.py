@@ -95,11 +95,6 @@ def build_standin(kind: str = "8b-shape", seed: int = 0, rebuild: bool = False) 
         The cache's disk cannot take the weights (checked before they are drawn); nothing is
         written, and no temporary folder is left on any failure.
     """
-    import torch
-    from transformers import AutoTokenizer, LlamaForCausalLM
-
-    from .models import ModelLoadError, _converted_smollm2_dir, _count_params_from_config
-
     if kind not in STANDINS:
         raise ValueError(f"Unknown stand-in {kind!r}: choose one of {sorted(STANDINS)}.")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -113,6 +108,12 @@ def build_standin(kind: str = "8b-shape", seed: int = 0, rebuild: bool = False) 
                 return target
         except (OSError, json.JSONDecodeError):
             pass
+    # imported here: a stand-in already built is returned without torch and transformers (7 s)
+    import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from .models import ModelLoadError, _converted_smollm2_dir, _count_params_from_config
+
     tok = AutoTokenizer.from_pretrained(_converted_smollm2_dir())
     config = standin_config(kind, len(tok), tok.bos_token_id, tok.eos_token_id)
     target.parent.mkdir(parents=True, exist_ok=True)
