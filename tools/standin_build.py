@@ -37,12 +37,11 @@ def _build(kind: str) -> str:
 def _capture(folder: str, n: int, init: str) -> str:
     from transformers.utils import logging as hf_logging
 
-    from tdcourse.capture import load_activations
+    from tdcourse.build import RunJob, capture_run
 
     hf_logging.disable_progress_bar()
-    t0 = time.perf_counter()
-    run = load_activations(model=folder, n=n, init=init, quant="none", progress=False)
-    return f"  {run.label}: {tuple(run.acts.shape)} (samples, sites, d_model) {time.perf_counter() - t0:6.1f} s"
+    kind = "control" if init == "random" else "trained"
+    return "\n".join(capture_run(RunJob(kind, dict(model=folder, n=n, init=init, quant="none")))[2])
 
 
 def main(argv: list[str] | None = None) -> int:
