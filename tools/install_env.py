@@ -54,11 +54,21 @@ def pip_config(python: str) -> dict[str, list[str]]:
     """pip's settings that say where packages come from: ``{key: [values]}`` (``find-links``,
     ``index-url``, ``extra-index-url``, ``constraint``, ``cert``), from ``pip config list`` (files
     and ``PIP_*`` variables; a variable wins over a file, as in pip)."""
-    keys = ("find-links", "index-url", "extra-index-url", "constraint", "cert")
+    keys = (
+        "find-links",
+        "index-url",
+        "extra-index-url",
+        "constraint",
+        "cert",
+    )
     out: dict[str, list[str]] = {}
     try:
-        listed = subprocess.run([python, "-m", "pip", "config", "list"], capture_output=True, text=True,
-                                check=False).stdout
+        listed = subprocess.run(
+            [python, "-m", "pip", "config", "list"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
     except OSError:
         listed = ""
     for line in listed.splitlines():
@@ -73,7 +83,9 @@ def pip_config(python: str) -> dict[str, list[str]]:
     return out
 
 
-def uv_args(config: dict[str, list[str]]) -> tuple[list[str], dict[str, str]]:
+def uv_args(
+    config: dict[str, list[str]],
+) -> tuple[list[str], dict[str, str]]:
     """``uv pip install`` options and environment variables equivalent to pip's ``config``."""
     args: list[str] = []
     for link in config.get("find-links", []):
@@ -83,7 +95,10 @@ def uv_args(config: dict[str, list[str]]) -> tuple[list[str], dict[str, str]]:
     for url in config.get("extra-index-url", []):
         args += ["--extra-index-url", url]
     if config.get("extra-index-url") or config.get("find-links"):
-        args += ["--index-strategy", "unsafe-best-match"]  # pip's rule: the best version from any source
+        args += [
+            "--index-strategy",
+            "unsafe-best-match",
+        ]  # pip's rule: the best version from any source
     for path in config.get("constraint", []):
         args += ["--constraint", path]
     env = {}
@@ -94,7 +109,12 @@ def uv_args(config: dict[str, list[str]]) -> tuple[list[str], dict[str, str]]:
 
 def run(cmd: list[str], env: dict[str, str] | None = None) -> bool:
     print("+", " ".join(shlex.quote(c) for c in cmd), flush=True)
-    return subprocess.run(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, check=False).returncode == 0
+    return (
+        subprocess.run(
+            cmd, cwd=ROOT, env={**os.environ, **(env or {})}, check=False
+        ).returncode
+        == 0
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,21 +127,47 @@ def main(argv: list[str] | None = None) -> int:
     python = str(folder / "bin" / "python")
     pip = [python, "-m", "pip", "install", "-q"]
     uv = str(folder / "bin" / "uv")
-    if run(pip + ["-q", "uv"]):  # -qq: not the warnings about index folders without uv
+    if run(
+        pip + ["-q", "uv"]
+    ):  # -qq: not the warnings about index folders without uv
         extra, env = uv_args(pip_config(python))
         overrides = folder / "uv-overrides.txt"
         overrides.write_text("\n".join(OVERRIDES) + "\n")
         extra += ["--override", str(overrides)]
-        done = all(run([uv, "pip", "install", "-q", "--python", python, *extra, *step], env) for step in STEPS)
+        done = all(
+            run(
+                [
+                    uv,
+                    "pip",
+                    "install",
+                    "-q",
+                    "--python",
+                    python,
+                    *extra,
+                    *step,
+                ],
+                env,
+            )
+            for step in STEPS
+        )
         if done:
             return 0
-        print("uv could not install the requirements (its message is above): trying pip", flush=True)
+        print(
+            "uv could not install the requirements (its message is above): trying pip",
+            flush=True,
+        )
     else:
-        print("uv could not be installed (pip's message is above): installing with pip", flush=True)
+        print(
+            "uv could not be installed (pip's message is above): installing with pip",
+            flush=True,
+        )
     if all(run(pip + list(step)) for step in STEPS):
         return 0
-    print("error: the course's requirements could not be installed (pip's message is above). Check the network "
-          "or the package index, then run `make setup` again.", file=sys.stderr)
+    print(
+        "error: the course's requirements could not be installed (pip's message is above). Check the network "
+        "or the package index, then run `make setup` again.",
+        file=sys.stderr,
+    )
     return 1
 
 

@@ -24,7 +24,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run from a checkout without the package installed
+if (
+    str(ROOT) not in sys.path
+):  # run from a checkout without the package installed
     sys.path.insert(0, str(ROOT))
 
 
@@ -41,20 +43,35 @@ def _capture(folder: str, n: int, init: str) -> str:
 
     hf_logging.disable_progress_bar()
     kind = "control" if init == "random" else "trained"
-    return "\n".join(capture_run(RunJob(kind, dict(model=folder, n=n, init=init, quant="none")))[2])
+    return "\n".join(
+        capture_run(
+            RunJob(
+                kind,
+                {"model": folder, "n": n, "init": init, "quant": "none"},
+            )
+        )[2]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kinds", nargs="+", default=["8b-shape", "4-layer"])
+    parser.add_argument(
+        "--kinds", nargs="+", default=["8b-shape", "4-layer"]
+    )
     parser.add_argument("--n", type=int, default=64)
-    parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="worker processes (default 2)"
+    )
     args = parser.parse_args(argv)
     if args.n < 1 or args.jobs < 1:
         print("error: --n and --jobs must be at least 1", file=sys.stderr)
         return 2
     import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures import (
+        FIRST_COMPLETED,
+        ProcessPoolExecutor,
+        wait,
+    )
 
     from tdcourse.models import open_model, resolve_spec
     from tdcourse.robustness import _one_thread
@@ -62,14 +79,24 @@ def main(argv: list[str] | None = None) -> int:
 
     unknown = [k for k in args.kinds if k not in STANDINS]
     if unknown:
-        print(f"error: unknown stand-in {unknown[0]!r}: choose from {sorted(STANDINS)}", file=sys.stderr)
+        print(
+            f"error: unknown stand-in {unknown[0]!r}: choose from {sorted(STANDINS)}",
+            file=sys.stderr,
+        )
         return 2
-    open_model(resolve_spec("smollm2-135m"))  # the stand-ins' tokenizer: converted once, before the workers
+    open_model(
+        resolve_spec("smollm2-135m")
+    )  # the stand-ins' tokenizer: converted once, before the workers
     t0 = time.perf_counter()
     ctx = multiprocessing.get_context("spawn")
     failed = []
-    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx, initializer=_one_thread) as pool:
-        pending = {pool.submit(_build, kind): f"build {kind}" for kind in args.kinds}
+    with ProcessPoolExecutor(
+        max_workers=args.jobs, mp_context=ctx, initializer=_one_thread
+    ) as pool:
+        pending = {
+            pool.submit(_build, kind): f"build {kind}"
+            for kind in args.kinds
+        }
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
@@ -78,16 +105,29 @@ def main(argv: list[str] | None = None) -> int:
                     out = fut.result()
                 except Exception as err:  # noqa: BLE001 - reported with its step, then the run fails
                     failed.append(what)
-                    print(f"error: {what} failed: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+                    print(
+                        f"error: {what} failed: {type(err).__name__}: {err}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     continue
-                print(out if not what.startswith("build") else f"{what[6:]}: {out}", flush=True)
+                print(
+                    out
+                    if not what.startswith("build")
+                    else f"{what[6:]}: {out}",
+                    flush=True,
+                )
                 if what.startswith("build"):
                     for init in ("trained", "random"):
-                        pending[pool.submit(_capture, out, args.n, init)] = f"capture {what[6:]} ({init})"
+                        pending[
+                            pool.submit(_capture, out, args.n, init)
+                        ] = f"capture {what[6:]} ({init})"
     if failed:
         return 1
-    print(f"{len(args.kinds)} stand-ins built and captured at N = {args.n} ({time.perf_counter() - t0:.0f} s)",
-          flush=True)
+    print(
+        f"{len(args.kinds)} stand-ins built and captured at N = {args.n} ({time.perf_counter() - t0:.0f} s)",
+        flush=True,
+    )
     return 0
 
 
