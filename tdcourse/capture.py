@@ -39,6 +39,7 @@ from .hooks import capture, check_token_ids, residual_hooks
 from .models import ALIASES, DEFAULT_MODEL, SITE_KINDS, MissingModelFolderError, ModelLoadError, ModelSpec, \
     ModelTooLargeError, RemoteUnavailableError, UnsupportedModelError, check_model_fits, load_weights, open_model, \
     resolve_spec, text_config
+from . import lookup
 from .streaming import release
 from .store import (FORMAT_VERSION, CacheError, EntryWriter, HalfStoreArray, StoreFile, _entry_dir, activations_dir, cache_key, check_cache_room,
                     clean_stale_temporaries, entry_meta, find_entries, ids_digest, load_result, pick_entry, read_entry,
@@ -594,6 +595,12 @@ def load_activations(
     prefixes = [check_recipe(replace(r, n=n)) for r in _check_prefixes(prefixes, recipe)]
     open_precision = quant == "auto" and dtype is None
     pinned_quant = None if quant == "auto" else quant
+    # A request answered before names its entry without torch or transformers (tdcourse.lookup).
+    lookup_key = None if (rebuild or remote) else lookup.request_key(model, quant, dtype, init, seed, recipe,
+                                                                     store_dtype)
+    known = lookup.recall(lookup_key)
+    if known is not None and _entry_dir(known).is_dir():
+        return read_activations(_entry_dir(known), expect_meta=known)
     try:
         # The name is resolved once and the model opened once (tokenizer and config, no weights):
         # the tokenizer fixes the samples and the config gives the hub revision, so a cached entry
@@ -635,7 +642,9 @@ def load_activations(
     path = _entry_dir(meta)
     if not rebuild:
         if path.exists() or path.is_symlink():
-            return read_activations(path, expect_meta=meta)
+            acts = read_activations(path, expect_meta=meta)
+            lookup.remember(lookup_key, meta)
+            return acts
         found = [(p, m) for p, m in find_entries(model, recipe, init=init, seed=seed,
                                                  data_sha256=samples.data_sha256, store_dtype=store_dtype)
                  if m.get("input_ids_sha256") == meta["input_ids_sha256"]
@@ -713,7 +722,9 @@ def load_activations(
     if progress:
         where = " on NDIF" if remote else ""
         print(f"Captured {shape} from {spec.label}{where} in {elapsed:.0f} s with {engine}; cached in {path}")
-    return read_activations(path, expect_meta=meta, verify=False)
+    acts = read_activations(path, expect_meta=meta, verify=False)
+    lookup.remember(lookup_key, meta)
+    return acts
 
 
 def _check_prefixes(prefixes, recipe: SampleRecipe) -> list[SampleRecipe]:

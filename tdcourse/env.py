@@ -257,7 +257,13 @@ def where() -> str:
 
 
 def device() -> str:
-    """``"cuda"`` if a CUDA GPU is visible to torch, else ``"mps"`` on Apple silicon, else ``"cpu"``."""
+    """``"cuda"`` if a CUDA GPU is visible to torch, else ``"mps"`` on Apple silicon, else ``"cpu"``.
+
+    With a CPU-only build of torch on Linux or Windows (:func:`torch_is_cpu_only`) the answer
+    is ``"cpu"`` without importing torch (about 2 s a process).
+    """
+    if "torch" not in sys.modules and sys.platform != "darwin" and torch_is_cpu_only():
+        return "cpu"
     import torch
 
     if torch.cuda.is_available():
@@ -265,6 +271,27 @@ def device() -> str:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return "mps"
     return "cpu"
+
+
+def torch_is_cpu_only() -> bool:
+    """Whether the installed torch is a build without CUDA, ROCm or XPU support, read from its
+    ``torch/version.py`` without importing torch. False when that cannot be told (no torch,
+    an unreadable or unfamiliar file): the caller then asks torch itself."""
+    import importlib.util
+    import re
+
+    try:
+        spec = importlib.util.find_spec("torch")
+        if spec is None or not spec.submodule_search_locations:
+            return False
+        text = (Path(list(spec.submodule_search_locations)[0]) / "version.py").read_text(encoding="utf-8")
+    except (OSError, ValueError, ImportError, UnicodeDecodeError):
+        return False
+    backends = {}
+    for name in ("cuda", "hip", "xpu"):
+        found = re.search(rf"^{name}\s*(?::[^=\n]*)?=\s*(.+?)\s*$", text, flags=re.M)
+        backends[name] = found.group(1) if found else None
+    return backends["cuda"] == "None" and backends["hip"] == "None" and backends["xpu"] in ("None", None)
 
 
 def gpu_memory_gb() -> float | None:
