@@ -296,3 +296,25 @@ def test_rms_normalized_mean_trajectories_divide_out_the_growth():
     assert got.shape == (6, 8)
     np.testing.assert_allclose(got, want, rtol=1e-12)  # float64 both: only the summation order may differ
     assert np.ptp(got, axis=1) == pytest.approx(np.zeros(6), abs=1e-6)
+
+
+def test_the_fast_arctan2_equals_numpys_to_an_ulp_and_keeps_signed_zeros():
+    rng = np.random.default_rng(3)
+    y = rng.standard_normal(100_000) * 10.0 ** rng.integers(-8, 8, 100_000)
+    x = rng.standard_normal(100_000) * 10.0 ** rng.integers(-8, 8, 100_000)
+    want = np.arctan2(y, x)
+    got = rot._arctan2_into(y.copy(), x)
+    assert np.all(np.abs(got - want) <= np.spacing(np.abs(want)) + 1e-300)
+    # The cases _wrap_half_open relies on: the sign of a zero picks -pi or +pi, the axes are exact.
+    y = np.array([0.0, -0.0, 0.0, -0.0, 1.0, -1.0, 0.0])
+    x = np.array([-1.0, -1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
+    got = rot._arctan2_into(y.copy(), x)
+    np.testing.assert_array_equal(got, np.arctan2(y, x))
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(np.arctan2(y, x)))
+
+
+def test_the_hot_path_equals_the_reference_turning_angles():
+    rng = np.random.default_rng(4)
+    traj = rng.standard_normal((300, 40)).cumsum(-1)
+    np.testing.assert_allclose(rot.rotation_count(traj), rot.turning_angles(traj).sum(-1) / (2 * np.pi),
+                               rtol=0, atol=1e-12)
