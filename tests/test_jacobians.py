@@ -540,3 +540,17 @@ def test_complex_share_ignores_rounding_and_flips():
     assert jj.complex_share(near, np.deg2rad(1)) == 0.5
     with pytest.raises(ValueError):
         jj.complex_share(ev, min_angle=2.0)
+
+
+def test_the_products_through_torch_equal_numpys():
+    from tdcourse.jacobians import _mm, _upper_times
+
+    rng = np.random.default_rng(0)
+    real = rng.standard_normal((40, 40))
+    cplx = rng.standard_normal((40, 40)) + 1j * rng.standard_normal((40, 40))
+    for a, b in ((real, real), (cplx, cplx), (np.eye(40), cplx), (cplx.conj().T, real)):
+        got = _mm(a, b)
+        assert got.dtype == (a @ b).dtype
+        np.testing.assert_allclose(got, a @ b, rtol=1e-12, atol=1e-12 * np.abs(a @ b).max())
+    u = np.triu(cplx)
+    np.testing.assert_allclose(_upper_times(u, cplx), u @ cplx, rtol=1e-12, atol=1e-12 * np.abs(u @ cplx).max())
