@@ -57,6 +57,7 @@ from .checks import check_array, check_run_size
 from . import stats
 from .exercises import report, run_case
 from .memo import cached
+from .blas import matmul
 from .verdicts import Verdict, judge
 
 __all__ = [
@@ -183,7 +184,7 @@ class _Source:
         if self.q is None or self.ranks:
             return x
         # one 2-D product (BLAS); a batched 3-D matmul on a slice is several times slower
-        return (x.reshape(-1, x.shape[-1]) @ self.q).reshape(*x.shape[:-1], self.q.shape[1])
+        return matmul(x.reshape(-1, x.shape[-1]), self.q).reshape(*x.shape[:-1], self.q.shape[1])
 
     def block(self, i0: int, i1: int, a0: int, b: int) -> np.ndarray:
         """Samples ``i0 … i1 − 1`` at sites ``a0 … b − 1``: shape ``(i1 − i0, b − a0, d_out)``."""
@@ -264,10 +265,10 @@ def _pairs_pass(src: _Source, w: np.ndarray | None = None, null_rows: np.ndarray
                 sab += np.einsum("nkd,nkd->kd", x[:, :-1], x[:, 1:])
             if w is not None:
                 wb, bn = w[:, i0:i1], i1 - i0
-                m += (wb @ xo.reshape(bn, -1)).reshape(m.shape)
-                s2 += (wb @ (xo * xo).reshape(bn, -1)).reshape(s2.shape)
+                m += matmul(wb, xo.reshape(bn, -1)).reshape(m.shape)
+                s2 += matmul(wb, (xo * xo).reshape(bn, -1)).reshape(s2.shape)
                 if n_pairs:
-                    c += (wb @ (x[:, :-1] * x[:, 1:]).reshape(bn, -1)).reshape(c.shape)
+                    c += matmul(wb, (x[:, :-1] * x[:, 1:]).reshape(bn, -1)).reshape(c.shape)
             if trace and n_pairs:
                 dx = x[:, 1:] - x[:, :-1]
                 tw += np.einsum("nkd,nkd->k", dx, dx)

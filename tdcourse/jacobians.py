@@ -1408,20 +1408,12 @@ def _schur_pair(j: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.
 
 
 def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b`` for the analysis' d × d float64 / complex128 products, through torch's BLAS.
+    """``a @ b`` through torch's BLAS (:func:`tdcourse.blas.matmul`): with OpenBLAS's generic
+    kernel (``OPENBLAS_CORETYPE=Prescott``) one SmolLM2 run's analysis took 122 s through numpy
+    and takes 79 s so; 56-57 s either way with its Haswell kernel."""
+    from .blas import matmul
 
-    The same product to rounding, whichever BLAS kernel numpy's OpenBLAS picks: at d = 576 a
-    complex product takes 36-51 ms through torch (its MKL) against 38 ms through numpy with
-    OpenBLAS's Haswell kernel and 192 ms with its generic one (``OPENBLAS_CORETYPE=Prescott``,
-    which CI runs the whole course under once), where the chapter's analysis of one run went
-    from 56 s to 122 s. Numpy where torch is not installed.
-    """
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency of the course
-        return a @ b
-    dtype = np.result_type(a, b)  # numpy's promotion (a real identity times a complex matrix)
-    return (torch.from_numpy(np.asarray(a, dtype=dtype)) @ torch.from_numpy(np.asarray(b, dtype=dtype))).numpy()
+    return matmul(a, b)
 
 
 def _upper_times(u: np.ndarray, b: np.ndarray) -> np.ndarray:
