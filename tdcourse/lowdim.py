@@ -47,6 +47,7 @@ import numpy as np
 
 from . import streaming
 from .capture import check_acts
+from .data import check_int
 from .checks import check_array, check_run_size
 from . import stats
 from .exercises import report, run_case, which_mistake
@@ -120,6 +121,69 @@ def _check_path(traj: np.ndarray, name: str = "traj") -> np.ndarray:
 # --------------------------------------------------------------------------- pooled PCA
 
 
+def pooled_moments(acts: np.ndarray, fit_idx: np.ndarray | None = None,
+                   eps: float = 1e-8) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and scale of each unit over all (sample, site) rows of the fitting samples, streamed.
+
+    Parameters
+    ----------
+    acts : ndarray of shape (n_samples, n_sites, d_model)
+    fit_idx : ndarray of shape (n_fit,) of int, optional
+        Samples whose rows give the mean and scale (default: all).
+    eps : float
+        Floor of the scale (a constant unit is left centred, not divided by 0).
+
+    Returns
+    -------
+    mean, scale : ndarray of shape (d_model,), float64
+        Two passes over blocks of samples (the mean, then the squared deviations, in the
+        stored precision and summed in float64); a cached capture's pages are given back after
+        each block: the memory does not grow with N.
+    """
+    acts = _check_acts(acts)
+    n, s, d = acts.shape
+    idx = _check_idx(fit_idx, n, "fit_idx")
+    fit = streaming.sample_blocks(len(idx), 3 * 8 * s * d)
+    total = np.zeros(d)
+    for a, b in fit:
+        total += streaming.read(acts, idx[a:b]).reshape(-1, d).sum(0, dtype=np.float64)
+    mean = total / (len(idx) * s)
+    sq = np.zeros(d)
+    for a, b in fit:
+        rows = streaming.read(acts, idx[a:b]).reshape(-1, d)
+        sq += np.square(rows - mean.astype(rows.dtype)).sum(0, dtype=np.float64)
+    var = sq / (len(idx) * s)
+    return mean, np.maximum(np.sqrt(var), eps)
+
+
+def _standardized(acts: np.ndarray, key, m32: np.ndarray, s32: np.ndarray) -> np.ndarray:
+    """``(acts[key] − mean) / scale`` in float32: the values :func:`pooled_standardize` writes,
+    for one block (elementwise, so any blocking gives the same numbers)."""
+    out = np.subtract(streaming.read(acts, key), m32, dtype=np.float32)
+    out /= s32
+    return out
+
+
+def _standardized_rows(acts: np.ndarray, idx: np.ndarray, m32: np.ndarray, s32: np.ndarray) -> np.ndarray:
+    """The standardised rows of samples ``idx``, shape ``(len(idx) * n_sites, d_model)``, float32,
+    built a block of samples at a time (equal to ``pooled_standardize(...)[0][idx]``)."""
+    n, s, d = acts.shape
+    out = np.empty((len(idx) * s, d), dtype=np.float32)
+    for a, b in streaming.sample_blocks(len(idx), 3 * 8 * s * d):
+        out[a * s : b * s] = _standardized(acts, idx[a:b], m32, s32).reshape(-1, d)
+    return out
+
+
+def _standardized_row_blocks(acts: np.ndarray, m32: np.ndarray, s32: np.ndarray, bytes_per_row: int):
+    """``(slice, rows)`` over the flattened ``(n_samples * n_sites, d_model)`` standardised rows,
+    in the blocks of :func:`_row_blocks` (the same blocks a full-size copy was cut into)."""
+    n, s, d = acts.shape
+    for sl in _row_blocks(n * s, bytes_per_row):
+        i0, i1 = sl.start // s, -(-sl.stop // s)
+        rows = _standardized(acts, np.s_[i0:i1], m32, s32).reshape(-1, d)
+        yield sl, rows[sl.start - i0 * s : sl.stop - i0 * s]
+
+
 def pooled_standardize(acts: np.ndarray, fit_idx: np.ndarray | None = None, eps: float = 1e-8):
     """Z-score each unit over all (sample, site) rows of the fitting samples.
 
@@ -134,31 +198,17 @@ def pooled_standardize(acts: np.ndarray, fit_idx: np.ndarray | None = None, eps:
     Returns
     -------
     z : ndarray of shape (n_samples, n_sites, d_model), float32
+        A full-size copy (1.9 GB for Llama 3.1 8B at N = 1,800): the library's own analyses
+        standardise a block at a time instead (:func:`train_autoencoder`).
     mean : ndarray of shape (d_model,)
     scale : ndarray of shape (d_model,)
     """
-    acts = _check_acts(acts)
+    mean, scale = pooled_moments(acts, fit_idx, eps)
     n, s, d = acts.shape
-    idx = _check_idx(fit_idx, n, "fit_idx")
-    # Streamed over blocks of samples (two passes: the mean, then the squared deviations, in the
-    # stored precision and summed in float64); a cached capture's pages are given back after
-    # each block, and z, the one full-size array, is written block by block.
-    fit = streaming.sample_blocks(len(idx), 3 * 8 * s * d)
-    total = np.zeros(d)
-    for a, b in fit:
-        total += streaming.read(acts, idx[a:b]).reshape(-1, d).sum(0, dtype=np.float64)
-    mean = total / (len(idx) * s)
-    sq = np.zeros(d)
-    for a, b in fit:
-        rows = streaming.read(acts, idx[a:b]).reshape(-1, d)
-        sq += np.square(rows - mean.astype(rows.dtype)).sum(0, dtype=np.float64)
-    var = sq / (len(idx) * s)
-    scale = np.maximum(np.sqrt(var), eps)
     z = np.empty((n, s, d), dtype=np.float32)
     m32, s32 = mean.astype(np.float32), scale.astype(np.float32)
     for a, b in streaming.sample_blocks(n, 3 * 8 * s * d):
-        np.subtract(streaming.read(acts, np.s_[a:b]), m32, out=z[a:b], dtype=np.float32)
-        z[a:b] /= s32
+        z[a:b] = _standardized(acts, np.s_[a:b], m32, s32)
     return z, mean, scale
 
 
@@ -172,6 +222,12 @@ def _row_blocks(n_rows: int, bytes_per_row: int) -> list[slice]:
     step = max(1, _BLOCK_BYTES // max(1, bytes_per_row))
     return [slice(i, min(i + step, n_rows)) for i in range(0, n_rows, step)]
 
+
+#: Most bytes of standardised float32 training rows the autoencoder holds (:func:`train_autoencoder`'s
+#: ``max_train_samples``): 2 GiB. SmolLM2's 500 training samples of 60 × 576 units take 69 MB,
+#: Llama 3.1 8B's 900 of 64 × 4096 take 0.94 GB; at N = 10,000 the 8B's 5,000 would take 5.2 GB,
+#: and 2,048 of them are kept (a 70B's 160 × 8192 rows: 409 samples).
+MAX_TRAIN_BYTES = 2 << 30
 
 #: Widest d_model whose pooled PCA is exact (scikit-learn's covariance eigendecomposition);
 #: wider ones use scikit-learn's randomized solver with a fixed seed (see :func:`pooled_pca`).
@@ -271,20 +327,19 @@ def pooled_pca(
     if not 1 <= n_components <= d:
         raise ValueError(f"n_components must be in 1 … d_model={d}, got {n_components}")
     idx = _check_idx(fit_idx, n, "fit_idx")
-    if standardize:
-        z, mean, scale = pooled_standardize(acts, idx)
-    else:
-        z, mean, scale = acts.astype(np.float32), np.zeros(d), np.ones(d)
+    mean, scale = pooled_moments(acts, idx) if standardize else (np.zeros(d), np.ones(d))
+    m32, s32 = mean.astype(np.float32), scale.astype(np.float32)  # (x - 0) / 1: the float32 values
     if d <= EXACT_PCA_MAX_D:
         pca = PCA(n_components=n_components, svd_solver="covariance_eigh")
     else:
         pca = PCA(n_components=n_components, svd_solver="randomized", n_oversamples=20, iterated_power=7,
                   random_state=seed)
-    pca.fit(z[idx].reshape(-1, d))
-    flat = z.reshape(-1, d)
-    scores = np.empty((flat.shape[0], n_components), dtype=np.result_type(flat, pca.components_))
-    for sl in _row_blocks(flat.shape[0], 4 * d):  # no full-size centred copy
-        scores[sl] = (flat[sl] - pca.mean_) @ pca.components_.T
+    # Only the fitted rows are held (what scikit-learn fits); every sample is then standardised
+    # and projected a block of rows at a time: no full-size standardised copy.
+    pca.fit(_standardized_rows(acts, idx, m32, s32))
+    scores = np.empty((n * s, n_components), dtype=np.result_type(np.float32, pca.components_))
+    for sl, rows in _standardized_row_blocks(acts, m32, s32, 4 * d):
+        scores[sl] = (rows - pca.mean_) @ pca.components_.T
     return PooledPCA(scores=scores.reshape(n, s, n_components).astype(np.float64),
                      components=pca.components_.astype(np.float64),
                      explained_variance_ratio=pca.explained_variance_ratio_.astype(np.float64),
@@ -309,6 +364,19 @@ def site_spread(z: np.ndarray) -> np.ndarray:
     step = max(1, _BLOCK_BYTES // max(1, 8 * n * d))
     for lo in range(0, s, step):  # a few sites at a time: no full-size centred copy
         c = z[:, lo : lo + step] - z[:, lo : lo + step].mean(0, keepdims=True)
+        out[:, lo : lo + step] = np.einsum("nsd,nsd->ns", c, c, dtype=np.float64)
+    return out
+
+
+def _standardized_site_spread(acts: np.ndarray, m32: np.ndarray, s32: np.ndarray) -> np.ndarray:
+    """:func:`site_spread` of ``acts`` standardised with ``m32`` and ``s32``, a few sites at a
+    time (the same numbers as on :func:`pooled_standardize`'s full copy, without it)."""
+    n, s, d = acts.shape
+    out = np.empty((n, s))
+    step = max(1, _BLOCK_BYTES // max(1, 8 * n * d))
+    for lo in range(0, s, step):
+        z = _standardized(acts, np.s_[:, lo : lo + step], m32, s32)
+        c = z - z.mean(0, keepdims=True)
         out[:, lo : lo + step] = np.einsum("nsd,nsd->ns", c, c, dtype=np.float64)
     return out
 
@@ -579,7 +647,8 @@ class AutoencoderFit:
         Squared distance of each row to its site's mean (:func:`site_spread`), the
         denominator of :func:`site_nmse`.
     train_idx, test_idx : ndarray of int
-        Samples trained on, and held out.
+        Samples trained on, and held out (a capped split's other training samples are in
+        neither: ``config["n_train_split"]``).
     loss : ndarray of shape (epochs,)
         Mean training loss per epoch.
     mean, scale : ndarray of shape (d_model,)
@@ -646,11 +715,14 @@ def train_autoencoder(
     num_threads: int | None = 1,
     order_seed: int | None = None,
     step: Callable[[Any, Any, Any], Any] | None = None,
+    max_train_samples: int | None = None,
 ) -> AutoencoderFit:
     """Train the compressing autoencoder on pooled, standardised site vectors.
 
-    Rows are every (sample, site) pair of a random ``train_frac`` of the samples, z-scored
-    per unit with the training rows' statistics. Loss: mean squared error over units
+    Rows are every (sample, site) pair of a random ``train_frac`` of the samples (at most
+    ``max_train_samples`` of them), z-scored per unit with the training rows' statistics. Only
+    the training rows are held in memory (float32); every other step standardises a block of
+    samples at a time. Loss: mean squared error over units
     (optionally weighted per site), Adam with a cosine learning-rate decay, ``epochs``
     passes over shuffled minibatches. Seeded (``torch.manual_seed`` and a seeded split and
     shuffle); bit-identical on the CPU for a given torch build and thread count.
@@ -692,10 +764,22 @@ def train_autoencoder(
         learner's training loop (:func:`check_training_step`). The learning-rate schedule
         still steps after it. None (default): the library's step. Not with
         ``balance_sites=True`` (its per-row weights are the library step's).
+    max_train_samples : int or None
+        Most samples trained on: the first of the seeded shuffle of the ``train_frac`` split;
+        the held-out samples stay the rest of the split either way, and ``config`` records
+        ``n_train_samples`` (trained on), ``n_train_split`` and ``max_train_samples``. None
+        (default): as many as :data:`MAX_TRAIN_BYTES` of rows hold (2,048 samples at Llama 3.1
+        8B's shape; no cap for SmolLM2 at any N the course offers).
 
     Returns
     -------
     AutoencoderFit
+
+    Raises
+    ------
+    ValueError
+        A bad ``train_frac``, ``epochs``, ``batch_size``, ``num_threads``, ``step`` or
+        ``max_train_samples``.
     """
     import torch
 
@@ -713,9 +797,15 @@ def train_autoencoder(
     n_train = int(round(train_frac * n))
     if not 1 <= n_train < n:
         raise ValueError(f"train_frac={train_frac} leaves no training or no held-out samples out of {n}")
-    train_idx, test_idx = np.sort(perm[:n_train]), np.sort(perm[n_train:])
-    z, mean, scale = pooled_standardize(acts, train_idx)
-    spread = site_spread(z)
+    if max_train_samples is None:
+        cap = max(1, MAX_TRAIN_BYTES // (4 * s * d))
+    else:
+        cap = check_int(max_train_samples, "max_train_samples")
+    n_fit = min(n_train, cap)  # the first of the shuffled training samples: a seeded subset
+    train_idx, test_idx = np.sort(perm[:n_fit]), np.sort(perm[n_train:])
+    mean, scale = pooled_moments(acts, train_idx)
+    m32, s32 = mean.astype(np.float32), scale.astype(np.float32)
+    spread = _standardized_site_spread(acts, m32, s32)
     if balance_sites:
         site_w = 1.0 / np.maximum(spread[train_idx].mean(0), 1e-12)
         site_w = site_w / site_w.mean()
@@ -728,21 +818,24 @@ def train_autoencoder(
     if num_threads is not None:
         torch.set_num_threads(int(num_threads))
     try:
-        return _train(torch, z, mean, scale, spread, site_w, train_idx, test_idx, latent_dim, hidden, epochs,
-                      batch_size, lr, train_frac, balance_sites, seed, device, num_threads,
-                      seed if order_seed is None else int(order_seed), step=step)
+        fit = _train(torch, (acts, m32, s32), mean, scale, spread, site_w, train_idx, test_idx, latent_dim, hidden,
+                     epochs, batch_size, lr, train_frac, balance_sites, seed, device, num_threads,
+                     seed if order_seed is None else int(order_seed), step=step)
+        fit.config.update(n_train_samples=int(n_fit), n_train_split=int(n_train), max_train_samples=int(cap))
+        return fit
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _train(torch, z, mean, scale, spread, site_w, train_idx, test_idx, latent_dim, hidden, epochs, batch_size,
+def _train(torch, source, mean, scale, spread, site_w, train_idx, test_idx, latent_dim, hidden, epochs, batch_size,
            lr, train_frac, balance_sites, seed, device, num_threads, order_seed, step=None) -> AutoencoderFit:
-    n, s, d = z.shape
+    acts, m32, s32 = source  # standardised a block at a time: no full-size copy
+    n, s, d = acts.shape
     n_train = len(train_idx)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(order_seed)
     model = build_autoencoder(d, latent_dim, hidden).to(device)
-    x_train = torch.from_numpy(z[train_idx].reshape(-1, d)).to(device)
+    x_train = torch.from_numpy(_standardized_rows(acts, train_idx, m32, s32)).to(device)
     w_train = torch.from_numpy(np.tile(site_w, n_train).astype(np.float32)).to(device)
     n_rows = x_train.shape[0]
     steps_per_epoch = -(-n_rows // batch_size)
@@ -773,10 +866,10 @@ def _train(torch, z, mean, scale, spread, site_w, train_idx, test_idx, latent_di
     seconds = time.perf_counter() - t0
     model.eval()
     lats, sqs = [], []
-    flat = z.reshape(-1, d)
+    del x_train
     with torch.no_grad():
-        for sl in _row_blocks(flat.shape[0], 3 * 4 * d):  # the reconstruction a block of rows at a time
-            xa = torch.from_numpy(flat[sl]).to(device)
+        for _sl, rows in _standardized_row_blocks(acts, m32, s32, 3 * 4 * d):  # the reconstruction, by blocks
+            xa = torch.from_numpy(np.ascontiguousarray(rows)).to(device)
             lat = model.encoder(xa)
             lats.append(lat)
             sqs.append(((model.decoder(lat) - xa) ** 2).sum(1))

@@ -223,7 +223,7 @@ def sample_blocks(n_samples: int, per_sample_bytes: int, max_bytes: int | None =
     return [(i, min(i + step, n_samples)) for i in range(0, n_samples, step)]
 
 
-def site_means(acts: Any, max_bytes: int | None = None) -> np.ndarray:
+def site_means(acts: Any, max_bytes: int | None = None, idx: Any = None) -> np.ndarray:
     """Mean over samples of every unit at every site, float64, in one pass of sample blocks.
 
     Parameters
@@ -231,15 +231,27 @@ def site_means(acts: Any, max_bytes: int | None = None) -> np.ndarray:
     acts : ndarray of shape (n_samples, n_sites, d_model), or HalfStoreArray
     max_bytes : int, optional
         Bytes of one block, counted in float64 (default :data:`BLOCK_BYTES`).
+    idx : sequence of int, optional
+        The samples to average (default: all), e.g. a held-out split.
 
     Returns
     -------
     ndarray of shape (n_sites, d_model)
-        Equals ``acts.astype(np.float64).mean(0)`` to float64 rounding (the sum runs block by
-        block).
+        Equals ``acts[idx].astype(np.float64).mean(0)`` to float64 rounding (the sum runs
+        block by block; no copy of the selected samples).
+
+    Raises
+    ------
+    ValueError
+        ``idx`` empty, not whole numbers, or outside ``0 … n_samples − 1``.
     """
     n, n_sites, d = acts.shape
+    rows = np.arange(n) if idx is None else np.asarray(idx)
+    if rows.ndim != 1 or rows.size == 0 or not np.issubdtype(rows.dtype, np.integer) \
+            or rows.min() < 0 or rows.max() >= n:
+        raise ValueError(f"idx must be a non-empty list of sample indices in 0 … {n - 1}, got {idx!r:.80}")
     total = np.zeros((n_sites, d))
-    for i0, i1 in sample_blocks(n, n_sites * d * 8, max_bytes):
-        total += read(acts, np.s_[i0:i1]).sum(0, dtype=np.float64)
-    return total / n
+    for i0, i1 in sample_blocks(len(rows), n_sites * d * 8, max_bytes):
+        key = np.s_[i0:i1] if idx is None else rows[i0:i1]
+        total += read(acts, key).sum(0, dtype=np.float64)
+    return total / len(rows)

@@ -277,3 +277,64 @@ def test_plain_file_reads_equal_the_map(tmp_path, monkeypatch, store_dtype):
         view = mapped[3:11, 1:5]
         for key in (np.s_[1:6], np.s_[:, 2], (np.array([[0, 7], [2, 3]]), np.array([[1, 3]])), np.s_[2:5, 1:3]):
             np.testing.assert_array_equal(streaming.read(view, key), view[key], err_msg=repr(key))
+
+
+def test_autoencoder_and_pca_standardise_by_blocks_as_on_the_full_copy(monkeypatch):
+    """Chapter 6 without a full-size standardised copy: the autoencoder's training rows, spreads,
+    reconstruction and the pooled PCA's scores, standardised a block at a time (blocks that do
+    not divide the samples or the rows), equal what the full copy of pooled_standardize gives."""
+    from tdcourse import lowdim
+
+    acts = (_stack(40, n_sites=6, d=9, seed=4) * np.arange(1, 10)).astype(np.float32)
+    one = lowdim.train_autoencoder.__wrapped__(acts, epochs=2, batch_size=64)
+    pca_one = lowdim.pooled_pca(acts, n_components=3, fit_idx=one.train_idx)
+    z, mean, scale = lowdim.pooled_standardize(acts, fit_idx=one.train_idx)
+    np.testing.assert_array_equal(one.spread, lowdim.site_spread(z))  # the reference: the full copy
+    np.testing.assert_array_equal(one.mean, mean)
+    np.testing.assert_array_equal(pca_one.scores, lowdim.pooled_pca(z, n_components=3, fit_idx=one.train_idx,
+                                                                    standardize=False).scores)
+    monkeypatch.setattr(streaming, "BLOCK_BYTES", 3 * 3 * 8 * 6 * 9)  # 3 samples a block (40 = 13 × 3 + 1)
+    blocks = lowdim.train_autoencoder.__wrapped__(acts, epochs=2, batch_size=64)
+    for name in ("latent", "sq_error", "spread", "loss", "mean", "scale", "train_idx", "test_idx"):
+        np.testing.assert_array_equal(getattr(blocks, name), getattr(one, name), err_msg=name)
+    np.testing.assert_array_equal(lowdim.pooled_pca(acts, n_components=3, fit_idx=one.train_idx).scores,
+                                  pca_one.scores)
+    # 7 rows a block: the blocks cut samples. The rows are the same; products of other shapes
+    # round differently in the last bits (float32 network: 1e-5).
+    monkeypatch.setattr(lowdim, "_BLOCK_BYTES", 7 * 3 * 4 * 9)
+    rows = lowdim.train_autoencoder.__wrapped__(acts, epochs=2, batch_size=64)
+    for name in ("spread", "loss", "mean", "scale"):
+        np.testing.assert_array_equal(getattr(rows, name), getattr(one, name), err_msg=name)
+    np.testing.assert_allclose(rows.latent, one.latent, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rows.sq_error, one.sq_error, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(lowdim.pooled_pca(acts, n_components=3, fit_idx=one.train_idx).scores,
+                               pca_one.scores, rtol=1e-9, atol=1e-9)
+
+
+def test_autoencoder_training_samples_are_capped_and_the_cap_is_recorded():
+    from tdcourse import lowdim
+
+    acts = _stack(40, n_sites=6, d=9, seed=5).astype(np.float32)
+    full = lowdim.train_autoencoder.__wrapped__(acts, epochs=1)
+    capped = lowdim.train_autoencoder.__wrapped__(acts, epochs=1, max_train_samples=7)
+    assert full.config["n_train_samples"] == full.config["n_train_split"] == 20 == len(full.train_idx)
+    assert capped.config["n_train_samples"] == 7 == len(capped.train_idx)
+    assert capped.config["n_train_split"] == 20 and capped.config["max_train_samples"] == 7
+    assert set(capped.train_idx) < set(full.train_idx)  # a subset of the same split
+    np.testing.assert_array_equal(capped.test_idx, full.test_idx)  # the same held-out samples
+    assert capped.config["n_train_rows"] == 7 * 6
+    # The default cap: MAX_TRAIN_BYTES of float32 rows.
+    assert full.config["max_train_samples"] == lowdim.MAX_TRAIN_BYTES // (4 * 6 * 9)
+    with pytest.raises(ValueError, match="max_train_samples"):
+        lowdim.train_autoencoder.__wrapped__(acts, epochs=1, max_train_samples=0)
+
+
+def test_site_means_of_a_subset_of_samples():
+    acts = _stack(30, n_sites=4, d=5, seed=6).astype(np.float32)
+    idx = np.array([1, 4, 5, 17, 29])
+    for block in (1 << 30, 2 * 4 * 5 * 8):
+        np.testing.assert_allclose(streaming.site_means(acts, max_bytes=block, idx=idx),
+                                   acts[idx].astype(np.float64).mean(0), rtol=1e-13)
+    for bad in ([], [30], [-1], [0.5]):
+        with pytest.raises(ValueError, match="sample indices in 0 … 29"):
+            streaming.site_means(acts, idx=bad)
