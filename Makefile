@@ -80,7 +80,7 @@ test-notebooks: setup capture
 # two idle cores (60 s with the load of other jobs); .ci/run runs it last.
 NUMERIC_TESTS := tests/test_stationarity.py tests/test_continuity.py tests/test_geometry.py \
   tests/test_information.py tests/test_rotations.py tests/test_lowdim.py tests/test_perturb.py \
-  tests/test_stats_verdicts.py tests/test_robustness.py
+  tests/test_stats_verdicts.py tests/test_robustness.py tests/test_streaming.py tests/test_blas.py
 test-kernels: setup
 	@OPENBLAS_CORETYPE=Prescott $(BIN)/python -c "import numpy, scipy.linalg, threadpoolctl; \
 	  print('OpenBLAS kernel:', sorted({i.get('architecture') for i in threadpoolctl.threadpool_info()}))"
