@@ -1416,6 +1416,14 @@ def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return matmul(a, b)
 
 
+def _eigvals(a: np.ndarray) -> np.ndarray:
+    """``np.linalg.eigvals(a)`` through torch (:func:`tdcourse.blas.eigvals`): kernel-independent,
+    as :func:`_mm`."""
+    from .blas import eigvals
+
+    return eigvals(a)
+
+
 def _upper_times(u: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``u @ b`` for an upper-triangular complex ``u`` (:func:`_mm`: a full product through
     torch is faster than BLAS ztrmm's half of one under OpenBLAS's generic kernel, and 11 ms
@@ -1701,7 +1709,7 @@ def _analyse_prompts(model, prompts, plan_, label, position, knob, seed, capture
                 skipless = _mm(a, skipless)
                 partial[si, l], _ = _ranks(prod)
             if not schur:
-                eig[si, l] = np.linalg.eigvals(j)
+                eig[si, l] = _eigvals(j)
                 continue
             (t_lap, z_lap), (t, z) = _schur_pair(j)
             eig[si, l] = np.diagonal(t)
@@ -1987,7 +1995,7 @@ def s1_yardstick(d: int, min_angle: float = 0.0, seed: int = 0) -> float:
     if min_angle == 0:
         return float(ginibre_complex_share(d))
     rng = np.random.default_rng(seed)
-    return float(np.mean([complex_share(np.linalg.eigvals(rng.standard_normal((d, d))), min_angle)
+    return float(np.mean([complex_share(_eigvals(rng.standard_normal((d, d))), min_angle)
                           for _ in range(4)]))
 
 

@@ -31,3 +31,17 @@ def test_matmul_takes_strided_views_and_refuses_shapes_that_do_not_chain():
         matmul(a, a)
     with pytest.raises(ValueError, match=r"\(m, k\) and \(k, n\)"):
         matmul(a[0], a)
+
+
+def test_eigvals_equal_numpys_and_keep_real_ones_real():
+    from tdcourse.blas import eigvals
+
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((60, 60))
+    got, want = eigvals(a), np.linalg.eigvals(a)
+    assert got.dtype == np.complex128 and got.shape == (60,)
+    key = lambda v: np.lexsort((np.round(v.imag, 8), np.round(v.real, 8)))  # noqa: E731
+    np.testing.assert_allclose(got[key(got)], want[key(want)], rtol=1e-9, atol=1e-9)
+    assert np.sum(got.imag == 0) == np.sum(want.imag == 0)  # the complex share counts the same values
+    with pytest.raises(ValueError, match="square"):
+        eigvals(a[:, :5])
