@@ -189,11 +189,8 @@ def pooled_standardize(acts: np.ndarray, fit_idx: np.ndarray | None = None, eps:
 
     Parameters
     ----------
-    acts : ndarray of shape (n_samples, n_sites, d_model)
-    fit_idx : ndarray of shape (n_fit,) of int, optional
-        Samples whose rows give the mean and scale (default: all).
-    eps : float
-        Floor of the scale (a constant unit is left centred, not divided by 0).
+    acts, fit_idx, eps : as for :func:`pooled_moments` (``acts`` of shape (n_samples, n_sites,
+        d_model); ``fit_idx`` the samples whose rows give the mean and scale, default all)
 
     Returns
     -------
