@@ -56,10 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-boot", type=int, default=1000, help="as the chapter (1000)")
     parser.add_argument("--source", action="append", type=Path, default=None,
                         help="a checkout of the course to import tdcourse from (repeatable; default: this one)")
+    parser.add_argument("--label", action="append", default=None,
+                        help="what each --source is, in the same order (e.g. 'before: a standardised copy')")
     parser.add_argument("--keep", action="store_true", help="leave the synthetic entry in the cache")
     parser.add_argument("--log", type=Path, default=None)
     args = parser.parse_args(argv)
     sources = [p.resolve() for p in (args.source or [HERE.parent])]
+    labels = args.label or ["this checkout"] * len(sources)
+    if len(labels) != len(sources):
+        parser.error(f"{len(labels)} --label for {len(sources)} --source: give one per source")
 
     cache = Path(os.environ.get("TDCOURSE_CACHE", Path.home() / ".cache" / "tdcourse"))
     size = args.n * args.sites * args.d * 4 / 2**30
@@ -75,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     lines.append(f"written in {w['wall_s']:.1f} s (peak RSS {w['peak_gib']:.2f} GiB)")
     print(lines[-1], flush=True)
     try:
-        for src in sources:
+        for src, label in zip(sources, labels):
             commit = subprocess.run(["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True,
                                     text=True).stdout.strip() or "?"
             shutil.rmtree(cache / "results" / "memo", ignore_errors=True)  # computed, not read back
@@ -86,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             if proc.returncode != 0:
                 raise SystemExit(proc.stderr[-3000:])
             r = json.loads(proc.stdout.strip().splitlines()[-1])
-            lines.append(f"lowdim.analyse, one run, tdcourse at {commit} ({src}): wall {r['wall_s']:7.1f} s   "
+            lines.append(f"lowdim.analyse, one run, tdcourse at {commit} [{label}]: wall {r['wall_s']:7.1f} s   "
                          f"peak RSS {r['peak_gib']:.2f} GiB   autoencoder trained on {r['n_train']} samples, "
                          f"{r['n_test']} held out")
             print(lines[-1], flush=True)

@@ -124,6 +124,21 @@ def render() -> str:
                 f"`benchmarks/results/{log}`): "
                 + "; ".join(f"chapter {int(k)} {w:.0f} s, peak {m:.2f} GiB" for k, (w, m) in sorted(chapters.items()))
                 + ".")
+    block = _last_block("cpu2_lowdim_memory_8b_shape.log") or ""
+    shape = re.search(r"shape \((\d+), (\d+), (\d+)\) float32, ([\d.]+) GiB", block)
+    runs = re.findall(r"lowdim\.analyse, one run, tdcourse at (\w+) \[([^\]]*)\]: wall\s+([\d.]+) s\s+"
+                      r"peak RSS ([\d.]+) GiB\s+autoencoder trained on (\d+) samples, (\d+) held out", block)
+    if shape and runs:
+        bullets.append(
+            f"**Chapter 6's analysis on a synthetic 8B-shaped entry**, N = {int(shape.group(1)):,} "
+            f"({shape.group(4)} GiB of random numbers, not activations; one run, computed: the autoencoder, the "
+            f"pooled PCA, the spectra and the bootstraps; `benchmarks/bench_lowdim_memory.py`, log "
+            f"`benchmarks/results/cpu2_lowdim_memory_8b_shape.log`): "
+            + "; ".join(f"{label} (commit {commit}): {float(wall):.0f} s, peak {float(peak):.2f} GiB"
+                        for commit, label, wall, peak, _tr, _te in runs)
+            + f"; the autoencoder trained on {runs[-1][4]} samples and held out {runs[-1][5]}.")
+    else:
+        bullets.append("**Chapter 6's analysis on a synthetic 8B-shaped entry**: not measured.")
     return "".join(f"- {b}\n" for b in bullets)
 
 
