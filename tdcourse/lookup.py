@@ -36,7 +36,7 @@ from typing import Any
 
 from . import env
 from .data import SHIPPED_SPLITS, SampleRecipe, local_data_file
-from .models import ModelSpec, _is_embedded, _is_local, resolve_spec
+from .models import ModelSpec, _is_embedded, _is_local, converted_smollm2_path, resolve_spec
 
 __all__ = ["FORMAT", "lookup_dir", "request_key", "recall", "remember"]
 
@@ -64,7 +64,7 @@ def _files_signature(folder: Path) -> list[list[Any]]:
 
 def _model_folder(spec: ModelSpec) -> Path | None:
     if _is_embedded(spec.source):
-        return env.cache_dir() / "models" / "smollm2-135m"
+        return converted_smollm2_path()
     if _is_local(spec.source):
         return Path(spec.name)
     return None

@@ -589,6 +589,12 @@ def _read_marker(marker: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+def converted_smollm2_path() -> Path:
+    """Where :func:`_converted_smollm2_dir` keeps the converted embedded model
+    (``<TDCOURSE_CACHE>/models/smollm2-135m``), whether it is there yet or not."""
+    return env.cache_dir() / "models" / "smollm2-135m"
+
+
 def _converted_smollm2_dir() -> Path:
     """The embedded GGUF, dequantised once into the cache as safetensors; returns its folder.
 
@@ -603,8 +609,8 @@ def _converted_smollm2_dir() -> Path:
     gguf = smollm2_gguf_path()
     stamp = {"gguf": gguf.name, "size": gguf.stat().st_size, "package": _smollm2_version(),
              "convert_version": _CONVERT_VERSION}
-    models_dir = env.cache_dir() / "models"
-    target = models_dir / "smollm2-135m"
+    target = converted_smollm2_path()
+    models_dir = target.parent
     marker = target / _MARKER
     recorded = _read_marker(marker)
     if recorded is not None and {k: v for k, v in recorded.items() if k != "content"} == stamp:
