@@ -99,10 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(w["path"], ignore_errors=True)
             lines.append("entry removed (--keep keeps it)")
-    if args.log:
-        args.log.parent.mkdir(parents=True, exist_ok=True)
-        with open(args.log, "a") as f:
-            f.write("\n".join(lines) + "\n\n")
+    synth.append_log(args.log, lines)
     return 0
 
 

@@ -82,6 +82,14 @@ def _run(code: str, job: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def append_log(path: Path | None, lines: list[str]) -> None:
+    """Append one run's ``lines`` to the log at ``path`` (nothing for None), a blank line after."""
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.write("\n".join(lines) + "\n\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=10_000)
@@ -114,10 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.keep:
         shutil.rmtree(w["path"])
         lines.append("entry removed (--keep keeps it)")
-    if args.log:
-        args.log.parent.mkdir(parents=True, exist_ok=True)
-        with open(args.log, "a") as f:
-            f.write("\n".join(lines) + "\n\n")
+    append_log(args.log, lines)
     return 0
 
 
