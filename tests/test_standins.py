@@ -16,6 +16,8 @@ def test_8b_shape_has_the_paper_models_activation_shape():
     assert (config.num_attention_heads, config.head_dim, config.intermediate_size) == (1, 128, 256)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
+    model.tie_weights()  # transformers 5.0.0 leaves a model built on the meta device untied
+    assert model.lm_head.weight is model.model.embed_tokens.weight
     n = sum(p.numel() for p in model.parameters())
     assert 3.6e8 < n < 3.8e8  # 201 M tied embedding + 32 x 5.3 M blocks: runs on two CPU cores
 
@@ -38,6 +40,8 @@ def test_70b_shape_has_the_70b_activation_shape_and_the_8b_standins_cheap_blocks
     assert config.tie_word_embeddings
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
+    model.tie_weights()  # transformers 5.0.0 leaves a model built on the meta device untied
+    assert model.lm_head.weight is model.model.embed_tokens.weight
     n = sum(p.numel() for p in model.parameters())
     assert 1.2e9 < n < 1.3e9  # 403 M tied embedding + 80 x 10.5 M blocks: 5.0 GB in float32
 
