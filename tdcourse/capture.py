@@ -40,6 +40,7 @@ from .models import ALIASES, DEFAULT_MODEL, SITE_KINDS, MissingModelFolderError,
     ModelTooLargeError, RemoteUnavailableError, UnsupportedModelError, check_model_fits, load_weights, open_model, \
     resolve_spec, text_config
 from . import lookup
+from . import streaming
 from .streaming import release
 from .store import (FORMAT_VERSION, CacheError, EntryWriter, HalfStoreArray, StoreFile, _entry_dir, activations_dir, cache_key, check_cache_room,
                     clean_stale_temporaries, entry_meta, find_entries, ids_digest, load_result, pick_entry, read_entry,
@@ -302,8 +303,11 @@ class Activations:
 
         ``kind`` is ``"resid_pre"`` or ``"resid_mid"``; ``layer`` an integer in ``0 … n_layers-1``
         (``1.7`` or ``True`` are refused with a ``ValueError``, never read as layer 1).
+        A cached capture's site is read into a new array with plain file reads
+        (:func:`tdcourse.streaming.read`): a view of the memory map would leave, through the
+        kernel's read-around, most of the file resident in this process once it is read.
         """
-        return self.acts[:, site_index(kind, layer, self.n_layers)]
+        return streaming.read(self.acts, np.s_[:, site_index(kind, layer, self.n_layers)])
 
     def block_size(self, max_bytes: int = 64 << 20) -> int:
         """Samples per block of :meth:`blocks`: as many as fit ``max_bytes`` in float32, at least 1."""

@@ -163,7 +163,8 @@ def same_input_groups(acts: np.ndarray, site: int = 0) -> tuple[np.ndarray, np.n
     acts = check_acts(acts)  # NaN != NaN: a NaN state would split its group silently
     if not -acts.shape[1] <= site < acts.shape[1]:
         raise ValueError(f"site {site} is out of range: there are {acts.shape[1]} sites")
-    _, group, counts = np.unique(acts[:, site], axis=0, return_inverse=True, return_counts=True)
+    states = streaming.read(acts, np.s_[:, site])  # plain reads: the memory map's pages are not kept
+    _, group, counts = np.unique(states, axis=0, return_inverse=True, return_counts=True)
     group = group.ravel()
     return group, counts[group]
 
@@ -850,8 +851,8 @@ def findings_notes(runs, found, profiles: dict, step_names, token_test: tuple | 
             next_step = f"and is back up at {after:.2f} nats at the next step"
         else:
             next_step = f"and is lower still at the next step, {after:.2f} nats"
-        a = run.acts[:, low].astype(np.float64)
-        b = run.acts[:, low + 1].astype(np.float64)
+        a = streaming.read(run.acts, np.s_[:, low], np.float64)  # plain reads, not the memory map
+        b = streaming.read(run.acts, np.s_[:, low + 1], np.float64)
         na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             grow = float(np.median(nb / na))

@@ -1443,7 +1443,7 @@ def findings_notes(runs, by_run: dict, results: dict, curvature, robustness=None
                      f"{'rises' if pr_l > pr_e else 'does not fall'} from {pr_e:.3g} (first third) to "
                      f"{pr_l:.3g} (last third).")
     low = int(np.argmin(raw.pr))
-    x = np.asarray(runs[0].acts[:, low], dtype=np.float64)
+    x = streaming.read(runs[0].acts, np.s_[:, low], np.float64)  # plain reads, not the memory map
     var = x.var(axis=0)
     top = float(var.max() / var.sum())
     dim_text += (f" The lowest raw PR is at site {low} ({runs[0].sites[low]}, PR {raw.pr[low]:.3g}), where "

@@ -24,8 +24,9 @@ def _stack(n: int, n_sites: int = 6, d: int = 5, seed: int = 0, dtype=np.float64
     return (rng.standard_normal((n, 1, d)) + steps.cumsum(1) + 40.0 * np.arange(d)).astype(dtype)
 
 
-def _entry(acts: np.ndarray, tmp_path, monkeypatch, step: int = 4):
-    """``acts`` written as a cache entry (as a capture writes it) and read back memory-mapped."""
+def _entry(acts: np.ndarray, tmp_path, monkeypatch, step: int = 4, whole_run: bool = False):
+    """``acts`` written as a cache entry (as a capture writes it) and read back memory-mapped (the
+    ``Activations`` with ``whole_run``)."""
     monkeypatch.setenv("TDCOURSE_CACHE", str(tmp_path))
     meta = {"format_version": cap.FORMAT_VERSION, "model": {"name": "t", "source": "t", "revision": None,
             "quant": "none", "dtype": "float32", "init": "trained", "seed": 0},
@@ -35,7 +36,8 @@ def _entry(acts: np.ndarray, tmp_path, monkeypatch, step: int = 4):
         for start in range(0, len(acts), step):
             w[start : start + step] = acts[start : start + step]
         path = w.commit()
-    return cap.read_activations(path).acts
+    run = cap.read_activations(path)
+    return run if whole_run else run.acts
 
 
 # --------------------------------------------------------------------------- references (float64, in memory)
@@ -340,3 +342,41 @@ def test_site_means_of_a_subset_of_samples():
     for bad in ([], [30], [-1], [0.5]):
         with pytest.raises(ValueError, match="sample indices in 0 … 29"):
             streaming.site_means(acts, idx=bad)
+
+
+def _rss_file_kib() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssFile:"))
+
+
+def _readers():
+    from tdcourse import geometry, information, stationarity
+
+    return {
+        "Activations.site": lambda run: run.site("resid_mid", 2),
+        "geometry.norms": lambda run: geometry.norms(run.acts),
+        "geometry.density_indices": lambda run: geometry.density_indices(run.acts)["Hoyer, trimmed"],
+        "geometry.consecutive_cosine": lambda run: geometry.consecutive_cosine(run.acts),
+        "geometry.velocity": lambda run: geometry.velocity(run.acts),
+        "information.same_input_groups": lambda run: information.same_input_groups(run.acts, 3)[0],
+        "stationarity.site_moments": lambda run: stationarity.site_moments(run.acts)[1],
+    }
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the process's RssFile from /proc")
+@pytest.mark.parametrize("reader", list(_readers()))
+def test_a_reader_of_a_cached_capture_leaves_none_of_it_resident(reader, tmp_path, monkeypatch):
+    """What a chapter reads from a cached capture (a site, the norms, ...) is read with plain reads
+    or given back block by block: the capture's pages do not stay in the process's resident
+    memory (a view of the map at one site left most of a 1.9 GB capture resident: read-around),
+    and the values are those of the array in memory."""
+    acts = _stack(64, n_sites=8, d=2048, seed=8, dtype=np.float32)  # 4 MiB
+    run = _entry(acts, tmp_path, monkeypatch, step=64, whole_run=True)
+    assert streaming.is_mapped(run.acts)
+    fn = _readers()[reader]
+    streaming.release(run.acts)
+    before = _rss_file_kib()
+    got = np.array(fn(run), dtype=np.float64)  # a view of the map would be read here
+    assert _rss_file_kib() - before < 1024, f"{reader} left the capture's pages resident"  # KiB, of 4096
+    in_memory = dataclasses.replace(run, acts=acts)
+    np.testing.assert_array_equal(got, fn(in_memory))
