@@ -174,6 +174,12 @@ def test_a_memory_mapped_capture_streams_to_the_same_results(knobs, tmp_path, mo
     assert memo.key_of(C.analyse.__wrapped__, (mapped,)) == memo.key_of(C.analyse.__wrapped__, (acts.copy(),))
 
 
+def _rss_file_kib() -> int:
+    """The process's resident pages of mapped files, KiB (Linux)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssFile:"))
+
+
 def test_read_copies_and_gives_the_pages_back(tmp_path, monkeypatch):
     acts = _stack(64, n_sites=8, d=1024, seed=7, dtype=np.float32)  # 2 MiB
     mapped = _entry(acts, tmp_path, monkeypatch, step=64)
@@ -184,16 +190,12 @@ def test_read_copies_and_gives_the_pages_back(tmp_path, monkeypatch):
     got += 1  # a read with a dtype is the caller's to modify
     np.testing.assert_array_equal(acts, _stack(64, n_sites=8, d=1024, seed=7, dtype=np.float32))
     if sys.platform.startswith("linux"):
-        def file_pages() -> int:
-            with open("/proc/self/status") as f:
-                return next(int(line.split()[1]) for line in f if line.startswith("RssFile:"))
-
         streaming.release(mapped)
-        before = file_pages()
+        before = _rss_file_kib()
         float(np.asarray(mapped).sum())  # every page of the map, read through it
-        assert file_pages() - before > 1024  # KiB: the 2 MiB became resident
+        assert _rss_file_kib() - before > 1024  # KiB: the 2 MiB became resident
         streaming.release(mapped)
-        assert file_pages() - before < 512  # ... and are given back
+        assert _rss_file_kib() - before < 512  # ... and are given back
     streaming.release(acts)  # an array in memory: nothing to give back, no error
 
 
@@ -342,11 +344,6 @@ def test_site_means_of_a_subset_of_samples():
     for bad in ([], [30], [-1], [0.5]):
         with pytest.raises(ValueError, match="sample indices in 0 … 29"):
             streaming.site_means(acts, idx=bad)
-
-
-def _rss_file_kib() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("RssFile:"))
 
 
 def _readers():
