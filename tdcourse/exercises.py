@@ -10,10 +10,15 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 __all__ = ["Case", "NOT_WRITTEN", "run_case", "report", "agreement", "which_mistake", "unwritten", "yours_or",
-           "whose"]
+           "whose", "first_samples", "COMPARE_MIB"]
 
 #: Printed lines are wrapped at this many characters (the book's column, as ``verdicts.say``).
 WIDTH = 68
+
+#: How much of a capture (MiB of float32) :func:`first_samples` hands to a learner's function,
+#: which works on in-memory copies (often float64, several at once): 200 samples of SmolLM2,
+#: 64 at Llama 3.1 8B's shape, 12 at the 70B's.
+COMPARE_MIB = 64
 
 #: (what the case is, whether it passed, why not)
 Case = tuple[str, bool, str]
@@ -223,6 +228,46 @@ def which_mistake(fn: Callable, cases: Sequence[tuple], mistakes: Sequence[tuple
                for g, w in zip(got, want)):
             return desc
     return None
+
+
+def first_samples(acts, most: int = 200, mib: float = COMPARE_MIB) -> np.ndarray:
+    """The first samples of a capture, as many as fit in ``mib`` MiB: the rows on which a chapter
+    compares a learner's function with the library's.
+
+    A learner's version of a method is written for clarity: it converts the whole array to
+    float64 and keeps a few same-sized temporaries. On 200 samples of the 70B's shape (160 sites
+    × 8192 units, 1 GiB of float32) that took one chapter to 7 GiB; the comparison needs far
+    fewer rows. The count is ``min(most, len(acts), mib MiB // one sample's float32 bytes)``, and
+    at least 1.
+
+    Parameters
+    ----------
+    acts : ndarray or tdcourse.store.HalfStoreArray of shape (n_samples, n_sites, d_model)
+        The capture (``run.acts``), memory-mapped or in memory.
+    most : int, default 200
+        At most this many samples, whatever their size.
+    mib : float, default :data:`COMPARE_MIB`
+        The budget, in MiB of float32 values.
+
+    Returns
+    -------
+    ndarray of shape (k, n_sites, d_model), float32
+        A copy in memory of ``acts[:k]`` (not a view of the memory map: the file's pages are not
+        kept mapped).
+
+    Raises
+    ------
+    ValueError
+        When ``acts`` is not 3-D, ``most`` < 1 or ``mib`` <= 0: a message names the argument.
+    """
+    shape = tuple(getattr(acts, "shape", ()))
+    if len(shape) != 3:
+        raise ValueError(f"acts must be a capture of shape (n_samples, n_sites, d_model), got shape {shape}")
+    if int(most) < 1 or not mib > 0:
+        raise ValueError(f"most must be >= 1 and mib > 0, got most={most!r}, mib={mib!r}")
+    per_sample = 4 * shape[1] * shape[2]
+    k = max(1, min(int(most), shape[0], int(mib * 2**20) // per_sample))
+    return np.array(acts[:k], dtype=np.float32)
 
 
 def _name(f: Callable) -> str:

@@ -377,3 +377,34 @@ def test_a_reader_of_a_cached_capture_leaves_none_of_it_resident(reader, tmp_pat
     assert _rss_file_kib() - before < 1024, f"{reader} left the capture's pages resident"  # KiB, of 4096
     in_memory = dataclasses.replace(run, acts=acts)
     np.testing.assert_array_equal(got, fn(in_memory))
+
+
+@pytest.mark.parametrize("shape, want", [((1000, 60, 576), 200),  # SmolLM2-135M: the 200 asked for
+                                         ((1800, 64, 4096), 64),  # Llama 3.1 8B's shape: 64 MiB of 1 MiB
+                                         ((200, 160, 8192), 12),  # the 70B's: 64 MiB of 5 MiB samples
+                                         ((5, 64, 4096), 5)])  # fewer samples than the budget holds
+def test_first_samples_bounds_a_learners_comparison_by_size(shape, want):
+    """A chapter compares a learner's function with the library's on the first samples of a run,
+    as many as fit in 64 MiB of float32 (200 samples of the 70B's shape took chapter 3 to 7 GiB)."""
+    from tdcourse import exercises
+
+    acts = np.broadcast_to(np.arange(shape[0], dtype=np.float32)[:, None, None], shape)  # no memory
+    got = exercises.first_samples(acts)
+    assert got.shape == (want, *shape[1:]) and got.dtype == np.float32
+    np.testing.assert_array_equal(got[:, 0, 0], np.arange(want))
+    assert exercises.first_samples(acts, most=3).shape[0] == min(3, want)
+    assert exercises.first_samples(acts, mib=0.001).shape[0] == 1  # at least one sample
+
+
+def test_first_samples_copies_out_of_the_map_and_refuses_a_wrong_shape(tmp_path, monkeypatch):
+    from tdcourse import exercises
+
+    acts = _stack(64, n_sites=8, d=2048, seed=3, dtype=np.float32)  # 4 MiB
+    run = _entry(acts, tmp_path, monkeypatch, step=64, whole_run=True)
+    got = exercises.first_samples(run.acts, mib=1)  # 16 samples of 64 KiB
+    assert got.shape == (16, 8, 2048) and not isinstance(got, np.memmap) and got.base is None
+    np.testing.assert_array_equal(got, acts[:16])
+    with pytest.raises(ValueError, match=r"shape \(n_samples, n_sites, d_model\), got shape \(8, 2048\)"):
+        exercises.first_samples(acts[0])
+    with pytest.raises(ValueError, match="most must be >= 1"):
+        exercises.first_samples(acts, most=0)
