@@ -115,6 +115,8 @@ def render() -> str:
         bullets.append("**nnsight against the hooks** on SmolLM2, N = 1,000: not measured (the run did not finish).")
     for what, log in (("8B-shaped stand-in, N = 1,800 (1.9 GB of float32 per run)",
                        "cpu2_chapter_memory_8b_shape_n1800.log"),
+                      ("70B-shaped stand-in, N = 200 (1.05 GB of float32 per run)",
+                       "cpu2_chapter_memory_70b_shape_n200.log"),
                       ("70B-shaped stand-in, N = 64", "cpu2_chapter_memory_70b_shape_n64.log")):
         chapters = _chapter_lines(log)
         if chapters:
