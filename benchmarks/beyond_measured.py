@@ -55,6 +55,18 @@ def _chapter_lines(name: str) -> dict[str, tuple[float, float]]:
     return out
 
 
+def _parallel_captures(name: str) -> dict[str, tuple[float, float]]:
+    """A bench_chapter_memory log's last captures run both at once (``--parallel-captures``; a
+    later run reads them from the cache in seconds): {init: (wall s, peak GiB)}."""
+    path = RESULTS / name
+    out: dict[str, tuple[float, float]] = {}
+    if path.exists():
+        for m in re.finditer(r"^capture (\w+) \(or read from cache\) \(both at once\)\s+wall\s+([\d.]+) s\s+"
+                             r"peak RSS\s+([\d.]+) GiB", path.read_text(), flags=re.M):
+            out[m.group(1)] = (float(m.group(2)), float(m.group(3)))
+    return out
+
+
 def render() -> str:
     bullets = []
     for what, log in (("the 8B-shaped stand-in", "cpu_capture_memory_8b_shape.log"),
@@ -125,7 +137,10 @@ def render() -> str:
                 f"its random-init control) read from the cache (`benchmarks/bench_chapter_memory.py`, log "
                 f"`benchmarks/results/{log}`): "
                 + "; ".join(f"chapter {int(k)} {w:.0f} s, peak {m:.2f} GiB" for k, (w, m) in sorted(chapters.items()))
-                + ".")
+                + "." + (" The two captures before them, the trained stand-in and its random-init control, ran at "
+                         "the same time, one core each: "
+                         + " and ".join(f"{w:.0f} s (peak {m:.2f} GiB)" for w, m in caps.values()) + "."
+                         if len(caps := _parallel_captures(log)) == 2 else ""))
     block = _last_block("cpu2_lowdim_memory_8b_shape.log") or ""
     shape = re.search(r"shape \((\d+), (\d+), (\d+)\) float32, ([\d.]+) GiB", block)
     runs = re.findall(r"lowdim\.analyse, one run, tdcourse at (\w+) \[([^\]]*)\]: wall\s+([\d.]+) s\s+"
