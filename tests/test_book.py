@@ -50,7 +50,14 @@ def _chromium() -> str | None:
 
 
 def _pages() -> list[Path]:
+    """The built chapter pages."""
     return sorted(HTML.glob("notebooks/*.html"))
+
+
+def _prose_pages() -> list[Path]:
+    """The built prose pages (``book/*.md``: the landing page, the scoreboard, Beyond one GPU, ...):
+    no charts, but the same theme, tables and inline code as the chapters."""
+    return sorted(HTML.glob("book/*.html"))
 
 
 def test_vega_bundle_matches_altair():
@@ -248,7 +255,8 @@ MEASURE_JS = r"""
                      title: t ? t.textContent : ''});
   }
   const probe = document.createElement('span');
-  for (const p of article.querySelectorAll('.cell_output pre, div.output pre, .cell_input pre')) {
+  // code and printed lines: a cell's, and a code block in the prose (a chapter's text, a prose page)
+  for (const p of new Set(article.querySelectorAll('.cell_output pre, div.output pre, .cell_input pre, div.highlight pre'))) {
     probe.textContent = 'M'.repeat(100); p.appendChild(probe);
     const cw = probe.getBoundingClientRect().width / 100; p.removeChild(probe);
     const pcs = getComputedStyle(p);
@@ -257,7 +265,7 @@ MEASURE_JS = r"""
     const r = p.getBoundingClientRect();
     out.texts.push({where: where(p), scroll: p.scrollWidth, client: p.clientWidth, right: r.right,
                     shows: Math.floor(inner / cw), longest: longest.length, line: longest.slice(0, 100),
-                    kind: p.closest('.cell_input') ? 'code line' : 'printed line'});
+                    kind: p.closest('.cell_output, div.output') ? 'printed line' : 'code line'});
   }
   for (const e of article.querySelectorAll('.cell_output table, .cell_output img, .cell_output iframe')) {
     const r = e.getBoundingClientRect();
@@ -363,6 +371,21 @@ def test_chapter_page_fits_the_column_at_1280px(page, browser):
 
 
 @needs_browser
+@pytest.mark.parametrize("page", _prose_pages() or [None], ids=lambda p: p.stem if p else "no-pages")
+def test_prose_page_fits_the_window_at_1280px(page, browser):
+    """At a 1280 px window nothing on a prose page scrolls sideways: not the page, not a table,
+    not a line of code; and no script on it throws."""
+    if page is None:
+        pytest.skip("the book is not built: run `make book` first")
+    m, errors = _measure_page(browser, page)
+    assert m["viewport"] == WINDOW[0]
+    problems = layout_problems(m)
+    assert not problems, (f"{page.name} at {WINDOW[0]} px (content column {m['column']['width']:.0f} px):\n  "
+                          + "\n  ".join(problems))
+    assert not errors, f"{page.name}: " + "; ".join(errors)
+
+
+@needs_browser
 @pytest.mark.parametrize("page", _pages() or [None], ids=lambda p: p.stem if p else "no-pages")
 def test_chapter_page_draws_offline(page, browser):
     """With the network blocked (no host name resolves) every chart is drawn by the book's own
@@ -455,11 +478,25 @@ def test_layout_check_fails_on_five_panels_and_long_lines(tmp_path, browser):
     assert table.startswith("table in cell 3")
 
 
+def test_layout_check_measures_a_code_block_in_the_prose(tmp_path, browser):
+    """A code block in a page's text (a prose page's command, outside any cell) is measured as a
+    cell's code is: a 200-character line is reported, a 70-character one is not."""
+    path = tmp_path / "prose.html"
+    block = '<div class="highlight"><pre>{}</pre></div>'
+    path.write_text(_FIXTURE.format(cells=block.format("python -m tdcourse " + "z" * 181)
+                                    + block.format("x" * 70)))
+    m, _ = _measure(browser, path.as_uri())
+    assert [t["longest"] for t in m["texts"]] == [200, 70]
+    problems = layout_problems(m)
+    assert len(problems) == 1, problems  # the line (it scrolls inside its box, not the page)
+    assert problems[0].startswith('code line of 200 characters in the page under "What we found" scrolls')
+
+
 # A phone-width page with the book's own stylesheet (book/_static/tdcourse.css) or without it.
 _PHONE = """<!DOCTYPE html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
 <style>body {{ margin: 0; font-family: sans-serif; }} article.bd-article {{ padding: 0 16px; }}
 pre {{ overflow: auto; font-family: monospace; font-size: 14px; padding: 8px; margin: 0; }}
-.vega-embed {{ display: inline-block; }} {css}</style></head><body><article class="bd-article"><section>
+.vega-embed {{ display: inline-block; }} span.pre {{ white-space: nowrap; }} {css}</style></head><body><article class="bd-article"><section>
 <h2>What we found</h2>{cells}</section></article></body></html>"""
 _INPUT = '<div class="cell"><div class="cell_input"><pre>{}</pre></div></div>'
 
@@ -470,7 +507,12 @@ def _phone_page(tmp_path: Path, name: str, css: str) -> str:
     vs = [verdicts.judge("C9", "units circle", "a long criterion " * 6, "smollm2-135m · random init (seed 0)", 10.2,
                          agrees=True, uncertainty="null mean 14.6 ± 0.3 over 1000 layer shuffles")]
     cells = [_INPUT.format("x = " + "y" * 70), _CELL.format(_chart(520)), _CELL.format(verdicts.table(vs).to_html()),
-             _CELL.format("<pre>" + "C3 agrees: " + "z" * 57 + "</pre>")]
+             _CELL.format("<pre>" + "C3 agrees: " + "z" * 57 + "</pre>"),
+             # a prose page's: a log's path in inline code and in plain text, a wide table
+             '<p>log <code class="docutils literal notranslate"><span class="pre">'
+             + "benchmarks/results/cpu_capture_memory_70b_shape.log</span></code>, and "
+             + "benchmarks/results/cpu2_robustness_costs.log too</p>",
+             '<table class="table"><tr>' + "<td>agrees:&nbsp;robust&nbsp;to&nbsp;4</td>" * 4 + "</tr></table>"]
     path = tmp_path / f"{name}.html"
     path.write_text(_PHONE.format(css=css, cells="\n".join(cells)))
     return path.as_uri()
@@ -479,8 +521,10 @@ def _phone_page(tmp_path: Path, name: str, css: str) -> str:
 @needs_browser
 def test_phone_check_passes_the_books_css_and_fails_without_it(tmp_path, browser):
     """At 390 px, with book/_static/tdcourse.css, a 520 px chart shrinks to the column, a 74-character
-    code line and a 68-character printed line wrap, and the verdict table scrolls inside its own box
-    (allowed); without that stylesheet the chart, the code and the printed line are each reported."""
+    code line and a 68-character printed line wrap, a long path in inline code or in plain text
+    breaks, and the verdict table and a prose page's wide table scroll inside their own boxes
+    (allowed); without that stylesheet the chart, the code and the printed line are each reported,
+    and the page scrolls sideways."""
     css = (ROOT / "book" / "_static" / "tdcourse.css").read_text()
     m, errors = _measure(browser, _phone_page(tmp_path, "with", css), window=PHONE)
     assert not errors and m["viewport"] == PHONE[0]
@@ -494,6 +538,7 @@ def test_phone_check_passes_the_books_css_and_fails_without_it(tmp_path, browser
     problems = layout_problems(m, phone=True)
     kinds = sorted(p.split(" in cell")[0].split(" of ")[0] for p in problems if not p.startswith("the page"))
     assert kinds == ['chart "520 px"', "code line", "printed line"], problems
+    assert problems[0].startswith("the page is"), problems
 
 
 @needs_browser
