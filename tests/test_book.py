@@ -1,4 +1,5 @@
-"""The built book, as a reader sees it: every chapter page opened in headless Chromium with
+"""The built book, as a reader sees it: every chapter page (and every prose page, ``book/*.html``,
+for the layout and script checks) opened in headless Chromium with
 the network blocked; each chart must be drawn and no error or traceback shown; at a 1280 px
 window every drawn chart, code cell, printed line and table must fit the content column (nothing
 scrolls sideways); at a 390 px phone the charts shrink to the column, code and printed lines
