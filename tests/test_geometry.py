@@ -233,3 +233,18 @@ def test_verdicts_reuse_density():
     # the density passed in is the one used
     flat = {k: np.ones_like(v) * np.arange(8)[None, :] for k, v in dens.items()}
     assert geometry.verdicts(run, n_boot=50, density=flat)[0].outcome == "agrees"
+
+
+def test_chapter_3_states_the_c6_floor_its_verdict_applies():
+    """The criterion a learner reads before the result names the late / early floor that
+    geometry.verdicts applies to C6 (a learner found the floor only in the findings' criteria)."""
+    import json
+    from pathlib import Path
+
+    from tdcourse.geometry import MIN_VELOCITY_RATIO
+
+    nb = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / "03_growth.ipynb").read_text())
+    text = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown"]
+    criterion = " ".join(next(t for t in text if "C6 **agrees**" in t).split())
+    assert f"at least {MIN_VELOCITY_RATIO:g} times its first third" in criterion
+    assert "`geometry.MIN_VELOCITY_RATIO`" in criterion
