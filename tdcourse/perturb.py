@@ -996,7 +996,10 @@ def flow_fields(
         norms = np.linalg.norm(grid_states - natural[l], axis=1)
         rand_states = natural[l] + random_directions(norms, run.d_model, seed=seed + j)
         out = teleport(model, ids, l, np.concatenate([grid_states, rand_states]))
-        traj = out.boundaries().astype(np.float64)                    # (2m, B - l, d)
+        # (2m, B - l, d) float32, a view of the pass's states: each measure below upcasts the half
+        # it reads to float64 itself (the same values as one float64 copy of the whole, which held
+        # 1 GiB more at the 70B's shape)
+        traj = out.boundaries()
         dist[j, :, l:] = distances(traj[:m], natural[l:])
         dist_random[j, :, l:] = distances(traj[m:], natural[l:])
         natural_pc[j] = plane.project(natural)
@@ -1009,6 +1012,7 @@ def flow_fields(
         kl[j], kl_random[j] = kls[:m], kls[m:]
         top = out.logprobs.argmax(1) == top1
         top_kept[j], top_kept_random[j] = top[:m], top[m:]
+        del out, traj  # before the next layer's pass allocates its own states
     return Flows(label=run.label, prompt=prompt, layers=layers, paper_layers=tuple(int(x) for x in paper_layers),
                  n_grid=int(n_grid), extent=float(extent), planes=tuple(planes), coords=coords, natural=natural,
                  natural_pc=natural_pc, moved_pc=moved_pc, dist=dist, dist_pc=dist_pc, dist_random=dist_random,

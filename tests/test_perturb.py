@@ -331,3 +331,34 @@ def test_flow_fields_on_smollm2(smol_acts, smollm2):
         # the random-direction control starts at the same distance as the grid
         np.testing.assert_allclose(fl.dist_random[j, :, l], fl.dist[j, :, l], rtol=1e-4)
     assert (fl.kl >= -1e-6).all() and fl.summary(k=1).shape[0] == 2
+def test_flow_fields_holds_one_passs_states_at_a_time():
+    """The teleport experiment keeps one injection layer's states at a time, in float32: each
+    measure upcasts the half it reads (results bit for bit as before). Before, a float64 copy of
+    both halves was held through the measures and until the next pass had made its own (4.5 times
+    one half's float64 states at the peak here, 3.6 now; the measures' own temporaries are the
+    rest)."""
+    import tracemalloc
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tdcourse.capture import Activations, site_names
+
+    torch.manual_seed(0)
+    n_layers, d = 4, 512  # wide and shallow: the states, not the logits, are what is large
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=d, intermediate_size=64,
+                                         num_hidden_layers=n_layers, num_attention_heads=4,
+                                         num_key_value_heads=1, max_position_embeddings=32)).eval()
+    rng = np.random.default_rng(0)
+    run = Activations(acts=rng.normal(size=(16, 2 * n_layers, d)).astype(np.float32),
+                      sites=site_names(n_layers), texts=[""] * 16)
+    tok = lambda prompt: {"input_ids": [3, 5, 7, 9]}  # noqa: E731 - the prompt's ids, fixed
+    m = 10 ** 2  # the default 10 × 10 grid
+    one_pass = m * (n_layers + 1) * d * 8  # grid states at every boundary of the first pass, float64
+    tracemalloc.start()
+    try:
+        perturb.flow_fields(run, model, tok, paper_layers=(0, 7, 23, 31))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * one_pass, f"peak {peak / 2**20:.1f} MiB, one pass's grid states {one_pass / 2**20:.1f} MiB"
