@@ -362,3 +362,21 @@ def test_flow_fields_holds_one_passs_states_at_a_time():
     finally:
         tracemalloc.stop()
     assert peak < 4 * one_pass, f"peak {peak / 2**20:.1f} MiB, one pass's grid states {one_pass / 2**20:.1f} MiB"
+
+
+def test_chapter_7_states_the_c13_criterion_its_verdicts_apply():
+    """The criterion a learner reads before the result says what perturb.verdicts tests: the
+    late-minus-early difference of the layer means, with its interval above 0 (one-sided), not
+    "excludes 0"; and the 5 % floor the robustness page tries (a learner met it only in a note)."""
+    import json
+    from pathlib import Path
+
+    nb = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / "07_teleport.ipynb").read_text())
+    text = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown"]
+    criterion = " ".join(next(t for t in text if "**Criterion, before the result.**" in t).split())
+    assert "excludes 0" not in criterion
+    assert "the mean $r$ of the two late layers minus that of the two early ones" in criterion
+    assert "has a 95 % bootstrap interval above 0" in criterion
+    assert "with its CI above 0" in perturb.C13_RATIO_CRITERION and "with its bootstrap CI above 0" in \
+        perturb.C13_ARROWS_CRITERION
+    assert "at least 5 %" in criterion
