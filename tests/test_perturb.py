@@ -380,3 +380,21 @@ def test_chapter_7_states_the_c13_criterion_its_verdicts_apply():
     assert "with its CI above 0" in perturb.C13_RATIO_CRITERION and "with its bootstrap CI above 0" in \
         perturb.C13_ARROWS_CRITERION
     assert "at least 5 %" in criterion
+
+
+def test_the_layer_table_shows_the_verdicts_interval_for_r():
+    """The layer table's r interval is the one the C13 verdict prints for the same layer (it used
+    500 resamples against the verdict's 2000: a learner saw 12.31-14.14 and 12.19-14.11)."""
+    import inspect
+
+    fl = _flows(0.4, 0.1)
+    run = type("Run", (), {"label": fl.label})()
+    v_ratio = perturb.verdicts(run, flows=fl)[0]
+    assert inspect.signature(perturb.verdicts).parameters["n_boot"].default == \
+        inspect.signature(perturb.recovery_ratio).parameters["n_boot"].default
+    tab = fl.summary(k=1)
+    for j, layer in enumerate(fl.layers):
+        r = fl.ratio(j, 1, "full", n_boot=2000, seed=0)
+        assert (tab["ratio full lo"][j], tab["ratio full hi"][j]) == (r.lo, r.hi)
+        if fl.paper_layers[j] in (0, 7, 23, 31):  # the layers the verdict reads
+            assert f"layer {layer}: {r}" in v_ratio.uncertainty
