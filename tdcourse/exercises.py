@@ -238,7 +238,7 @@ def first_samples(acts, most: int = 200, mib: float = COMPARE_MIB) -> np.ndarray
     float64 and keeps a few same-sized temporaries. On 200 samples of the 70B's shape (160 sites
     × 8192 units, 1 GiB of float32) that took one chapter to 7 GiB; the comparison needs far
     fewer rows. The count is ``min(most, len(acts), mib MiB // one sample's float32 bytes)``, and
-    at least 1.
+    at least 1 (the first block of :func:`tdcourse.streaming.sample_blocks`).
 
     Parameters
     ----------
@@ -252,8 +252,8 @@ def first_samples(acts, most: int = 200, mib: float = COMPARE_MIB) -> np.ndarray
     Returns
     -------
     ndarray of shape (k, n_sites, d_model), float32
-        A copy in memory of ``acts[:k]`` (not a view of the memory map: the file's pages are not
-        kept mapped).
+        A copy in memory of ``acts[:k]``, read with :func:`tdcourse.streaming.read` (plain file
+        reads: the memory map's pages are not kept resident).
 
     Raises
     ------
@@ -265,9 +265,11 @@ def first_samples(acts, most: int = 200, mib: float = COMPARE_MIB) -> np.ndarray
         raise ValueError(f"acts must be a capture of shape (n_samples, n_sites, d_model), got shape {shape}")
     if int(most) < 1 or not mib > 0:
         raise ValueError(f"most must be >= 1 and mib > 0, got most={most!r}, mib={mib!r}")
-    per_sample = 4 * shape[1] * shape[2]
-    k = max(1, min(int(most), shape[0], int(mib * 2**20) // per_sample))
-    return np.array(acts[:k], dtype=np.float32)
+    from . import streaming
+
+    # the first block of the capture's own budgeted blocks, read with plain file reads
+    blocks = streaming.sample_blocks(min(int(most), shape[0]), 4 * shape[1] * shape[2], int(mib * 2**20))
+    return streaming.read(acts, np.s_[: blocks[0][1] if blocks else 0], np.float32)
 
 
 def _name(f: Callable) -> str:

@@ -347,9 +347,10 @@ def test_site_means_of_a_subset_of_samples():
 
 
 def _readers():
-    from tdcourse import geometry, information, stationarity
+    from tdcourse import exercises, geometry, information, stationarity
 
     return {
+        "exercises.first_samples": lambda run: exercises.first_samples(run.acts),
         "Activations.site": lambda run: run.site("resid_mid", 2),
         "geometry.norms": lambda run: geometry.norms(run.acts),
         "geometry.density_indices": lambda run: geometry.density_indices(run.acts)["Hoyer, trimmed"],
